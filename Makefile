@@ -1,0 +1,70 @@
+# quantshift-mlops: every build output here is git-ignored and rebuilt on demand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WHEELHOUSE := .cache/wheelhouse
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv retrain test lint unit integration molecule wheelhouse benchmarks clean status rollback
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP): python/pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e 'python[yfinance]' -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP) ## create .venv with the package and the controller tooling
+
+retrain: $(STAMP) ## provision and retrain on inventory/local with bundled data
+	$(BIN)/ansible-playbook playbooks/site.yml
+	$(BIN)/ansible-playbook playbooks/retrain.yml
+	$(BIN)/ansible-playbook playbooks/status.yml
+
+status: $(STAMP) ## fleet table for inventory/local
+	$(BIN)/ansible-playbook playbooks/status.yml
+
+rollback: $(STAMP) ## roll inventory/local back to the latest backup
+	$(BIN)/ansible-playbook playbooks/rollback.yml
+
+lint: $(STAMP) ## ruff, mypy, yamllint, ansible-lint (production), module docs
+	cd python && ../$(BIN)/ruff check . && ../$(BIN)/mypy
+	$(BIN)/ruff check benchmarks library molecule
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ansible-doc -M library quantshift_train > /dev/null
+	$(BIN)/ansible-doc -M library quantshift_model > /dev/null
+
+unit: $(STAMP) ## pytest unit tests of the package
+	$(BIN)/pytest -q python/tests
+
+integration: $(STAMP) ## playbooks against inventory/local (site, retrain, rollback, refused gate)
+	$(BIN)/pytest -q tests-integration
+
+wheelhouse: $(WHEELHOUSE)/.complete ## wheels for the test hosts (Python 3.11, manylinux x86_64)
+
+$(WHEELHOUSE)/.complete: python/pyproject.toml $(STAMP)
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m build --wheel --outdir $(WHEELHOUSE) python
+	$(BIN)/pip download -q --only-binary=:all: --python-version 3.11 \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
+	  -d $(WHEELHOUSE) $(WHEELHOUSE)/quantshift_ml-*.whl
+	touch $@
+
+molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (root)
+	@if [ "$$(id -u)" != 0 ]; then echo "molecule: the nspawn test hosts need root; run as root" >&2; exit 1; fi
+	$(BIN)/molecule test -s default
+
+test: lint unit integration molecule ## everything CI runs
+
+benchmarks: $(STAMP) ## speed figures (not part of the tests)
+	$(BIN)/python benchmarks/bench_training.py
+
+clean: ## remove build outputs (keeps the rootfs cache outside the checkout)
+	rm -rf $(VENV) .cache .local build python/build python/*.egg-info

@@ -1,0 +1,232 @@
+"""``quantshift-ml``: the command line other parts of the product and users rely on.
+
+Exit codes: 0 ok, 1 anything else, 2 bad input or usage, 3 gate refused,
+4 integrity failure (sha mismatch, lock held). With ``--json`` exactly one JSON
+object is printed on stdout; logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from quantshift_ml import __version__, operations
+from quantshift_ml.data.sources import make_source
+from quantshift_ml.errors import QuantshiftError, UsageError
+from quantshift_ml.gate import GateConfig
+from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
+from quantshift_ml.store import ModelStore, default_root
+from quantshift_ml.training.config import TrainConfig
+
+log = logging.getLogger("quantshift_ml")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors get exit code 2 and JSON."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=None,
+                   help="store root (default $QUANTSHIFT_ROOT or /opt/quantshift)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+
+
+def _source_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", choices=["bundled", "csv", "yfinance"], default="bundled")
+    p.add_argument("--data", help="Yahoo-format CSV file (with --source csv)")
+    p.add_argument("--symbol", default="SPY", help="ticker for --source yfinance")
+    p.add_argument("--max-cache-age-hours", type=float, default=72.0,
+                   help="yfinance: fall back to a cache at most this old")
+    p.add_argument("--as-of", default=None, help="last bar of the window (YYYY-MM-DD)")
+
+
+def _train_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--years", type=float, default=2.0, help="rolling window length")
+    p.add_argument("--labeler", choices=sorted(LABELERS), default=DEFAULT_LABELER)
+    p.add_argument("--gap", type=int, default=21, help="embargo bars (>= label horizon)")
+    p.add_argument("--no-stress-memory", action="store_true",
+                   help="train on the window only (see docs/model.md)")
+    p.add_argument("--min-accuracy", type=float, default=0.75, help="gate floor")
+    p.add_argument("--max-regression", type=float, default=0.05,
+                   help="max drop vs the active model on the same holdout")
+    p.add_argument("--gate-metric", choices=["test_accuracy", "balanced_accuracy"],
+                   default="test_accuracy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a candidate, gate it, optionally promote it")
+    _common(p)
+    _source_opts(p)
+    _train_opts(p)
+    p.add_argument("--promote", action="store_true", help="promote when the gate passes")
+    p.add_argument("--keep-backups", type=int, default=3)
+    p.add_argument("--keep-logs", type=int, default=10)
+    p.add_argument("--check", action="store_true", help="train and gate; write nothing")
+
+    p = sub.add_parser("promote", help="make a staged candidate active")
+    _common(p)
+    p.add_argument("artifact", type=Path, help="candidate .pkl (metadata beside it)")
+    p.add_argument("--keep-backups", type=int, default=3)
+
+    p = sub.add_parser("rollback", help="make a backup active again (verified first)")
+    _common(p)
+    p.add_argument("--to", default="latest", help="latest or a VERSION")
+    p.add_argument("--keep-backups", type=int, default=3)
+
+    p = sub.add_parser("verify", help="check sha256 of the active model or a backup")
+    _common(p)
+    p.add_argument("--target", default="active", help="active, all or a backup VERSION")
+
+    for name, text in (("status", "active model, age, integrity, backups"),
+                       ("backups", "list backups")):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+
+    p = sub.add_parser("evaluate", help="score a stored artifact on fresh data (no writes)")
+    _common(p)
+    _source_opts(p)
+    p.add_argument("--to", default="latest", help="backup VERSION, latest, or active")
+
+    p = sub.add_parser("predict", help="regime of the newest bar with the active model")
+    _common(p)
+    _source_opts(p)
+
+    p = sub.add_parser("walkforward", help="monthly walk-forward report over the history")
+    _common(p)
+    _source_opts(p)
+    _train_opts(p)
+    p.add_argument("--start", default=None, help="first month to report (YYYY-MM-DD)")
+    return parser
+
+
+def _train_config(a: argparse.Namespace) -> TrainConfig:
+    if a.years <= 0:
+        raise UsageError(f"--years must be positive, got {a.years}")
+    if a.gap < 0:
+        raise UsageError(f"--gap must be >= 0, got {a.gap}")
+    return TrainConfig(years=a.years, labeler=a.labeler, gap=a.gap,
+                       stress_memory=not a.no_stress_memory)
+
+
+def _gate(a: argparse.Namespace) -> GateConfig:
+    return GateConfig(metric=a.gate_metric, floor=a.min_accuracy, max_regression=a.max_regression)
+
+
+def _source(a: argparse.Namespace, root: Path) -> Any:
+    return make_source(a.source, data=a.data, symbol=a.symbol, root=root,
+                       max_cache_age_hours=a.max_cache_age_hours)
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    root: Path = a.root or default_root()
+    cmd = a.command
+    if cmd == "train":
+        return operations.train(_source(a, root), root=root, config=_train_config(a),
+                                gate=_gate(a), as_of=a.as_of, promote=a.promote,
+                                check_mode=a.check, keep_backups=a.keep_backups,
+                                keep_logs=a.keep_logs)
+    if cmd == "promote":
+        return ModelStore(root, keep_backups=a.keep_backups).promote(a.artifact)
+    if cmd == "rollback":
+        return ModelStore(root, keep_backups=a.keep_backups).rollback(a.to)
+    if cmd == "verify":
+        return operations.verify(root, a.target)
+    if cmd == "status":
+        return operations.status(root)
+    if cmd == "backups":
+        return {"backups": operations.status(root)["backups"]}
+    if cmd == "evaluate":
+        store = ModelStore(root)
+        pkl = (store.layout.active_pkl if a.to == "active"
+               else store.resolve_backup(a.to).pkl)
+        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
+    if cmd == "predict":
+        return operations.predict_latest(root, _source(a, root))
+    if cmd == "walkforward":
+        from quantshift_ml.training.walkforward import run_walkforward
+
+        src = _source(a, root)
+        return run_walkforward(src.load(), _train_config(a), _gate(a), start=a.start,
+                               origin=src.name)
+    raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
+
+
+def _human(cmd: str, result: dict[str, Any]) -> str:
+    if cmd == "train":
+        m, g = result["metrics"], result["gate"]
+        lines = [f"version {result['version']}",
+                 f"Test Accuracy: {m['test_accuracy']:.3f}",
+                 "CV Accuracy: " + ("n/a" if m["cv_accuracy"] is None
+                                    else f"{m['cv_accuracy']:.3f}"),
+                 f"Balanced Accuracy: {m['balanced_accuracy']:.3f}",
+                 "Features: " + ", ".join(f["feature"] for f in m["top_features"]),
+                 g["summary"]]
+        if result.get("promoted"):
+            lines.append(f"promoted {result['current']['version']} ({result['sha256'][:12]})")
+        elif result.get("artifact"):
+            lines.append(f"staged {result['artifact']}")
+        return "\n".join(lines)
+    if cmd == "status":
+        act = result["active"]
+        if act is None:
+            head = f"{result['root']}: no active model"
+        else:
+            head = (f"{result['root']}: {act['version']} sha {act['sha256'][:12]} "
+                    f"age {act['age_days']} d test accuracy {act['test_accuracy']} "
+                    f"integrity {act['integrity']}")
+        return head + "\nbackups: " + (", ".join(b["version"] for b in result["backups"])
+                                       or "none")
+    if cmd == "walkforward":
+        m = result["model"]
+        rows = [f"walk-forward {result['first_month']}..{result['last_month']} "
+                f"({result['months']} monthly retrains, labeler {result['labeler']['name']})",
+                f"{'':12}{'accuracy':>9}{'balanced':>9}",
+                f"{'model':12}{m['accuracy']:9.3f}{m['balanced_accuracy']:9.3f}"]
+        for k, v in result["baselines"].items():
+            rows.append(f"{k:12}{v['accuracy']:9.3f}{v['balanced_accuracy']:9.3f}")
+        rows.append("recall: " + ", ".join(f"{c} {v['recall']}" for c, v in
+                                           m["per_class"].items()))
+        rows.append(f"gate pass rate: {result['gate_pass_rate']:.1%}")
+        return "\n".join(rows)
+    return json.dumps(result, indent=2, sort_keys=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    verbose = any(x in (argv if argv is not None else sys.argv[1:]) for x in ("-v", "--verbose"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args = parser.parse_args(argv)
+        result = run(args)
+    except QuantshiftError as exc:
+        print(f"quantshift-ml: error: {exc}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
+                              "exit_code": exc.exit_code}))
+        return exc.exit_code
+    except KeyboardInterrupt:  # pragma: no cover
+        return 130
+    if as_json:
+        print(json.dumps({"ok": True, **result}, sort_keys=True, default=str))
+    else:
+        print(_human(args.command, result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Validation of OHLCV frames before anything is computed or trained.
+
+Every check names the problem and the first offending row (1-based data row,
+as a spreadsheet would show it after the header) or date, because the person
+reading the error has to open the file and fix it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from quantshift_ml.errors import DataError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("Date", "Open", "High", "Low", "Close", "Volume")
+PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close")
+
+
+def _first(mask: pd.Series) -> int:
+    """Position of the first True in a boolean Series."""
+    return int(mask.to_numpy().nonzero()[0][0])
+
+
+def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
+    """Check a raw Yahoo-format frame and return it indexed by date.
+
+    Args:
+        raw: one row per bar, columns at least ``REQUIRED_COLUMNS`` (strings or
+            numbers, as read from a CSV); ``Adj Close`` is optional.
+        origin: a name for the data (file path, symbol) used in messages.
+
+    Returns:
+        A float frame indexed by a ``DatetimeIndex`` named ``Date`` with columns
+        Open, High, Low, Close, Volume, sorted as given (validated increasing).
+
+    Raises:
+        DataError: on the first problem found, naming the row or date.
+    """
+    if raw.empty:
+        raise DataError(f"{origin}: no rows")
+    cols = {str(c).strip(): c for c in raw.columns}
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if missing:
+        raise DataError(
+            f"{origin}: missing required column(s) {', '.join(missing)}; "
+            f"expected Yahoo layout {', '.join(REQUIRED_COLUMNS)} (found {', '.join(cols)})"
+        )
+    frame = raw.rename(columns={v: k for k, v in cols.items()})
+
+    dates = pd.to_datetime(frame["Date"], errors="coerce", utc=False)
+    if dates.isna().any():
+        pos = _first(dates.isna())
+        raise DataError(f"{origin}: row {pos + 1}: unparseable date {frame['Date'].iloc[pos]!r}")
+    if getattr(dates.dt, "tz", None) is not None:
+        dates = dates.dt.tz_localize(None)
+    dup = dates.duplicated()
+    if dup.any():
+        pos = _first(dup)
+        raise DataError(f"{origin}: row {pos + 1}: duplicate date {dates.iloc[pos].date()}")
+    back = dates.diff() <= pd.Timedelta(0)
+    if back.any():
+        pos = _first(back)
+        raise DataError(
+            f"{origin}: row {pos + 1}: dates not increasing "
+            f"({dates.iloc[pos].date()} after {dates.iloc[pos - 1].date()}); sort the file by Date"
+        )
+
+    out = pd.DataFrame(index=pd.DatetimeIndex(dates.to_numpy(), name="Date"))
+    for col in (*PRICE_COLUMNS, "Volume"):
+        values = pd.to_numeric(frame[col], errors="coerce")
+        raw_col = frame[col]
+        bad = values.isna() & raw_col.notna()
+        if bad.any():
+            pos = _first(bad)
+            raise DataError(
+                f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): "
+                f"non-numeric {col} {raw_col.iloc[pos]!r}"
+            )
+        if values.isna().any():
+            pos = _first(values.isna())
+            raise DataError(
+                f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} is NaN/empty"
+            )
+        out[col] = values.to_numpy(dtype=float)
+
+    for col in PRICE_COLUMNS:
+        bad = out[col] <= 0
+        if bad.any():
+            pos = _first(bad)
+            raise DataError(
+                f"{origin}: row {pos + 1} ({out.index[pos].date()}): non-positive {col} "
+                f"{out[col].iloc[pos]}"
+            )
+    neg = out["Volume"] < 0
+    if neg.any():
+        pos = _first(neg)
+        raise DataError(f"{origin}: row {pos + 1} ({out.index[pos].date()}): negative Volume")
+    incoherent = (out["High"] < out[["Open", "Close", "Low"]].max(axis=1) * (1 - 1e-9)) | (
+        out["Low"] > out[["Open", "Close", "High"]].min(axis=1) * (1 + 1e-9)
+    )
+    if incoherent.any():
+        pos = _first(incoherent)
+        raise DataError(
+            f"{origin}: row {pos + 1} ({out.index[pos].date()}): High/Low do not bracket Open/Close"
+        )
+    return out
+
+
+def require_rows(frame: pd.DataFrame, needed: int, *, origin: str, why: str) -> None:
+    """Fail clearly when there is not enough history for the window plus warm-up."""
+    if len(frame) < needed:
+        first = frame.index[0].date() if len(frame) else "-"
+        last = frame.index[-1].date() if len(frame) else "-"
+        raise DataError(
+            f"{origin}: {len(frame)} rows ({first}..{last}) but {needed} are needed ({why}); "
+            "supply a longer history or lower --years"
+        )

@@ -1,0 +1,91 @@
+"""Causal, scale-free technical features.
+
+Every feature at row t uses only bars 0..t (rolling windows and EWMs that look
+back, never forward), so a row's features do not change when later rows are
+appended; a test proves it. Prices enter only as ratios so a model trained on
+the S&P 500 index applies to SPY (a tenth of the level) unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+FEATURES: tuple[str, ...] = (
+    "atr_ratio",
+    "sma20_slope",
+    "sma50_slope",
+    "sma200_slope",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "rsi",
+    "volume_ratio",
+    "close_vs_sma20",
+    "close_vs_sma50",
+    "close_vs_sma200",
+    "realized_vol_20",
+)
+"""Feature columns, in the order the model sees them."""
+
+ATR_PERIOD = 14
+ATR_BASELINE = 100
+"""ATR ratio = ATR(14) / mean ATR(14) over the last 100 bars: >1 means more range than usual."""
+SLOPE_LAG = 5
+"""SMA slope = relative change of the SMA over 5 bars (one trading week)."""
+WARMUP_ROWS = 260
+"""Bars needed before the first usable feature row: SMA-200 + slope lag + EWM settling."""
+
+
+def _wilder(series: pd.Series, period: int) -> pd.Series:
+    return series.ewm(alpha=1.0 / period, adjust=False, min_periods=period).mean()
+
+
+def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
+    """Compute ``FEATURES`` for every bar.
+
+    Args:
+        bars: validated OHLCV frame indexed by date (see ``validate_ohlcv``).
+
+    Returns:
+        Frame with the same index and the ``FEATURES`` columns; the first
+        ``WARMUP_ROWS`` rows may contain NaN and must not be used.
+    """
+    close = bars["Close"]
+    high, low = bars["High"], bars["Low"]
+    prev_close = close.shift(1)
+    true_range = pd.concat(
+        [high - low, (high - prev_close).abs(), (low - prev_close).abs()], axis=1
+    ).max(axis=1)
+    atr = _wilder(true_range, ATR_PERIOD)
+    out = pd.DataFrame(index=bars.index)
+    out["atr_ratio"] = atr / atr.rolling(ATR_BASELINE, min_periods=ATR_BASELINE).mean()
+
+    for n in (20, 50, 200):
+        sma = close.rolling(n, min_periods=n).mean()
+        out[f"sma{n}_slope"] = sma / sma.shift(SLOPE_LAG) - 1.0
+        out[f"close_vs_sma{n}"] = close / sma - 1.0
+
+    ema12 = close.ewm(span=12, adjust=False, min_periods=12).mean()
+    ema26 = close.ewm(span=26, adjust=False, min_periods=26).mean()
+    macd = (ema12 - ema26) / close
+    signal = macd.ewm(span=9, adjust=False, min_periods=9).mean()
+    out["macd"], out["macd_signal"], out["macd_hist"] = macd, signal, macd - signal
+
+    delta = close.diff()
+    gain = _wilder(delta.clip(lower=0.0), 14)
+    loss = _wilder((-delta).clip(lower=0.0), 14)
+    rs = gain / loss.replace(0.0, np.nan)
+    out["rsi"] = (100.0 - 100.0 / (1.0 + rs)).fillna(100.0).where(gain.notna())
+
+    vol = bars["Volume"].replace(0.0, np.nan)
+    out["volume_ratio"] = (vol / vol.rolling(20, min_periods=20).mean()).fillna(1.0)
+
+    log_ret = np.log(close).diff()
+    out["realized_vol_20"] = log_ret.rolling(20, min_periods=20).std() * np.sqrt(252.0)
+    return out[list(FEATURES)]
+
+
+def usable(features: pd.DataFrame) -> pd.Series:
+    """Boolean mask of rows whose features are all defined (past the warm-up)."""
+    return features.notna().all(axis=1)

@@ -1,0 +1,120 @@
+"""Labelers: what "the regime" of a day means.
+
+Two labelers, chosen with ``--labeler``:
+
+``rules`` (horizon 0) is the old runbook's same-day rule, kept for continuity:
+    ATR ratio > 2.0 -> Crisis; > 1.5 -> High Vol; SMA-50 slope > 0.005 with ATR
+    ratio < 1.2 -> Bull; SMA-50 slope < -0.005 -> Bear; else Low Vol.
+    It is a deterministic function of two of the model's own inputs, so a model
+    learns it almost perfectly: high accuracy here measures "the model reproduces
+    the rule", not foresight. The baseline "rule applied directly" makes that visible.
+
+``forward`` (horizon H=20 by default) labels day t with what happens over the next
+H bars, information the features do not contain:
+    annualised realised volatility of daily log returns > 35 % or max drawdown
+    from close(t) < -10 % -> Crisis; volatility > 22 % -> High Vol; return
+    close(t+H)/close(t)-1 > +2 % -> Bull; < -2 % -> Bear; else Low Vol.
+    The last H rows cannot be labeled yet and are NaN.
+
+All thresholds are parameters with these documented defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quantshift_ml.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RulesLabeler:
+    """The old same-day rule (see module docstring)."""
+
+    crisis_atr: float = 2.0
+    high_vol_atr: float = 1.5
+    trend_slope: float = 0.005
+    bull_max_atr: float = 1.2
+    name: str = "rules"
+    horizon: int = 0
+
+    def label(self, bars: pd.DataFrame, features: pd.DataFrame) -> pd.Series:
+        """Labels aligned with ``features``; NaN where features are undefined."""
+        atr = features["atr_ratio"]
+        slope = features["sma50_slope"]
+        return pd.Series(self._apply(atr.to_numpy(), slope.to_numpy()), index=features.index)
+
+    def predict_from_features(self, features: pd.DataFrame) -> np.ndarray:
+        """The rule applied directly to feature rows: the "rule" baseline."""
+        return self._apply(features["atr_ratio"].to_numpy(), features["sma50_slope"].to_numpy())
+
+    def _apply(self, atr: np.ndarray, slope: np.ndarray) -> np.ndarray:
+        out = np.full(atr.shape, "Low Vol", dtype=object)
+        out[(slope < -self.trend_slope)] = "Bear"
+        out[(slope > self.trend_slope) & (atr < self.bull_max_atr)] = "Bull"
+        out[atr > self.high_vol_atr] = "High Vol"
+        out[atr > self.crisis_atr] = "Crisis"
+        out[np.isnan(atr) | np.isnan(slope)] = np.nan
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ForwardLabeler:
+    """Regime of the next ``horizon`` bars (see module docstring)."""
+
+    horizon: int = 20
+    crisis_vol: float = 0.35
+    crisis_drawdown: float = -0.10
+    high_vol: float = 0.22
+    trend_return: float = 0.02
+    name: str = "forward"
+
+    def label(self, bars: pd.DataFrame, features: pd.DataFrame) -> pd.Series:
+        close = bars["Close"].to_numpy(dtype=float)
+        n, h = len(close), self.horizon
+        log_ret = np.diff(np.log(close), prepend=np.nan)
+        out = np.full(n, np.nan, dtype=object)
+        if n > h:
+            # windows[t] = returns t+1..t+H and closes t+1..t+H (vectorised)
+            idx = np.arange(n - h)[:, None] + np.arange(1, h + 1)[None, :]
+            rets = log_ret[idx]
+            vol = rets.std(axis=1, ddof=1) * np.sqrt(252.0)
+            fwd_close = close[idx]
+            drawdown = fwd_close.min(axis=1) / close[: n - h] - 1.0
+            ret = close[h:] / close[: n - h] - 1.0
+            lab = np.full(n - h, "Low Vol", dtype=object)
+            lab[ret < -self.trend_return] = "Bear"
+            lab[ret > self.trend_return] = "Bull"
+            lab[vol > self.high_vol] = "High Vol"
+            lab[(vol > self.crisis_vol) | (drawdown < self.crisis_drawdown)] = "Crisis"
+            out[: n - h] = lab
+        series = pd.Series(out, index=bars.index).reindex(features.index)
+        return series
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Labeler = RulesLabeler | ForwardLabeler
+
+LABELERS: dict[str, Callable[[], Labeler]] = {"rules": RulesLabeler, "forward": ForwardLabeler}
+DEFAULT_LABELER = "rules"
+
+
+def make_labeler(name: str, **params: Any) -> Labeler:
+    """Build a labeler by name; unknown names are a usage error listing the choices."""
+    try:
+        factory = LABELERS[name]
+    except KeyError:
+        raise UsageError(f"unknown labeler {name!r}: choose {', '.join(LABELERS)}") from None
+    labeler = factory()
+    if params:
+        labeler = type(labeler)(**{**labeler.params(), **params})
+    return labeler

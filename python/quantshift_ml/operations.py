@@ -1,0 +1,223 @@
+"""High-level operations shared by the CLI, the Ansible modules and (later) the service.
+
+Each returns a JSON-native dict. They raise ``QuantshiftError`` subclasses whose
+``exit_code`` the CLI uses; the Ansible modules turn them into ``fail_json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantshift_ml import __version__, traininglog
+from quantshift_ml.data.sources import DataSource
+from quantshift_ml.errors import GateRefused, IntegrityError
+from quantshift_ml.features import FEATURES, compute_features, usable
+from quantshift_ml.gate import GateConfig, decide
+from quantshift_ml.store import ModelStore
+from quantshift_ml.store.layout import meta_for
+from quantshift_ml.training import TrainConfig, train_candidate
+from quantshift_ml.training.model import predict, predict_proba
+
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict[str, str]:
+    import joblib
+    import pandas
+    import sklearn
+
+    return {"python": platform.python_version(), "quantshift_ml": __version__,
+            "scikit-learn": sklearn.__version__, "numpy": np.__version__,
+            "pandas": pandas.__version__, "joblib": joblib.__version__}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _load_incumbent(store: ModelStore) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The active model, verified; a broken one is reported, never unpickled."""
+    active = store.active()
+    if active is None:
+        return None, None
+    try:
+        bundle, art = store.load_model(store.layout.active_pkl)
+    except IntegrityError as exc:
+        log.warning("active model not usable as incumbent: %s", exc)
+        return None, {"error": str(exc)}
+    return bundle, {"version": art.version, "sha256": art.sha256}
+
+
+def train(
+    source: DataSource,
+    *,
+    root: Path,
+    config: TrainConfig | None = None,
+    gate: GateConfig | None = None,
+    as_of: str | None = None,
+    promote: bool = False,
+    check_mode: bool = False,
+    keep_backups: int = 3,
+    keep_logs: int = traininglog.DEFAULT_KEEP_LOGS,
+) -> dict[str, Any]:
+    """Train a candidate, gate it, stage it and optionally promote it.
+
+    Market data are loaded and validated before anything is written, so bad data
+    leaves the store untouched. With ``check_mode`` nothing at all is written
+    (the candidate is trained and gated in memory). With ``promote`` a refused
+    gate raises ``GateRefused`` after the candidate is staged and logged.
+    """
+    config = config or TrainConfig()
+    gate = gate or GateConfig()
+    bars = source.load()
+    store = ModelStore(root, keep_backups=keep_backups)
+    if check_mode:
+        return _train_locked(store, bars, source, config, gate, as_of, promote, True, keep_logs)
+    store.layout.ensure()
+    with store.lock("train"):
+        return _train_locked(store, bars, source, config, gate, as_of, promote, False, keep_logs)
+
+
+def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: TrainConfig,
+                  gate: GateConfig, as_of: str | None, promote: bool, check_mode: bool,
+                  keep_logs: int) -> dict[str, Any]:
+    if not check_mode:
+        store.recover()
+    incumbent_bundle, incumbent_ref = _load_incumbent(store)
+    result = train_candidate(bars, config, as_of=as_of, incumbent=incumbent_bundle,
+                             origin=source.name, source=source.describe())
+    incumbent = result.incumbent
+    if incumbent is not None and incumbent_ref is not None:
+        incumbent = {**incumbent_ref, **incumbent}
+    elif incumbent_ref is not None:
+        incumbent = incumbent_ref
+    decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate)
+    version = store.new_version()
+    meta: dict[str, Any] = {
+        "version": version,
+        "trained_at": _utcnow().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "labeler": result.labeler,
+        "features": list(FEATURES),
+        "params": result.config,
+        "metrics": result.metrics,
+        "baselines": result.baselines,
+        "incumbent": incumbent,
+        "gate": decision,
+        "data": result.data,
+        "libraries": library_versions(),
+        "training_seconds": result.seconds,
+    }
+    out: dict[str, Any] = {"version": version, "gate": decision, "metrics": result.metrics,
+                           "baselines": result.baselines, "incumbent": incumbent,
+                           "data": result.data, "labeler": result.labeler,
+                           "check_mode": check_mode, "promoted": False, "changed": False}
+    if check_mode:
+        out["would"] = ("promote" if promote and decision["passed"] else "stage") + f" {version}"
+        return out
+    art = store.stage(result.bundle, meta)
+    meta = art.meta
+    log_path = traininglog.write(store.layout, meta, keep=keep_logs)
+    out.update({"sha256": art.sha256, "artifact": str(art.pkl), "metadata": str(meta_for(art.pkl)),
+                "training_log": str(log_path), "changed": True})
+    log.info("%s", decision["summary"])
+    if promote:
+        if not decision["passed"]:
+            raise GateRefused(decision["summary"] + ": " + "; ".join(decision["reasons"]) +
+                              f". Candidate kept in {art.pkl}; the active model is unchanged")
+        promo = store._install(store.verify(art.pkl), reason="promote")
+        out.update({"promoted": True, "previous": promo["previous"], "current": promo["current"],
+                    "pruned_backups": promo.get("pruned", [])})
+    return out
+
+
+def status(root: Path) -> dict[str, Any]:
+    """What is active on this root, its age and integrity, and the backups."""
+    store = ModelStore(root)
+    active = store.active()
+    info: dict[str, Any] = {"root": str(root), "active": None, "backups": []}
+    if active is not None:
+        integrity = "ok"
+        try:
+            store.verify(store.layout.active_pkl)
+        except IntegrityError as exc:
+            integrity = str(exc)
+        trained = active.meta.get("trained_at")
+        age_days = None
+        if trained:
+            age = _utcnow() - dt.datetime.fromisoformat(str(trained))
+            age_days = round(age.total_seconds() / 86400, 2)
+        m = active.meta.get("metrics", {})
+        info["active"] = {
+            "version": active.version, "sha256": active.sha256, "trained_at": trained,
+            "age_days": age_days, "test_accuracy": m.get("test_accuracy"),
+            "cv_accuracy": m.get("cv_accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
+            "labeler": (active.meta.get("labeler") or {}).get("name"), "integrity": integrity,
+        }
+    info["backups"] = [{"version": b.version, "sha256": b.sha256,
+                        "test_accuracy": b.meta.get("metrics", {}).get("test_accuracy")}
+                       for b in store.backups()]
+    return info
+
+
+def verify(root: Path, target: str = "active") -> dict[str, Any]:
+    """Verify the active model (default), one backup version, or ``all``."""
+    store = ModelStore(root)
+    paths = []
+    if target in ("active", "all"):
+        paths.append(store.layout.active_pkl)
+    if target == "all":
+        paths += [b.pkl for b in store.backups()]
+    elif target != "active":
+        paths.append(store.layout.backup_pkl(target))
+    checked = []
+    for p in paths:
+        art = store.verify(p)
+        checked.append({"file": str(p), "version": art.version, "sha256": art.sha256})
+    return {"ok": True, "verified": checked}
+
+
+def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
+                      config: TrainConfig | None = None, as_of: str | None = None
+                      ) -> dict[str, Any]:
+    """Score an existing artifact (e.g. a backup before rollback) on fresh data.
+
+    The artifact is verified before it is unpickled; it is scored on the same
+    holdout a fresh candidate would be, with its own labeler.
+    """
+    store = ModelStore(root)
+    bundle, art = store.load_model(pkl)
+    base = config or TrainConfig()
+    labeler_name = (art.meta.get("labeler") or {}).get("name", base.labeler)
+    cfg = replace(base, labeler=labeler_name)
+    result = train_candidate(source.load(), cfg, as_of=as_of, incumbent=bundle,
+                             origin=source.name, source=source.describe())
+    rep = result.incumbent or {}
+    return {"version": art.version, "sha256": art.sha256, "accuracy": rep.get("accuracy"),
+            "balanced_accuracy": rep.get("balanced_accuracy"), "holdout": result.data,
+            "error": rep.get("error")}
+
+
+def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:
+    """Regime of the newest bar with the active (verified) model."""
+    store = ModelStore(root)
+    bundle, art = store.load_model(store.layout.active_pkl)
+    bars = source.load()
+    feats = compute_features(bars)
+    ok = usable(feats)
+    if not ok.any():
+        from quantshift_ml.errors import DataError
+        raise DataError(f"{source.name}: not enough history to compute features")
+    row = feats[ok].iloc[[-1]]
+    regime = str(predict(bundle, row)[0])
+    return {"regime": regime, "probabilities": predict_proba(bundle, row)[0],
+            "as_of": str(row.index[0].date()), "model_version": art.version,
+            "model_sha256": art.sha256}

@@ -1,0 +1,259 @@
+"""ModelStore: stage, promote, roll back, verify and prune models on one root.
+
+Invariants (see docs/reliability.md):
+- nothing is unpickled before its sha256 matches its metadata;
+- the active model is replaced only by an atomic rename, after the current one
+  has been copied to ``backups/``; a journal written before the swap lets the
+  next operation finish or undo a swap interrupted between the two renames;
+- every mutating operation holds the store's exclusive lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from quantshift_ml.errors import IntegrityError, UsageError
+from quantshift_ml.store.files import atomic_copy, atomic_write_json, read_json, sha256_file
+from quantshift_ml.store.layout import VERSION_RE, Layout, meta_for, version_of
+from quantshift_ml.store.lock import StoreLock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP_BACKUPS = 3
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model file and its metadata, not yet trusted."""
+
+    pkl: Path
+    meta: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", ""))
+
+    @property
+    def sha256(self) -> str:
+        return str(self.meta.get("sha256", ""))
+
+
+def _now_version() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+class ModelStore:
+    def __init__(self, root: Path, keep_backups: int = DEFAULT_KEEP_BACKUPS) -> None:
+        if keep_backups < 1:
+            raise UsageError("keep_backups must be at least 1: a promotion always keeps one")
+        self.layout = Layout(Path(root))
+        self.keep_backups = keep_backups
+
+    # ---- reading -----------------------------------------------------------------
+    def lock(self, purpose: str) -> StoreLock:
+        self.layout.models.mkdir(parents=True, exist_ok=True)
+        return StoreLock(self.layout.lock_file, purpose)
+
+    def load_artifact(self, pkl: Path) -> Artifact:
+        meta_path = meta_for(pkl)
+        if not pkl.exists():
+            raise IntegrityError(f"{pkl}: model file missing")
+        if not meta_path.exists():
+            raise IntegrityError(f"{meta_path}: metadata missing for {pkl.name}")
+        try:
+            meta = read_json(meta_path)
+        except (ValueError, OSError) as exc:
+            raise IntegrityError(f"{meta_path}: unreadable metadata: {exc}") from exc
+        return Artifact(pkl=pkl, meta=meta)
+
+    def verify(self, pkl: Path) -> Artifact:
+        """Check a file's sha256 against its metadata; raise IntegrityError on mismatch."""
+        art = self.load_artifact(pkl)
+        actual = sha256_file(pkl)
+        if not art.sha256:
+            raise IntegrityError(f"{meta_for(pkl)}: no sha256 recorded")
+        if actual != art.sha256:
+            raise IntegrityError(
+                f"{pkl}: sha256 {actual[:12]}... does not match metadata {art.sha256[:12]}... "
+                "(file corrupted or tampered with); refusing to load it"
+            )
+        return art
+
+    def load_model(self, pkl: Path) -> tuple[dict[str, Any], Artifact]:
+        """Verify, then unpickle: never the other way round."""
+        art = self.verify(pkl)
+        return joblib.load(pkl), art
+
+    def active(self) -> Artifact | None:
+        if not self.layout.active_pkl.exists() and not self.layout.active_meta.exists():
+            return None
+        return self.load_artifact(self.layout.active_pkl)
+
+    def backups(self) -> list[Artifact]:
+        """Backups, oldest first (versions sort chronologically)."""
+        out = []
+        if self.layout.backups.is_dir():
+            for pkl in sorted(self.layout.backups.glob("regime_classifier_*.pkl")):
+                if version_of(pkl) is None:
+                    continue
+                try:
+                    out.append(self.load_artifact(pkl))
+                except IntegrityError as exc:
+                    log.warning("ignoring backup %s: %s", pkl.name, exc)
+        return sorted(out, key=lambda a: version_of(a.pkl) or "")
+
+    def new_version(self) -> str:
+        """A UTC timestamp version not used by the active model, a backup or a candidate."""
+        taken = {p.stem.rsplit("_", 1)[-1] for p in self.layout.models.rglob("*.pkl")}
+        active = self.active() if self.layout.active_meta.exists() else None
+        if active is not None:
+            taken.add(active.version)
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        version = now.strftime("%Y%m%d-%H%M%S")
+        while version in taken:
+            now += dt.timedelta(seconds=1)
+            version = now.strftime("%Y%m%d-%H%M%S")
+        return version
+
+    # ---- writing -----------------------------------------------------------------
+    def stage(self, bundle: dict[str, Any], meta: dict[str, Any]) -> Artifact:
+        """Write a candidate to staging with its sha256 in its metadata."""
+        version = str(meta["version"])
+        pkl = self.layout.staged_pkl(version)
+        pkl.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pkl.with_name(f".{pkl.name}.tmp")
+        try:
+            joblib.dump(bundle, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, pkl)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        full = {**meta, "sha256": sha256_file(pkl), "model_file": pkl.name}
+        atomic_write_json(meta_for(pkl), full)
+        return Artifact(pkl=pkl, meta=full)
+
+    def recover(self) -> str | None:
+        """Finish or undo a promotion interrupted between its renames (call under lock)."""
+        journal = self.layout.journal
+        if not journal.exists():
+            return None
+        j = read_json(journal)
+        target_sha = j.get("new_sha256")
+        pkl, meta = self.layout.active_pkl, self.layout.active_meta
+        pkl_sha = sha256_file(pkl) if pkl.exists() else None
+        meta_sha = read_json(meta).get("sha256") if meta.exists() else None
+        if pkl_sha == target_sha and meta_sha == target_sha:
+            outcome = "completed"
+        else:
+            prev = j.get("previous_backup")
+            if prev:
+                atomic_copy(Path(prev), pkl)
+                atomic_copy(meta_for(Path(prev)), meta)
+                outcome = "restored previous"
+            else:
+                for p in (pkl, meta):
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+                outcome = "removed partial first model"
+        journal.unlink()
+        log.warning("recovered an interrupted promotion to %s: %s", j.get("new_version"), outcome)
+        return outcome
+
+    def _install(self, source: Artifact, *, reason: str) -> dict[str, Any]:
+        """Back up the active model, then atomically make ``source`` active (under lock)."""
+        self.recover()
+        previous = self.active()
+        if previous is not None and previous.sha256 == source.sha256:
+            return {"changed": False, "previous": _brief(previous), "current": _brief(previous)}
+        backup_path: Path | None = None
+        if previous is not None:
+            prev = self.verify(self.layout.active_pkl) if previous.sha256 else previous
+            backup_path = self.layout.backup_pkl(prev.version or _now_version())
+            if not backup_path.exists() or sha256_file(backup_path) != prev.sha256:
+                atomic_copy(self.layout.active_pkl, backup_path)
+                atomic_copy(self.layout.active_meta, meta_for(backup_path))
+        atomic_write_json(self.layout.journal, {
+            "new_version": source.version, "new_sha256": source.sha256,
+            "previous_backup": str(backup_path) if backup_path else None, "reason": reason,
+        })
+        atomic_copy(source.pkl, self.layout.active_pkl)
+        meta = {**source.meta, "model_file": self.layout.active_pkl.name,
+                "activated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "activated_by": reason}
+        atomic_write_json(self.layout.active_meta, meta)
+        self.layout.journal.unlink()
+        pruned = self._prune()
+        return {"changed": True, "previous": _brief(previous), "current": _brief(source),
+                "pruned": pruned}
+
+    def promote(self, candidate: Path) -> dict[str, Any]:
+        """Make a verified candidate active, keeping the previous one as a backup."""
+        with self.lock("promote"):
+            art = self.verify(candidate)
+            if not VERSION_RE.match(art.version):
+                raise IntegrityError(f"{candidate}: metadata has no valid version")
+            return self._install(art, reason="promote")
+
+    def resolve_backup(self, to: str = "latest") -> Artifact:
+        """``latest`` = newest backup older than the active version; or an exact version."""
+        backups = self.backups()
+        if not backups:
+            raise UsageError(f"no backups in {self.layout.backups}: nothing to roll back to")
+        if to == "latest":
+            active = self.active()
+            older = [b for b in backups if active is None or b.version < active.version]
+            candidates = older or [b for b in backups if active is None
+                                   or b.sha256 != active.sha256]
+            if not candidates:
+                raise UsageError("every backup is the active model: nothing to roll back to")
+            return candidates[-1]
+        for b in backups:
+            if b.version == to:
+                return b
+        raise UsageError(f"no backup with version {to!r}; available: "
+                         f"{', '.join(b.version for b in backups)}")
+
+    def rollback(self, to: str = "latest") -> dict[str, Any]:
+        """Verify a backup's sha256 (before any unpickling) and make it active."""
+        with self.lock("rollback"):
+            target = self.resolve_backup(to)
+            art = self.verify(target.pkl)
+            return self._install(art, reason=f"rollback to {art.version}")
+
+    def _prune(self) -> list[str]:
+        backups = sorted(self.layout.backups.glob("regime_classifier_*.pkl"))
+        backups = [b for b in backups if version_of(b)]
+        removed = []
+        for pkl in backups[: max(0, len(backups) - self.keep_backups)]:
+            for p in (pkl, meta_for(pkl)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            removed.append(version_of(pkl) or pkl.name)
+        for staged in self.layout.staging.glob("*.pkl") if self.layout.staging.is_dir() else []:
+            active = self.active()
+            if active is not None and active.version in staged.name:
+                for p in (staged, meta_for(staged)):
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+        return removed
+
+    def prune(self) -> list[str]:
+        with self.lock("prune"):
+            return self._prune()
+
+
+def _brief(art: Artifact | None) -> dict[str, Any] | None:
+    if art is None:
+        return None
+    return {"version": art.version, "sha256": art.sha256}

@@ -1,0 +1,61 @@
+"""Training logs the old runbook greps (``Test Accuracy: 0.917``), last N kept."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from quantshift_ml.store.files import atomic_write_bytes
+from quantshift_ml.store.layout import Layout
+
+DEFAULT_KEEP_LOGS = 10
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def render(meta: dict[str, Any]) -> str:
+    m = meta["metrics"]
+    lines = [
+        f"QuantShift regime model training {meta['version']} on {meta.get('host', '?')}",
+        f"Trained at: {meta.get('trained_at')}",
+        f"Data: {meta['data'].get('source')} {meta['data'].get('symbol')} "
+        f"window {meta['data'].get('window_start')}..{meta['data'].get('last_bar')}",
+        f"Labeler: {meta['labeler']['name']} (horizon {meta['labeler']['horizon']})",
+        f"Train rows: {m['train_rows']} (+{m['stress_memory_rows']} stress memory), "
+        f"embargo {m['gap_rows']}, holdout {m['holdout_rows']}",
+        f"Test Accuracy: {_fmt(m['test_accuracy'])}",
+        f"CV Accuracy: {_fmt(m['cv_accuracy'])}",
+        f"Balanced Accuracy: {_fmt(m['balanced_accuracy'])}",
+        "Features: " + ", ".join(f"{f['feature']} ({f['importance']:.3f})"
+                                 for f in m["top_features"]),
+        "Recall: " + ", ".join(f"{c} {_fmt(v['recall'])} (n={v['support']})"
+                               for c, v in m["per_class"].items()),
+        "Baselines: " + ", ".join(f"{k} {_fmt(v['accuracy'])}"
+                                  for k, v in meta["baselines"].items()),
+    ]
+    inc = meta.get("incumbent")
+    if inc and "error" not in inc:
+        lines.append(f"Incumbent Accuracy: {_fmt(inc['accuracy'])}")
+    lines.append(f"Gate: {meta['gate']['summary']}")
+    lines.append(f"sha256: {meta.get('sha256', '-')}")
+    return "\n".join(lines) + "\n"
+
+
+def write(layout: Layout, meta: dict[str, Any], keep: int = DEFAULT_KEEP_LOGS) -> Path:
+    path = layout.training_log(meta["version"])
+    atomic_write_bytes(path, render(meta).encode(), mode=0o644)
+    prune(layout.logs, keep)
+    return path
+
+
+def prune(logs: Path, keep: int) -> list[str]:
+    files = sorted(logs.glob("model-training-*.log"))
+    removed = []
+    for f in files[: max(0, len(files) - keep)]:
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+        removed.append(f.name)
+    return removed

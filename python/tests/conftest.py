@@ -1,0 +1,39 @@
+"""Shared fixtures: real bundled market data, small fast model settings."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quantshift_ml.data import BundledSource
+from quantshift_ml.training.config import ModelParams, TrainConfig
+
+FAST = TrainConfig(model=ModelParams(n_estimators=25), cv_folds=3)
+"""A smaller forest keeps the suite quick; the procedure under test is unchanged."""
+
+
+@pytest.fixture(scope="session")
+def bars() -> pd.DataFrame:
+    return BundledSource().load()
+
+
+@pytest.fixture(scope="session")
+def yahoo_csv(tmp_path_factory: pytest.TempPathFactory, bars: pd.DataFrame) -> Path:
+    """The last ~4 years of bundled data written as a plain Yahoo CSV."""
+    path = tmp_path_factory.mktemp("csv") / "spy.csv"
+    frame = bars.iloc[-1000:].copy()
+    frame.insert(4, "Adj Close", frame["Close"])
+    frame.reset_index().assign(Date=lambda d: d["Date"].dt.strftime("%Y-%m-%d")).to_csv(
+        path, index=False)
+    return path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root: "byte-identical" made checkable."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

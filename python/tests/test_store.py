@@ -1,0 +1,111 @@
+"""Model store: atomic promotion, 3 backups, tamper detection, lock, recovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quantshift_ml import operations
+from quantshift_ml.data import BundledSource
+from quantshift_ml.errors import IntegrityError, LockHeld, UsageError
+from quantshift_ml.store import ModelStore
+from quantshift_ml.store.files import sha256_file
+
+from .conftest import FAST, tree_digest
+
+
+class FixedSource(BundledSource):
+    """Bundled data cut at a date, so consecutive trainings differ."""
+
+    def __init__(self, as_of: str) -> None:
+        super().__init__()
+        self.as_of = as_of
+
+    def load(self) -> pd.DataFrame:
+        return super().load().loc[: self.as_of]
+
+
+def _train(root: Path, as_of: str, **kw: object) -> dict:
+    return operations.train(FixedSource(as_of), root=root, config=FAST, promote=True, **kw)
+
+
+def test_four_promotions_keep_three_backups(tmp_path: Path) -> None:
+    versions = []
+    for as_of in ("2017-06-30", "2017-12-29", "2018-06-29", "2018-12-31"):
+        out = _train(tmp_path, as_of, gate=None)
+        versions.append(out["version"])
+    store = ModelStore(tmp_path)
+    backups = [b.version for b in store.backups()]
+    assert backups == versions[0:3]
+    active = store.active()
+    assert active is not None and active.version == versions[-1]
+    assert active.sha256 == sha256_file(store.layout.active_pkl)
+    # the training logs keep the old runbook's grep targets
+    log = (tmp_path / "logs" / f"model-training-{versions[-1]}.log").read_text()
+    assert "Test Accuracy: 0." in log and "CV Accuracy: 0." in log and "Features: " in log
+
+
+def test_promoting_the_active_model_is_a_no_op(tmp_path: Path) -> None:
+    _train(tmp_path, "2018-12-31")
+    store = ModelStore(tmp_path)
+    before = tree_digest(tmp_path / "models")
+    res = store.promote(store.layout.active_pkl)
+    assert res["changed"] is False
+    assert tree_digest(tmp_path / "models") == before
+
+
+def test_rollback_latest_and_by_version(tmp_path: Path) -> None:
+    a = _train(tmp_path, "2017-12-29")
+    b = _train(tmp_path, "2018-06-29")
+    c = _train(tmp_path, "2018-12-31")
+    store = ModelStore(tmp_path)
+    res = store.rollback("latest")
+    assert res["current"]["version"] == b["version"]
+    res = store.rollback("latest")
+    assert res["current"]["version"] == a["version"]
+    res = store.rollback(c["version"])
+    assert store.active().sha256 == c["sha256"]  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="no backup with version"):
+        store.rollback("19990101-000000")
+
+
+def test_tampered_backup_is_refused_before_unpickling(tmp_path: Path) -> None:
+    _train(tmp_path, "2018-06-29")
+    _train(tmp_path, "2018-12-31")
+    store = ModelStore(tmp_path)
+    backup = store.backups()[-1].pkl
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    backup.write_bytes(bytes(data))
+    before = tree_digest(tmp_path / "models")
+    with pytest.raises(IntegrityError, match="does not match metadata"):
+        store.rollback("latest")
+    with pytest.raises(IntegrityError):
+        operations.verify(tmp_path, "all")
+    assert tree_digest(tmp_path / "models") == before
+
+
+def test_lock_refuses_a_second_operation(tmp_path: Path) -> None:
+    _train(tmp_path, "2018-12-31")
+    store = ModelStore(tmp_path)
+    with store.lock("test"), pytest.raises(LockHeld, match="another quantshift operation"):
+        store.rollback("latest")
+
+
+def test_interrupted_swap_is_undone(tmp_path: Path) -> None:
+    _train(tmp_path, "2018-06-29")
+    first = ModelStore(tmp_path).active()
+    b = _train(tmp_path, "2018-12-31")
+    store = ModelStore(tmp_path)
+    # simulate a crash after the model file was swapped but before its metadata
+    backup = store.layout.backup_pkl(first.version)  # type: ignore[union-attr]
+    store.layout.active_pkl.write_bytes(b"partial")
+    store.layout.journal.write_text(json.dumps({
+        "new_version": "x", "new_sha256": "0" * 64, "previous_backup": str(backup)}))
+    assert store.recover() == "restored previous"
+    store.verify(store.layout.active_pkl)
+    assert store.active().version == first.version  # type: ignore[union-attr]
+    assert b["version"] != first.version  # type: ignore[union-attr]
