@@ -38,7 +38,7 @@ pytestmark = [
 ]
 
 
-def testbed(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_testbed(state: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run testbed.py with an isolated state dir and the shared rootfs cache."""
     return subprocess.run(
         [sys.executable, str(TESTBED), *args],
@@ -85,7 +85,7 @@ def test_up_ssh_down_leaves_nothing(tmp_path: Path) -> None:
     """One host: boots with systemd, answers ssh, then vanishes completely."""
     state = tmp_path / "state"
     try:
-        up = testbed(state, "up", NAME, str(INDEX))
+        up = run_testbed(state, "up", NAME, str(INDEX))
         config = json.loads(up.stdout)
         assert config == {
             "instance": NAME,
@@ -100,18 +100,18 @@ def test_up_ssh_down_leaves_nothing(tmp_path: Path) -> None:
         assert ssh(config, state, "systemctl", "is-active", "ssh", "cron") == "active\nactive"
 
         # A second `up` of a running host is a no-op that returns the same config.
-        again = testbed(state, "up", NAME, str(INDEX))
+        again = run_testbed(state, "up", NAME, str(INDEX))
         assert json.loads(again.stdout) == config
         assert "already running" in again.stderr
 
-        listed = json.loads(testbed(state, "list").stdout)
+        listed = json.loads(run_testbed(state, "list").stdout)
         assert [(h["name"], h["status"]) for h in listed] == [(NAME, "running")]
     finally:
-        testbed(state, "down", NAME)
+        run_testbed(state, "down", NAME)
 
     # down is idempotent, and nothing is left behind.
-    testbed(state, "down", NAME)
-    clean = testbed(state, "check-clean", check=False)
+    run_testbed(state, "down", NAME)
+    clean = run_testbed(state, "check-clean", check=False)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert not (state / "hosts" / NAME).exists()
     assert not Path(f"/run/netns/qs-{NAME}").exists()
@@ -121,9 +121,9 @@ def test_up_ssh_down_leaves_nothing(tmp_path: Path) -> None:
 def test_refuses_bad_arguments(tmp_path: Path) -> None:
     """Names become hostnames and interfaces; indexes become addresses."""
     state = tmp_path / "state"
-    bad_index = testbed(state, "up", "ok-name", "61", check=False)
+    bad_index = run_testbed(state, "up", "ok-name", "61", check=False)
     assert bad_index.returncode != 0
     assert "out of range" in bad_index.stderr
-    bad_name = testbed(state, "up", "Bad_Name", "5", check=False)
+    bad_name = run_testbed(state, "up", "Bad_Name", "5", check=False)
     assert bad_name.returncode != 0
     assert "invalid host name" in bad_name.stderr

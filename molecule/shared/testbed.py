@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 # --------------------------------------------------------------------------
 # Constants: the recipe and the places we own.
@@ -313,7 +313,7 @@ def rootfs_is_current(root: Path) -> bool:
         data = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return data.get("recipe_hash") == recipe_hash()
+    return isinstance(data, dict) and data.get("recipe_hash") == recipe_hash()
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -368,20 +368,69 @@ def customize_rootfs(root: Path) -> None:
         deb.unlink()
 
 
+def run_group(argv: list[str], out: IO[str], env: dict[str, str]) -> int:
+    """Run a long command in its own process group; kill the group if we die.
+
+    debootstrap forks dpkg and chroot helpers and mounts /proc, /sys and /dev
+    nodes into the target; if we are interrupted, none of them may keep
+    running and writing into a directory we are about to delete.
+    """
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        return proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def safe_rmtree(path: Path) -> None:
+    """Delete a tree we created, never descending into a mount.
+
+    An interrupted debootstrap leaves /proc, /sys and bind-mounted /dev nodes
+    inside its target; a plain rmtree would walk into them. Unmount first and
+    refuse if anything is still mounted below ``path``.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    unmount_under(path)
+    left = mounts_under(path)
+    if left:
+        raise TestbedError(f"refusing to delete {path}: still mounted: {', '.join(left)}")
+    shutil.rmtree(path)
+
+
 def build_rootfs(cache: Path) -> bool:
     """Ensure a current rootfs exists at ``cache``; return True if built now."""
     lock = cache.with_name(cache.name + ".lock")
     with flock(lock):
         if rootfs_is_current(cache):
             return False
-        for stale in cache.parent.glob(cache.name + ".partial.*"):
+        for stale in [
+            *cache.parent.glob(cache.name + ".partial.*"),
+            *cache.parent.glob(cache.name + ".old.*"),
+        ]:
             log(f"removing interrupted build {stale}")
-            shutil.rmtree(stale, ignore_errors=True)
-        if cache.exists() and running_nspawn_pids():
-            raise TestbedError(
-                f"{cache} is outdated or incomplete but test hosts are running; "
-                "run 'testbed.py down-all' first"
-            )
+            safe_rmtree(stale)
+        if cache.exists():
+            if not (cache / MARKER).exists() and any(cache.iterdir()):
+                raise TestbedError(
+                    f"{cache} exists but is not a testbed rootfs (no {MARKER}); "
+                    "remove it yourself or choose another --cache"
+                )
+            if running_nspawn_pids():
+                raise TestbedError(
+                    f"{cache} is outdated but test hosts are running; "
+                    "run 'testbed.py down-all' first"
+                )
         mirror, keyring = find_debian_mirror()
         partial = cache.with_name(f"{cache.name}.partial.{os.getpid()}")
         build_log = cache.with_name(cache.name + ".build.log")
@@ -398,15 +447,8 @@ def build_rootfs(cache: Path) -> bool:
         started = time.monotonic()
         try:
             with open(build_log, "w") as out:
-                proc = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=_apt_proxy_env(),
-                    check=False,
-                )
-            if proc.returncode != 0:
+                returncode = run_group(argv, out, _apt_proxy_env())
+            if returncode != 0:
                 tail = build_log.read_text(errors="replace").splitlines()[-15:]
                 raise TestbedError("debootstrap failed:\n" + "\n".join(tail))
             customize_rootfs(partial)
@@ -422,11 +464,11 @@ def build_rootfs(cache: Path) -> bool:
                 old = cache.with_name(f"{cache.name}.old.{os.getpid()}")
                 cache.rename(old)
                 partial.rename(cache)
-                shutil.rmtree(old, ignore_errors=True)
+                safe_rmtree(old)
             else:
                 partial.rename(cache)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            safe_rmtree(partial)
             raise
         log(f"rootfs ready at {cache} in {time.monotonic() - started:.0f} s")
         return True
@@ -473,6 +515,11 @@ class Host:
 def host_dir(state: Path, name: str) -> Path:
     """Per-host state directory (upper dir, logs, keys, host.json)."""
     return state / "hosts" / name
+
+
+def host_lock(state: Path, name: str) -> Path:
+    """Per-host lock file; kept outside the host dir, which down deletes."""
+    return state / "locks" / f"{name}.lock"
 
 
 def load_host(state: Path, name: str) -> Host | None:
@@ -571,6 +618,48 @@ def running_nspawn_pids(name: str | None = None) -> list[int]:
             if is_our_nspawn(pid, name) and alive(pid):
                 pids.append(pid)
     return sorted(pids)
+
+
+#: Set in the environment of every container's PID 1, so its processes can be
+#: found even after nspawn itself died (a SIGKILLed nspawn leaves the
+#: container's systemd, sshd, cron... running as orphans).
+ENV_MARKER = "QS_TESTBED_HOST"
+
+
+def container_inits(name: str | None = None) -> dict[int, str]:
+    """Host PIDs of our containers' PID 1 processes, mapped to host names.
+
+    A container init is recognised by two facts: it is PID 1 of its own PID
+    namespace (last NSpid field is 1) and its environment carries ENV_MARKER.
+    Killing it with SIGKILL takes every process of that container with it.
+    """
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        nspid = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+        if len(nspid) < 2 or nspid[-1] != "1":
+            continue
+        for var in environ:
+            key, _, value = var.decode(errors="replace").partition("=")
+            if key == ENV_MARKER and (name is None or value == name):
+                if alive(int(entry.name)):
+                    found[int(entry.name)] = value
+                break
+    return found
+
+
+def kill_container(init: int) -> None:
+    """SIGKILL a container's PID 1 (and so its whole PID namespace)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(init, signal.SIGKILL)
+    if not wait_gone(init, KILL_TIMEOUT):
+        raise TestbedError(f"container init {init} survived SIGKILL")
 
 
 def children(pid: int) -> list[int]:
@@ -746,7 +835,7 @@ def unmount_under(prefix: Path) -> None:
 def ensure_keypair(state: Path) -> Path:
     """Generate the shared client keypair once; return the private key path."""
     key = state / "id_ed25519"
-    with flock(state / ".keygen.lock"):
+    with flock(state / "locks" / "keygen.lock"):
         if not key.exists():
             key.with_suffix(".pub").unlink(missing_ok=True)
             run(
@@ -784,8 +873,7 @@ def prepare_upper(hdir: Path, host: Host, pubkey: str) -> None:
     check the host key strictly.
     """
     upper = hdir / "upper"
-    if upper.exists():
-        shutil.rmtree(upper)
+    safe_rmtree(upper)
     _mkdir(upper, 0o755)
     _mkdir(upper / "etc", 0o755)
     _mkdir(upper / "etc/ssh", 0o755)
@@ -828,31 +916,19 @@ def prepare_upper(hdir: Path, host: Host, pubkey: str) -> None:
 
 def ssh_argv(hdir: Path, host: Host, *remote: str) -> list[str]:
     """ssh to the host with strict host-key checking against its own key."""
-    return [
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-i",
-        host.identity_file,
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "ConnectTimeout=3",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"UserKnownHostsFile={hdir / 'known_hosts'}",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-l",
-        "root",
-        host.address,
-        *remote,
-    ]
+    options = {
+        "BatchMode": "yes",
+        "IdentitiesOnly": "yes",
+        "ConnectTimeout": "3",
+        "StrictHostKeyChecking": "yes",
+        "UserKnownHostsFile": str(hdir / "known_hosts"),
+        "GlobalKnownHostsFile": "/dev/null",
+        "LogLevel": "ERROR",
+    }
+    argv = ["ssh", "-F", "/dev/null", "-i", host.identity_file, "-l", "root"]
+    for key, value in options.items():
+        argv += ["-o", f"{key}={value}"]
+    return [*argv, host.address, *remote]
 
 
 def wait_ready(hdir: Path, host: Host, timeout: float) -> str:
@@ -879,7 +955,7 @@ def wait_ready(hdir: Path, host: Host, timeout: float) -> str:
             return status
         last = status or proc.stderr.strip() or f"ssh exit {proc.returncode}"
         time.sleep(0.5)
-    raise TestbedError(f"{host.name} not ready after {timeout:.0f} s (last: {last})")
+    raise TestbedError(f"{host.name} not ready after {timeout:g} s (last: {last})")
 
 
 # --------------------------------------------------------------------------
@@ -918,6 +994,7 @@ def _nspawn_argv(host: Host, upper: Path) -> list[str]:
         "-b",
         f"--machine={host.name}",
         f"--network-namespace-path={NETNS_DIR / host.netns}",
+        f"--setenv={ENV_MARKER}={host.name}",
         "--console=read-only",
         "--link-journal=no",
     ]
@@ -931,7 +1008,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     hdir = host_dir(state, name)
 
-    with flock(state / f".{name}.lock"):
+    with flock(host_lock(state, name)):
         existing = load_host(state, name)
         if (
             existing
@@ -946,7 +1023,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             log(f"{name} already running")
             print(json.dumps(instance_config(existing)))
             return 0
-        if hdir.exists() or netns_exists(NETNS_PREFIX + name) or running_nspawn_pids(name):
+        if (
+            hdir.exists()
+            or netns_exists(NETNS_PREFIX + name)
+            or running_nspawn_pids(name)
+            or container_inits(name)
+        ):
             log(f"cleaning up leftovers of a previous {name}")
             down_host(state, name)
 
@@ -965,7 +1047,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             name=name, index=index, rootfs=str(args.cache), identity_file=str(identity.resolve())
         )
 
-        with flock(state / ".network.lock"):
+        with flock(state / "locks" / "network.lock"):
             for other in known_hosts(state):
                 rec = load_host(state, other)
                 if other != name and rec and rec.index == index:
@@ -1000,18 +1082,20 @@ def cmd_up(args: argparse.Namespace) -> int:
             host.phase = "booting"
             save_host(state, host)
             wait_ready(hdir, host, args.timeout)
-        except (TestbedError, OSError) as exc:
+        except BaseException as exc:
             tail = ""
             with contextlib.suppress(OSError):
                 lines = (hdir / "console.log").read_text(errors="replace").splitlines()
                 tail = "\n".join(lines[-25:])
-            if tail:
+            if tail and not isinstance(exc, KeyboardInterrupt):
                 log(f"last console lines of {name}:\n{tail}")
             if args.keep_on_failure:
                 log(f"leaving {name} for inspection; run 'testbed.py down {name}'")
             else:
                 down_host(state, name)
-            raise TestbedError(f"up {name} failed: {exc}") from exc
+            if isinstance(exc, (TestbedError, OSError)):
+                raise TestbedError(f"up {name} failed: {exc}") from exc
+            raise
         host.phase = "running"
         save_host(state, host)
         log(f"{name} up at {host.address} in {time.monotonic() - started:.1f} s")
@@ -1032,18 +1116,20 @@ def down_host(state: Path, name: str) -> None:
     for pid in sorted(pids):
         log(f"stopping {name} (nspawn pid {pid})")
         stop_nspawn(pid)
+    for init in container_inits(name):
+        log(f"killing orphaned container of {name} (init pid {init}; its nspawn is gone)")
+        kill_container(init)
     hdir = host_dir(state, name)
     unmount_under(hdir)
     teardown_network(NETNS_PREFIX + name, host.veth if host else None)
-    if hdir.exists():
-        shutil.rmtree(hdir)
+    safe_rmtree(hdir)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Remove one host; succeeds if it is already gone."""
     if not NAME_RE.match(args.name):
         raise TestbedError(f"invalid host name {args.name!r}")
-    with flock(args.state / f".{args.name}.lock"):
+    with flock(host_lock(args.state, args.name)):
         down_host(args.state, args.name)
     log(f"{args.name} is down")
     return 0
@@ -1073,9 +1159,10 @@ def cmd_down_all(args: argparse.Namespace) -> int:
         for arg in _cmdline(pid):
             if arg.startswith("--machine="):
                 names.add(arg.split("=", 1)[1])
+    names |= set(container_inits().values())
     for name in sorted(names):
         if NAME_RE.match(name):
-            with flock(state / f".{name}.lock"):
+            with flock(host_lock(state, name)):
                 down_host(state, name)
         else:
             teardown_network(NETNS_PREFIX + name, None)
@@ -1089,7 +1176,7 @@ def cmd_down_all(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print one JSON object per recorded host, with whether it runs."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in known_hosts(args.state):
         host = load_host(args.state, name)
         if host is None:
@@ -1110,11 +1197,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """Open a shell (or run a command) on a host, checking its own host key.
+
+    Why: host keys are generated per ``up``, so a plain ``ssh root@ADDR``
+    would trip over a stale entry in ~/.ssh/known_hosts after a re-create.
+    """
+    host = load_host(args.state, args.name)
+    if host is None:
+        raise TestbedError(f"no host {args.name!r} in {args.state}")
+    argv = ssh_argv(host_dir(args.state, args.name), host, *args.remote)
+    if not args.remote:
+        argv.insert(1, "-t")
+    os.execvp(argv[0], argv)
+
+
 def leftovers(state: Path) -> list[str]:
     """Everything this tool may have left behind, as human-readable lines."""
     found = [
         f"process: systemd-nspawn pid {pid} ({' '.join(_cmdline(pid))})"
         for pid in running_nspawn_pids()
+    ]
+    found += [
+        f"process: container init pid {pid} of {name} (its nspawn is gone)"
+        for pid, name in container_inits().items()
+        if not running_nspawn_pids(name)
     ]
     if NETNS_DIR.is_dir():
         found += [f"namespace: {p.name}" for p in sorted(NETNS_DIR.glob(NETNS_PREFIX + "*"))]
@@ -1196,16 +1303,28 @@ def parser() -> argparse.ArgumentParser:
     add_state(p)
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("ssh", help="ssh to a host as root (strict host key check)")
+    p.add_argument("name")
+    p.add_argument("remote", nargs=argparse.REMAINDER, help="command to run (default: shell)")
+    add_state(p)
+    p.set_defaults(func=cmd_ssh)
+
     p = sub.add_parser("check-clean", help="fail if anything of ours is left behind")
     add_state(p)
     p.set_defaults(func=cmd_check_clean)
     return top
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """Turn SIGTERM (Ansible async timeout, CI cancel) into the Ctrl-C path."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, refuse non-root, run, turn errors into messages."""
     args = parser().parse_args(argv)
     require_root()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except TestbedError as exc:

@@ -123,16 +123,23 @@ def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: Trai
     if check_mode:
         out["would"] = ("promote" if promote and decision["passed"] else "stage") + f" {version}"
         return out
+    log.info("%s", decision["summary"])
+    if not decision["passed"]:
+        # A refused candidate is never written next to the models: only its log is.
+        log_path = traininglog.write(store.layout, meta, keep=keep_logs)
+        out.update({"training_log": str(log_path), "changed": True})
+        if promote:
+            raise GateRefused(decision["summary"] + ": " + "; ".join(decision["reasons"]) +
+                              f". Nothing was staged or promoted; see {log_path}")
+        return out
+    # the bundle names its own version, so every training is a distinct artifact (sha)
+    result.bundle["version"] = version
     art = store.stage(result.bundle, meta)
     meta = art.meta
     log_path = traininglog.write(store.layout, meta, keep=keep_logs)
     out.update({"sha256": art.sha256, "artifact": str(art.pkl), "metadata": str(meta_for(art.pkl)),
                 "training_log": str(log_path), "changed": True})
-    log.info("%s", decision["summary"])
     if promote:
-        if not decision["passed"]:
-            raise GateRefused(decision["summary"] + ": " + "; ".join(decision["reasons"]) +
-                              f". Candidate kept in {art.pkl}; the active model is unchanged")
         promo = store._install(store.verify(art.pkl), reason="promote")
         out.update({"promoted": True, "previous": promo["previous"], "current": promo["current"],
                     "pruned_backups": promo.get("pruned", [])})

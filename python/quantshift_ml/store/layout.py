@@ -63,6 +63,10 @@ class Layout:
         return self.models / ".quantshift.lock"
 
     @property
+    def lease_file(self) -> Path:
+        return self.models / ".operation.lease"
+
+    @property
     def journal(self) -> Path:
         return self.models / ".promote-journal.json"
 

@@ -134,6 +134,7 @@ class ModelStore:
             joblib.dump(bundle, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o640)
             os.replace(tmp, pkl)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

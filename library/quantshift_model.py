@@ -1,0 +1,250 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: QuantShift
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: a thin adapter over ``quantshift_ml.store`` (promote, rollback, verify...)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: quantshift_model
+short_description: Promote, roll back, verify, evaluate or prune the QuantShift model on a host
+description:
+  - Manages the model store under O(root) with the C(quantshift_ml) package; all logic lives
+    in the package, this module only adapts it.
+  - Nothing is ever unpickled before its sha256 matches its metadata.
+  - O(state=promoted) backs up the active model, swaps the candidate in atomically and keeps
+    the last O(keep_backups) backups; promoting what is already active changes nothing.
+  - O(state=rolled_back) makes a verified backup active again (O(to=latest) is the newest
+    backup older than the active model).
+  - O(state=verified) checks the active model's sha256 against its metadata and, when
+    O(expect_sha256) is given, that the host really runs that model.
+  - O(state=evaluated) verifies a backup (or the active model), loads it and scores it on
+    fresh data without changing anything, so a playbook can refuse a bad rollback.
+  - O(state=pruned) removes old backups beyond O(keep_backups).
+  - O(state=locked) / O(state=unlocked) take and release the fleet operation lease (stale
+    after O(lease_ttl) seconds) so two retrains or rollbacks never run at once.
+version_added: "0.1.0"
+author: QuantShift ML ops
+requirements:
+  - quantshift_ml in the interpreter running the module
+options:
+  root:
+    description: Store root on the host.
+    type: path
+    default: /opt/quantshift
+  state:
+    description: Desired state, see the description.
+    type: str
+    required: true
+    choices: [promoted, rolled_back, verified, evaluated, pruned, locked, unlocked]
+  artifact:
+    description: Candidate pickle on the host for O(state=promoted) (metadata beside it).
+    type: path
+  to:
+    description: C(latest), C(active) (only for O(state=evaluated)) or a backup version.
+    type: str
+    default: latest
+  expect_sha256:
+    description: With O(state=verified), fail unless the active model has this sha256.
+    type: str
+  keep_backups:
+    description: Backups to keep.
+    type: int
+    default: 3
+  source:
+    description: Market-data source for O(state=evaluated).
+    type: str
+    choices: [bundled, csv, yfinance]
+    default: bundled
+  data:
+    description: CSV path for O(source=csv).
+    type: path
+  symbol:
+    description: Ticker for O(source=yfinance).
+    type: str
+    default: SPY
+  owner:
+    description: Lease owner id for O(state=locked) and O(state=unlocked).
+    type: str
+  lease_ttl:
+    description: Seconds after which a lease left by a dead controller counts as stale.
+    type: int
+    default: 7200
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether the state would change; writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the active version and sha256 before and after.
+"""
+
+EXAMPLES = r"""
+- name: Promote the staged candidate
+  quantshift_model:
+    root: /opt/quantshift
+    state: promoted
+    artifact: /opt/quantshift/models/staging/regime_classifier_20261124-020000.pkl
+  vars:
+    ansible_python_interpreter: /opt/quantshift/venv/bin/python
+
+- name: Check the host runs the candidate
+  quantshift_model:
+    state: verified
+    expect_sha256: "{{ candidate.sha256 }}"
+
+- name: Roll back to a named backup
+  quantshift_model:
+    state: rolled_back
+    to: "20261117-020000"
+"""
+
+RETURN = r"""
+previous:
+  description: Active version and sha256 before the operation (null when none).
+  returned: for promoted, rolled_back
+  type: dict
+  sample: {"version": "20261117-020000", "sha256": "ab12..."}
+current:
+  description: Active version and sha256 after the operation.
+  returned: for promoted, rolled_back, verified
+  type: dict
+pruned:
+  description: Backup versions removed.
+  returned: for promoted, rolled_back, pruned
+  type: list
+  elements: str
+evaluation:
+  description: Version, sha256, accuracy and balanced accuracy of the evaluated model on fresh data.
+  returned: for evaluated
+  type: dict
+artifact:
+  description: Path of the evaluated or restored artifact on the host.
+  returned: for evaluated
+  type: str
+lease:
+  description: The lease now held (owner, host, expiry).
+  returned: for locked
+  type: dict
+"""
+
+import traceback
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from quantshift_ml import operations
+    from quantshift_ml.data.sources import make_source
+    from quantshift_ml.errors import IntegrityError, QuantshiftError
+    from quantshift_ml.store import ModelStore
+    from quantshift_ml.store import lease as leases
+    from quantshift_ml.store.files import sha256_file
+except ImportError:
+    HAS_QUANTSHIFT = False
+    IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_QUANTSHIFT = True
+    IMPORT_ERROR = None
+
+
+def _brief(art):
+    return None if art is None else {"version": art.version, "sha256": art.sha256}
+
+
+def _diff(before, after):
+    fmt = lambda a: "none\n" if a is None else "%s %s\n" % (a["version"], a["sha256"])  # noqa: E731
+    return {"before": fmt(before), "after": fmt(after),
+            "before_header": "active model", "after_header": "active model"}
+
+
+def run(module, store):
+    p = module.params
+    state = p["state"]
+    if state == "locked":
+        if not p["owner"]:
+            module.fail_json(msg="state=locked needs owner")
+        if module.check_mode:
+            return {"changed": False}
+        return leases.acquire(store.layout.lease_file, p["owner"], p["lease_ttl"])
+    if state == "unlocked":
+        if module.check_mode:
+            return {"changed": False}
+        return leases.release(store.layout.lease_file, p["owner"] or "")
+    if state == "verified":
+        art = store.verify(store.layout.active_pkl)
+        if p["expect_sha256"] and art.sha256 != p["expect_sha256"]:
+            raise IntegrityError("active model %s (sha256 %s) is not the expected sha256 %s"
+                                 % (art.version, art.sha256, p["expect_sha256"]))
+        return {"changed": False, "current": _brief(art)}
+    if state == "evaluated":
+        pkl = (store.layout.active_pkl if p["to"] == "active"
+               else store.resolve_backup(p["to"]).pkl)
+        source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=store.layout.root)
+        ev = operations.evaluate_artifact(pkl, source, root=store.layout.root)
+        return {"changed": False, "evaluation": ev, "artifact": str(pkl)}
+    if state == "pruned":
+        if module.check_mode:
+            return {"changed": False}
+        removed = store.prune()
+        return {"changed": bool(removed), "pruned": removed}
+
+    before = store.active()
+    if state == "promoted":
+        if not p["artifact"]:
+            module.fail_json(msg="state=promoted needs artifact")
+        target = store.verify(Path(p["artifact"]))
+    else:  # rolled_back
+        target = store.verify(store.resolve_backup(p["to"]).pkl)
+    would_change = before is None or before.sha256 != target.sha256
+    if module.check_mode or not would_change:
+        after = target if would_change else before
+        return {"changed": would_change, "previous": _brief(before), "current": _brief(after),
+                "diff": _diff(_brief(before), _brief(after))}
+    if state == "promoted":
+        res = store.promote(Path(p["artifact"]))
+    else:
+        res = store.rollback(p["to"])
+    res["diff"] = _diff(res["previous"], res["current"])
+    res.setdefault("pruned", [])
+    current = store.verify(store.layout.active_pkl)
+    if current.sha256 != sha256_file(store.layout.active_pkl):
+        raise IntegrityError("active model does not match its metadata after the swap")
+    return res
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", default="/opt/quantshift"),
+            state=dict(type="str", required=True,
+                       choices=["promoted", "rolled_back", "verified", "evaluated", "pruned",
+                                "locked", "unlocked"]),
+            artifact=dict(type="path"),
+            to=dict(type="str", default="latest"),
+            expect_sha256=dict(type="str"),
+            keep_backups=dict(type="int", default=3),
+            source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
+            data=dict(type="path"),
+            symbol=dict(type="str", default="SPY"),
+            owner=dict(type="str"),
+            lease_ttl=dict(type="int", default=7200),
+        ),
+        required_if=[("state", "promoted", ("artifact",)), ("state", "locked", ("owner",))],
+        supports_check_mode=True,
+    )
+    if not HAS_QUANTSHIFT:
+        module.fail_json(msg=missing_required_lib("quantshift_ml (run with the venv's python)"),
+                         exception=IMPORT_ERROR)
+    try:
+        store = ModelStore(Path(module.params["root"]), keep_backups=module.params["keep_backups"])
+        result = run(module, store)
+    except QuantshiftError as exc:
+        module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: QuantShift
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: a thin adapter over ``quantshift_ml.operations.train``."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: quantshift_train
+short_description: Train, evaluate and stage a QuantShift regime-model candidate
+description:
+  - Trains a Random Forest regime classifier on a rolling window of daily bars with
+    the C(quantshift_ml) package installed in the host's virtualenv, evaluates it on a
+    time-ordered holdout with an embargo gap, scores baselines and the active model
+    (incumbent) on the same holdout, and stages the candidate under O(root)/models/staging.
+  - The module only adapts arguments and results; all logic lives in C(quantshift_ml).
+  - Run it with C(ansible_python_interpreter) set to the virtualenv's python.
+  - The deployment gate decision is returned in RV(gate); the playbook asserts on it, so
+    a refused gate is a clear play failure without this module failing.
+version_added: "0.1.0"
+author: QuantShift ML ops
+requirements:
+  - quantshift_ml (with numpy, pandas, scikit-learn, joblib) in the interpreter running the module
+options:
+  root:
+    description: Store root on the host (models/, logs/, data/ below it).
+    type: path
+    default: /opt/quantshift
+  source:
+    description: Market-data source.
+    type: str
+    choices: [bundled, csv, yfinance]
+    default: bundled
+  data:
+    description: Yahoo-format CSV path on the host, for O(source=csv).
+    type: path
+  symbol:
+    description: Ticker for O(source=yfinance).
+    type: str
+    default: SPY
+  years:
+    description: Length of the rolling training window in years.
+    type: float
+    default: 2.0
+  as_of:
+    description: Last bar of the window (YYYY-MM-DD); default the newest bar.
+    type: str
+  labeler:
+    description: Labeler that defines the regimes (see docs/model.md).
+    type: str
+    choices: [rules, forward]
+    default: rules
+  gate_metric:
+    description: Metric the gate compares.
+    type: str
+    choices: [test_accuracy, balanced_accuracy]
+    default: test_accuracy
+  min_accuracy:
+    description: Absolute floor of O(gate_metric).
+    type: float
+    default: 0.75
+  max_regression:
+    description: Largest allowed drop of O(gate_metric) against the active model on the same holdout.
+    type: float
+    default: 0.05
+  promote:
+    description:
+      - Also promote the candidate on this host when the gate passes (fails when it does not).
+      - Fleet rollouts leave this false and promote host by host with M(quantshift_model).
+    type: bool
+    default: false
+  keep_backups:
+    description: Backups kept when promoting.
+    type: int
+    default: 3
+  keep_logs:
+    description: Training logs kept.
+    type: int
+    default: 10
+attributes:
+  check_mode:
+    support: full
+    description: Trains and gates in memory and reports what it would stage; writes nothing.
+  diff_mode:
+    support: none
+notes:
+  - Results are JSON-native (plain floats, ints, strings, lists, dicts).
+"""
+
+EXAMPLES = r"""
+- name: Train a candidate on the primary
+  quantshift_train:
+    root: /opt/quantshift
+    source: yfinance
+    symbol: SPY
+    min_accuracy: 0.75
+  vars:
+    ansible_python_interpreter: /opt/quantshift/venv/bin/python
+  register: candidate
+
+- name: Refuse to deploy a model below the floor
+  ansible.builtin.assert:
+    that: candidate.gate.passed
+    fail_msg: "{{ candidate.gate.summary }}"
+"""
+
+RETURN = r"""
+version:
+  description: Candidate version (UTC timestamp).
+  returned: always
+  type: str
+  sample: "20261124-020000"
+sha256:
+  description: sha256 of the staged candidate pickle.
+  returned: when not in check mode
+  type: str
+  sample: "95fe6ef6c972f6b9b88bf7bc18de3ae0ab647a2545de9e8e34c208d35d8cd490"
+artifact:
+  description: Path of the staged candidate on the host (metadata beside it, .json).
+  returned: when not in check mode
+  type: str
+  sample: /opt/quantshift/models/staging/regime_classifier_20261124-020000.pkl
+metadata:
+  description: Path of the candidate's metadata file.
+  returned: when not in check mode
+  type: str
+training_log:
+  description: The training log (greppable C(Test Accuracy:), C(CV Accuracy:), C(Features:)).
+  returned: when not in check mode
+  type: str
+metrics:
+  description: Holdout and walk-forward CV metrics, per-class recall, confusion matrix, top features.
+  returned: always
+  type: dict
+  sample: {"test_accuracy": 0.95, "cv_accuracy": 0.765, "balanced_accuracy": 0.783}
+baselines:
+  description: Rule-applied-directly, persistence and majority baselines on the same holdout.
+  returned: always
+  type: dict
+incumbent:
+  description: The active model's version, sha256 and scores on the same holdout (null if none).
+  returned: always
+  type: dict
+gate:
+  description: Gate decision with the numbers it used.
+  returned: always
+  type: dict
+  sample: {"passed": true, "candidate": 0.95, "floor": 0.75, "incumbent": 0.93, "summary": "gate PASSED ..."}
+data:
+  description: Data window used (source, first/last bar, train and holdout dates).
+  returned: always
+  type: dict
+promoted:
+  description: Whether the candidate was promoted on this host.
+  returned: always
+  type: bool
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from quantshift_ml import operations
+    from quantshift_ml.data.sources import make_source
+    from quantshift_ml.errors import QuantshiftError
+    from quantshift_ml.gate import GateConfig
+    from quantshift_ml.training.config import TrainConfig
+except ImportError:
+    HAS_QUANTSHIFT = False
+    IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_QUANTSHIFT = True
+    IMPORT_ERROR = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", default="/opt/quantshift"),
+            source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
+            data=dict(type="path"),
+            symbol=dict(type="str", default="SPY"),
+            years=dict(type="float", default=2.0),
+            as_of=dict(type="str"),
+            labeler=dict(type="str", default="rules", choices=["rules", "forward"]),
+            gate_metric=dict(type="str", default="test_accuracy",
+                             choices=["test_accuracy", "balanced_accuracy"]),
+            min_accuracy=dict(type="float", default=0.75),
+            max_regression=dict(type="float", default=0.05),
+            promote=dict(type="bool", default=False),
+            keep_backups=dict(type="int", default=3),
+            keep_logs=dict(type="int", default=10),
+        ),
+        required_if=[("source", "csv", ("data",))],
+        supports_check_mode=True,
+    )
+    if not HAS_QUANTSHIFT:
+        module.fail_json(msg=missing_required_lib("quantshift_ml (run with the venv's python)"),
+                         exception=IMPORT_ERROR)
+    p = module.params
+    from pathlib import Path
+
+    root = Path(p["root"])
+    try:
+        source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=root)
+        result = operations.train(
+            source,
+            root=root,
+            config=TrainConfig(years=p["years"], labeler=p["labeler"]),
+            gate=GateConfig(metric=p["gate_metric"], floor=p["min_accuracy"],
+                            max_regression=p["max_regression"]),
+            as_of=p["as_of"],
+            promote=p["promote"],
+            check_mode=module.check_mode,
+            keep_backups=p["keep_backups"],
+            keep_logs=p["keep_logs"],
+        )
+    except QuantshiftError as exc:
+        module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
+    if module.check_mode:
+        result["changed"] = True  # it would stage a candidate
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
