@@ -44,7 +44,7 @@ unit: $(STAMP) ## pytest unit tests of the package
 	$(BIN)/pytest -q python/tests
 
 integration: $(STAMP) ## playbooks against inventory/local (site, retrain, rollback, refused gate)
-	$(BIN)/pytest -q tests-integration
+	$(BIN)/pytest -q tests/integration
 
 wheelhouse: $(WHEELHOUSE)/.complete ## wheels for the test hosts (Python 3.11, manylinux x86_64)
 

@@ -46,9 +46,7 @@ def test_hostname_matches_inventory(host) -> None:
 
 def test_hostnames_distinct() -> None:
     """No two hosts share a hostname (they share one lower rootfs)."""
-    names = {
-        testinfra.get_host(spec).check_output("hostname") for spec in _host_specs()
-    }
+    names = {testinfra.get_host(spec).check_output("hostname") for spec in _host_specs()}
     assert len(names) == len(testinfra_hosts)
 
 

@@ -1,0 +1,94 @@
+"""site + retrain + rollback + a refused gate against inventory/local, asserted on files.
+
+The tests run in order and share one fleet, like an operator's day.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import Fleet
+
+HOSTS = ("primary", "standby")
+
+
+def test_site_twice_second_run_changes_nothing(fleet: Fleet) -> None:
+    first = fleet.play("site.yml")
+    assert first.rc == 0, first.out
+    second = fleet.play("site.yml")
+    assert second.rc == 0, second.out
+    assert all(c["changed"] == 0 for c in second.recap().values()), second.out
+    for h in HOSTS:
+        assert (fleet.root(h) / "models/backups").is_dir()
+
+
+def test_check_mode_retrain_changes_nothing(fleet: Fleet) -> None:
+    before = fleet.digest()
+    run = fleet.play("retrain.yml", "--check")
+    assert run.rc == 0, run.out
+    assert "would deploy" in run.out
+    assert fleet.digest() == before
+
+
+def test_retrain_puts_both_hosts_on_the_candidate(fleet: Fleet) -> None:
+    run = fleet.play("retrain.yml")
+    assert run.rc == 0, run.out
+    assert "gate PASSED" in run.out
+    metas = [fleet.meta(h) for h in HOSTS]
+    assert metas[0]["sha256"] == metas[1]["sha256"]
+    for h in HOSTS:
+        assert fleet.active_sha(h) == fleet.meta(h)["sha256"]
+    log = fleet.root("primary") / "logs" / f"model-training-{metas[0]['version']}.log"
+    assert "Test Accuracy: " in log.read_text()
+
+
+def test_second_retrain_makes_a_new_version_and_keeps_a_backup(fleet: Fleet) -> None:
+    old = fleet.meta("primary")
+    run = fleet.play("retrain.yml")
+    assert run.rc == 0, run.out
+    new = fleet.meta("primary")
+    assert new["version"] != old["version"] and new["sha256"] != old["sha256"]
+    for h in HOSTS:
+        assert fleet.meta(h)["sha256"] == new["sha256"]
+        backup = fleet.root(h) / f"models/backups/regime_classifier_{old['version']}.pkl"
+        assert backup.exists()
+
+
+def test_rollback_puts_both_hosts_back_on_the_previous_sha(fleet: Fleet) -> None:
+    current = fleet.meta("primary")
+    backups = sorted((fleet.root("primary") / "models/backups").glob("*.json"))
+    previous = json.loads(backups[-1].read_text())
+    run = fleet.play("rollback.yml")
+    assert run.rc == 0, run.out
+    for h in HOSTS:
+        assert fleet.active_sha(h) == previous["sha256"] != current["sha256"]
+
+
+def test_refused_gate_changes_no_model_file_and_states_the_numbers(fleet: Fleet) -> None:
+    before = fleet.digest()
+    run = fleet.play("retrain.yml", "-e", "quantshift_min_accuracy=0.99")
+    assert run.rc != 0
+    assert "Deployment refused" in run.out and "floor 0.99" in run.out
+    after = fleet.digest()
+    added = set(after) - set(before)
+    assert all(k.startswith("primary/logs/model-training-") for k in added), added
+    assert {k: after[k] for k in before} == before
+
+
+def test_concurrent_retrain_is_refused_by_the_lease(fleet: Fleet) -> None:
+    lease = fleet.root("primary") / "models/.operation.lease"
+    lease.write_text(json.dumps({"owner": "someone-else", "host": "ctl", "expires": 4e9}))
+    try:
+        before = fleet.digest()
+        run = fleet.play("retrain.yml")
+        assert run.rc != 0 and "another operation holds the lease" in run.out
+        assert fleet.digest() == before
+    finally:
+        lease.unlink()
+
+
+def test_status_prints_one_table(fleet: Fleet) -> None:
+    run = fleet.play("status.yml")
+    assert run.rc == 0, run.out
+    assert "HOST" in run.out and "SHA_OK" in run.out
+    assert run.out.count(fleet.meta("primary")["sha256"][:12]) >= 2
