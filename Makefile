@@ -16,7 +16,7 @@ help: ## list targets
 $(STAMP): python/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e 'python[yfinance]' -r requirements-dev.txt
+	$(BIN)/pip install -q -e 'python[yfinance,serve,monitor,dev]' -r requirements-dev.txt
 	touch $@
 
 venv: $(STAMP) ## create .venv with the package and the controller tooling
@@ -46,15 +46,18 @@ unit: $(STAMP) ## pytest unit tests of the package
 integration: $(STAMP) ## playbooks against inventory/local (site, retrain, rollback, refused gate)
 	$(BIN)/pytest -q tests/integration
 
-wheelhouse: $(WHEELHOUSE)/.complete ## wheels for the test hosts (Python 3.11, manylinux x86_64)
+wheelhouse: $(WHEELHOUSE)/.deps $(STAMP) ## wheels for the test hosts (Python 3.11, manylinux x86_64)
+	rm -f $(WHEELHOUSE)/quantshift_ml-*.whl
+	$(BIN)/python -m build -q --wheel --outdir $(WHEELHOUSE) python > /dev/null
 
-$(WHEELHOUSE)/.complete: python/pyproject.toml $(STAMP)
+# Third-party wheels for the hosts' interpreter and platform, not the controller's.
+$(WHEELHOUSE)/.deps: python/pyproject.toml $(STAMP)
 	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
-	$(BIN)/python -m build --wheel --outdir $(WHEELHOUSE) python
+	$(BIN)/python -m build -q --wheel --outdir $(WHEELHOUSE) python > /dev/null
 	$(BIN)/pip download -q --only-binary=:all: --python-version 3.11 \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
-	  -d $(WHEELHOUSE) $(WHEELHOUSE)/quantshift_ml-*.whl
+	  -d $(WHEELHOUSE) "$$(ls $(WHEELHOUSE)/quantshift_ml-*.whl)[yfinance,serve,monitor]"
 	touch $@
 
 molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (root)

@@ -1,0 +1,74 @@
+"""State of each host after site.yml + retrain.yml (Molecule converge + side_effect)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("quantshift")
+
+ROOT = "/opt/quantshift"
+
+
+def test_service_user(host) -> None:
+    user = host.user("quantshift")
+    assert user.exists and user.group == "quantshift"
+    assert user.shell == "/usr/sbin/nologin"
+
+
+def test_directory_modes(host) -> None:
+    expected = {ROOT: 0o755, f"{ROOT}/models": 0o750, f"{ROOT}/models/backups": 0o750,
+                f"{ROOT}/logs": 0o750, f"{ROOT}/data": 0o750, f"{ROOT}/etc": 0o750}
+    for path, mode in expected.items():
+        d = host.file(path)
+        assert d.is_directory, path
+        assert d.mode == mode, (path, oct(d.mode))
+        assert d.user == "quantshift", path
+
+
+def test_venv_imports_the_package_installed_offline(host) -> None:
+    out = host.check_output(f"{ROOT}/venv/bin/python -c 'import quantshift_ml, sklearn;"
+                            " print(quantshift_ml.__version__)'")
+    assert out.strip()
+    assert host.file(f"{ROOT}/wheelhouse").is_directory
+
+
+def test_unit_enabled_and_active(host) -> None:
+    svc = host.service("quantshift-regime")
+    assert svc.is_enabled
+    assert svc.is_running
+    unit = host.file("/etc/systemd/system/quantshift-regime.service").content_string
+    assert "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit
+
+
+def test_monitoring_cron_line(host) -> None:
+    cron = host.file("/etc/cron.d/quantshift-monitor")
+    assert cron.exists
+    text = cron.content_string
+    assert "ADMIN_EMAIL=" in text and "SEND_EMAIL=" in text
+    assert "0 18 * * * quantshift" in text and "quantshift-ml monitor" in text
+    env = host.file(f"{ROOT}/etc/alerts.env")
+    assert env.mode == 0o600 and env.user == "quantshift"
+
+
+def test_active_model_matches_its_metadata(host) -> None:
+    meta = json.loads(host.file(f"{ROOT}/models/regime_classifier.json").content_string)
+    assert host.file(f"{ROOT}/models/regime_classifier.pkl").sha256sum == meta["sha256"]
+    assert host.file(f"{ROOT}/models/regime_classifier.pkl").user == "quantshift"
+
+
+def test_healthz_reports_the_active_sha(host) -> None:
+    meta = json.loads(host.file(f"{ROOT}/models/regime_classifier.json").content_string)
+    health = json.loads(host.check_output("curl -sf http://127.0.0.1:8787/healthz"))
+    assert health["sha256"] == meta["sha256"]
+
+
+def test_training_log_is_greppable_on_the_primary(host) -> None:
+    if host.backend.get_hostname() != "primary":
+        return
+    out = host.check_output(f"grep -h 'Test Accuracy: ' {ROOT}/logs/model-training-*.log")
+    assert "Test Accuracy: 0." in out

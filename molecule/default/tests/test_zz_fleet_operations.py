@@ -1,0 +1,88 @@
+"""Fleet operations on the booted hosts: second retrain, rollback, refused gate.
+
+Runs after test_provisioned.py (file order) and drives the real playbooks with
+Molecule's inventory, asserting the files on both hosts after each step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+ROOT = "/opt/quantshift"
+HOSTS = ("primary", "standby")
+
+
+def _host(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def _play(playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    cfg = EPHEMERAL / "ansible.cfg"
+    if cfg.exists():
+        env["ANSIBLE_CONFIG"] = str(cfg)
+    env.update({"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    ansible = Path(sys.executable).parent / "ansible-playbook"
+    return subprocess.run(
+        [str(ansible), "-i", str(INVENTORY.parent), str(PROJECT / "playbooks" / playbook), *extra],
+        env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def _state() -> dict[str, dict[str, str]]:
+    """Per host: sha256 of every file under models/ (active, metadata, backups)."""
+    out = {}
+    for name in HOSTS:
+        h = _host(name)
+        listing = h.check_output(
+            f"cd {ROOT}/models && find . -path ./staging -prune -o -type f -print0"
+            " | sort -z | xargs -0 sha256sum")
+        out[name] = dict(reversed(line.split(None, 1)) for line in listing.splitlines())
+    return out
+
+
+def _active(name: str) -> dict:
+    return json.loads(_host(name).file(f"{ROOT}/models/regime_classifier.json").content_string)
+
+
+@pytest.fixture(scope="module")
+def first_release() -> dict:
+    return _active("primary")
+
+
+def test_second_retrain_moves_both_hosts_and_keeps_a_backup(first_release: dict) -> None:
+    run = _play("retrain.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    new = [_active(n) for n in HOSTS]
+    assert new[0]["sha256"] == new[1]["sha256"] != first_release["sha256"]
+    for n in HOSTS:
+        backup = f"{ROOT}/models/backups/regime_classifier_{first_release['version']}.pkl"
+        assert _host(n).file(backup).sha256sum == first_release["sha256"]
+        health = json.loads(_host(n).check_output("curl -sf http://127.0.0.1:8787/healthz"))
+        assert health["sha256"] == new[0]["sha256"]
+
+
+def test_rollback_puts_both_hosts_back(first_release: dict) -> None:
+    run = _play("rollback.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    for n in HOSTS:
+        assert _active(n)["sha256"] == first_release["sha256"]
+        assert _host(n).file(f"{ROOT}/models/regime_classifier.pkl").sha256sum == \
+            first_release["sha256"]
+
+
+def test_refused_gate_leaves_every_model_file_identical() -> None:
+    before = _state()
+    run = _play("retrain.yml", "-e", "quantshift_min_accuracy=0.99")
+    assert run.returncode != 0
+    assert "Deployment refused" in run.stdout and "floor 0.99" in run.stdout
+    assert _state() == before
