@@ -65,6 +65,11 @@ options:
     description: Largest allowed drop of O(gate_metric) against the active model on the same holdout.
     type: float
     default: 0.05
+  beat_baseline:
+    description: Baseline the candidate must beat on the same holdout (V(none) to skip).
+    type: str
+    choices: [majority, persistence, rule, none]
+    default: majority
   promote:
     description:
       - Also promote the candidate on this host when the gate passes (fails when it does not).
@@ -190,6 +195,8 @@ def main():
                              choices=["test_accuracy", "balanced_accuracy"]),
             min_accuracy=dict(type="float", default=0.75),
             max_regression=dict(type="float", default=0.05),
+            beat_baseline=dict(type="str", default="majority",
+                               choices=["majority", "persistence", "rule", "none"]),
             promote=dict(type="bool", default=False),
             keep_backups=dict(type="int", default=3),
             keep_logs=dict(type="int", default=10),
@@ -211,7 +218,9 @@ def main():
             root=root,
             config=TrainConfig(years=p["years"], labeler=p["labeler"]),
             gate=GateConfig(metric=p["gate_metric"], floor=p["min_accuracy"],
-                            max_regression=p["max_regression"]),
+                            max_regression=p["max_regression"],
+                            beat_baseline=None if p["beat_baseline"] == "none"
+                            else p["beat_baseline"]),
             as_of=p["as_of"],
             promote=p["promote"],
             check_mode=module.check_mode,

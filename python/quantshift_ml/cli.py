@@ -60,6 +60,8 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
                    help="max drop vs the active model on the same holdout")
     p.add_argument("--gate-metric", choices=["test_accuracy", "balanced_accuracy"],
                    default="test_accuracy")
+    p.add_argument("--beat-baseline", choices=["majority", "persistence", "rule", "none"],
+                   default="majority", help="baseline the candidate must beat on the holdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +124,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 
 def _gate(a: argparse.Namespace) -> GateConfig:
-    return GateConfig(metric=a.gate_metric, floor=a.min_accuracy, max_regression=a.max_regression)
+    return GateConfig(metric=a.gate_metric, floor=a.min_accuracy, max_regression=a.max_regression,
+                      beat_baseline=None if a.beat_baseline == "none" else a.beat_baseline)
 
 
 def _source(a: argparse.Namespace, root: Path) -> Any:

@@ -99,7 +99,8 @@ def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: Trai
         incumbent = {**incumbent_ref, **incumbent}
     elif incumbent_ref is not None:
         incumbent = incumbent_ref
-    decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate)
+    decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate,
+                      result.baselines)
     version = store.new_version()
     meta: dict[str, Any] = {
         "version": version,

@@ -81,6 +81,8 @@ def test_gate_states_the_numbers() -> None:
     assert not low["passed"] and "0.700" in low["summary"] and "0.750" in low["summary"]
     worse = decide({"test_accuracy": 0.8}, {"accuracy": 0.9}, gate)
     assert not worse["passed"] and "incumbent" in worse["reasons"][0]
+    trivial = decide({"test_accuracy": 0.8}, None, gate, {"majority": {"accuracy": 0.85}})
+    assert not trivial["passed"] and "majority baseline 0.850" in trivial["reasons"][0]
 
 
 def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
