@@ -72,6 +72,15 @@ options:
     description: Seconds after which a lease left by a dead controller counts as stale.
     type: int
     default: 7200
+  lease_takeover:
+    description:
+      - Owner id of a lease whose controller process is known to be dead; that lease is
+        taken over at once instead of waiting for O(lease_ttl).
+    type: str
+  lease_details:
+    description: Extra facts stored in the lease (controller host and pid).
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -168,7 +177,8 @@ def run(module, store):
             module.fail_json(msg="state=locked needs owner")
         if module.check_mode:
             return {"changed": False}
-        return leases.acquire(store.layout.lease_file, p["owner"], p["lease_ttl"])
+        return leases.acquire(store.layout.lease_file, p["owner"], p["lease_ttl"],
+                              takeover=p["lease_takeover"], details=p["lease_details"])
     if state == "unlocked":
         if module.check_mode:
             return {"changed": False}
@@ -231,6 +241,8 @@ def main():
             symbol=dict(type="str", default="SPY"),
             owner=dict(type="str"),
             lease_ttl=dict(type="int", default=7200),
+            lease_takeover=dict(type="str"),
+            lease_details=dict(type="dict", default={}),
         ),
         required_if=[("state", "promoted", ("artifact",)), ("state", "locked", ("owner",))],
         supports_check_mode=True,

@@ -30,12 +30,19 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
-def acquire(path: Path, owner: str, ttl: float = DEFAULT_TTL) -> dict[str, Any]:
-    """Take the lease for ``owner``; re-entrant for the same owner; refuse a live other."""
+def acquire(path: Path, owner: str, ttl: float = DEFAULT_TTL, *,
+            takeover: str | None = None, details: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+    """Take the lease for ``owner``; re-entrant for the same owner; refuse a live other.
+
+    ``takeover`` names an owner known to be dead (the caller proved its controller
+    process is gone), whose lease is taken over before it expires. ``details``
+    (e.g. controller host and pid) are stored for that proof and for messages.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
     info = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
-            "acquired": now, "expires": now + ttl}
+            "acquired": now, "expires": now + ttl, **(details or {})}
     stale: dict[str, Any] | None = None
     for _ in range(2):
         try:
@@ -44,7 +51,8 @@ def acquire(path: Path, owner: str, ttl: float = DEFAULT_TTL) -> dict[str, Any]:
             held = _read(path)
             if held.get("owner") == owner:
                 return {"changed": False, "lease": held, "took_over": None}
-            if float(held.get("expires", 0)) > now:
+            dead = takeover is not None and held.get("owner") == takeover
+            if float(held.get("expires", 0)) > now and not dead:
                 left = int(float(held["expires"]) - now)
                 raise LockHeld(
                     f"another operation holds the lease {path} (owner {held.get('owner')}, "
