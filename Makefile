@@ -8,7 +8,7 @@ WHEELHOUSE := .cache/wheelhouse
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv retrain test lint unit integration molecule wheelhouse benchmarks clean status rollback
+.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse benchmarks clean status rollback
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -64,7 +64,13 @@ molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (roo
 	@if [ "$$(id -u)" != 0 ]; then echo "molecule: the nspawn test hosts need root; run as root" >&2; exit 1; fi
 	$(BIN)/molecule test -s default
 
-test: lint unit integration molecule ## everything CI runs
+faults: $(STAMP) ## fault matrix (tests/faults; some need root)
+	$(BIN)/pytest -q tests/faults
+
+awx: $(STAMP) ## AWX data checks
+	$(BIN)/pytest -q tests/awx
+
+test: lint unit integration faults awx molecule ## everything CI runs
 
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
 	$(BIN)/python benchmarks/bench_training.py

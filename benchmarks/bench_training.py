@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pandas as pd
+
 from quantshift_ml import __version__
 from quantshift_ml.data.sources import BundledSource
 from quantshift_ml.features import WARMUP_ROWS, compute_features

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: QuantShift
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: a thin adapter over ``quantshift_ml.store`` (promote, rollback, verify...)."""
@@ -164,7 +163,7 @@ def _brief(art):
 
 
 def _diff(before, after):
-    fmt = lambda a: "none\n" if a is None else "%s %s\n" % (a["version"], a["sha256"])  # noqa: E731
+    fmt = lambda a: "none\n" if a is None else "%s %s\n" % (a["version"], a["sha256"])
     return {"before": fmt(before), "after": fmt(after),
             "before_header": "active model", "after_header": "active model"}
 
@@ -213,10 +212,7 @@ def run(module, store):
         after = target if would_change else before
         return {"changed": would_change, "previous": _brief(before), "current": _brief(after),
                 "diff": _diff(_brief(before), _brief(after))}
-    if state == "promoted":
-        res = store.promote(Path(p["artifact"]))
-    else:
-        res = store.rollback(p["to"])
+    res = store.promote(Path(p["artifact"])) if state == "promoted" else store.rollback(p["to"])
     res["diff"] = _diff(res["previous"], res["current"])
     res.setdefault("pruned", [])
     current = store.verify(store.layout.active_pkl)
