@@ -92,3 +92,26 @@ def test_status_prints_one_table(fleet: Fleet) -> None:
     assert run.rc == 0, run.out
     assert "HOST" in run.out and "SHA_OK" in run.out
     assert run.out.count(fleet.meta("primary")["sha256"][:12]) >= 2
+
+
+def test_deploy_an_artifact_from_the_controller(fleet: Fleet) -> None:
+    versions = sorted(p.name for p in fleet.artifacts.iterdir())
+    newest = versions[-1]
+    meta = json.loads((fleet.artifacts / newest / f"regime_classifier_{newest}.json").read_text())
+    run = fleet.play("deploy.yml", "-e", f"quantshift_release_version={newest}")
+    assert run.rc == 0, run.out
+    for h in HOSTS:
+        assert fleet.active_sha(h) == meta["sha256"]
+
+
+def test_deploy_refuses_a_tampered_controller_artifact(fleet: Fleet) -> None:
+    versions = sorted(p.name for p in fleet.artifacts.iterdir())
+    oldest = versions[0]
+    pkl = fleet.artifacts / oldest / f"regime_classifier_{oldest}.pkl"
+    data = bytearray(pkl.read_bytes())
+    data[100] ^= 0x01
+    pkl.write_bytes(bytes(data))
+    before = fleet.digest()
+    run = fleet.play("deploy.yml", "-e", f"quantshift_release_version={oldest}")
+    assert run.rc != 0 and "does not match its metadata" in run.out
+    assert fleet.digest() == before
