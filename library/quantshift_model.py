@@ -17,6 +17,9 @@ description:
     the last O(keep_backups) backups; promoting what is already active changes nothing.
   - O(state=rolled_back) makes a verified backup active again (O(to=latest) is the newest
     backup older than the active model).
+  - O(state=restored) undoes a failed promotion on this host; backup O(to) becomes active
+    again without backing up the failed model, and with O(discard_backup) the backup that
+    promotion created is removed, so the store ends byte-identical to before.
   - O(state=verified) checks the active model's sha256 against its metadata and, when
     O(expect_sha256) is given, that the host really runs that model.
   - O(state=evaluated) verifies a backup (or the active model), loads it and scores it on
@@ -37,7 +40,7 @@ options:
     description: Desired state, see the description.
     type: str
     required: true
-    choices: [promoted, rolled_back, verified, evaluated, pruned, locked, unlocked]
+    choices: [promoted, rolled_back, restored, verified, evaluated, pruned, locked, unlocked]
   artifact:
     description: Candidate pickle on the host for O(state=promoted) (metadata beside it).
     type: path
@@ -45,6 +48,16 @@ options:
     description: C(latest), C(active) (only for O(state=evaluated)) or a backup version.
     type: str
     default: latest
+  prune:
+    description:
+      - With O(state=promoted), prune old backups right away. A fleet rollout sets it false
+        and prunes with O(state=pruned) once the host is healthy, so a restore loses nothing.
+    type: bool
+    default: true
+  discard_backup:
+    description: With O(state=restored), remove the backup O(to) once it is active again.
+    type: bool
+    default: false
   expect_sha256:
     description: With O(state=verified), fail unless the active model has this sha256.
     type: str
@@ -101,7 +114,17 @@ EXAMPLES = r"""
 - name: Check the host runs the candidate
   quantshift_model:
     state: verified
-    expect_sha256: "{{ candidate.sha256 }}"
+    prune:
+    description:
+      - With O(state=promoted), prune old backups right away. A fleet rollout sets it false
+        and prunes with O(state=pruned) once the host is healthy, so a restore loses nothing.
+    type: bool
+    default: true
+  discard_backup:
+    description: With O(state=restored), remove the backup O(to) once it is active again.
+    type: bool
+    default: false
+  expect_sha256: "{{ candidate.sha256 }}"
 
 - name: Roll back to a named backup
   quantshift_model:
@@ -110,6 +133,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+backup_created:
+  description: Whether the operation copied the previous model into backups/.
+  returned: for promoted, rolled_back
+  type: bool
 previous:
   description: Active version and sha256 before the operation (null when none).
   returned: for promoted, rolled_back
@@ -200,6 +227,13 @@ def run(module, store):
         removed = store.prune()
         return {"changed": bool(removed), "pruned": removed}
 
+    if state == "restored":
+        if module.check_mode:
+            return {"changed": True}
+        res = store.restore(p["to"], discard_backup=p["discard_backup"])
+        res["diff"] = _diff(res["previous"], res["current"])
+        return res
+
     before = store.active()
     if state == "promoted":
         if not p["artifact"]:
@@ -212,7 +246,10 @@ def run(module, store):
         after = target if would_change else before
         return {"changed": would_change, "previous": _brief(before), "current": _brief(after),
                 "diff": _diff(_brief(before), _brief(after))}
-    res = store.promote(Path(p["artifact"])) if state == "promoted" else store.rollback(p["to"])
+    if state == "promoted":
+        res = store.promote(Path(p["artifact"]), prune=p["prune"])
+    else:
+        res = store.rollback(p["to"])
     res["diff"] = _diff(res["previous"], res["current"])
     res.setdefault("pruned", [])
     current = store.verify(store.layout.active_pkl)
@@ -226,8 +263,10 @@ def main():
         argument_spec=dict(
             root=dict(type="path", default="/opt/quantshift"),
             state=dict(type="str", required=True,
-                       choices=["promoted", "rolled_back", "verified", "evaluated", "pruned",
-                                "locked", "unlocked"]),
+                       choices=["promoted", "rolled_back", "restored", "verified", "evaluated",
+                                "pruned", "locked", "unlocked"]),
+            prune=dict(type="bool", default=True),
+            discard_backup=dict(type="bool", default=False),
             artifact=dict(type="path"),
             to=dict(type="str", default="latest"),
             expect_sha256=dict(type="str"),
@@ -240,7 +279,8 @@ def main():
             lease_takeover=dict(type="str"),
             lease_details=dict(type="dict", default={}),
         ),
-        required_if=[("state", "promoted", ("artifact",)), ("state", "locked", ("owner",))],
+        required_if=[("state", "promoted", ("artifact",)), ("state", "locked", ("owner",)),
+                     ("state", "restored", ("to",))],
         supports_check_mode=True,
     )
     if not HAS_QUANTSHIFT:

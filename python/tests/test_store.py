@@ -109,3 +109,19 @@ def test_interrupted_swap_is_undone(tmp_path: Path) -> None:
     store.verify(store.layout.active_pkl)
     assert store.active().version == first.version  # type: ignore[union-attr]
     assert b["version"] != first.version  # type: ignore[union-attr]
+
+
+def test_restore_after_a_failed_promotion_is_byte_identical(tmp_path: Path) -> None:
+    for as_of in ("2016-06-30", "2016-12-30", "2017-06-30", "2017-12-29"):
+        _train(tmp_path, as_of)
+    store = ModelStore(tmp_path)
+    before = {k: v for k, v in tree_digest(tmp_path / "models").items()
+              if not k.startswith("staging")}
+    previous = store.active()
+    cand = operations.train(FixedSource("2018-06-29"), root=tmp_path, config=FAST)
+    res = store.promote(Path(cand["artifact"]), prune=False)
+    assert res["backup_created"] and len(store.backups()) == 4  # nothing pruned yet
+    store.restore(previous.version, discard_backup=True)  # type: ignore[union-attr]
+    after = {k: v for k, v in tree_digest(tmp_path / "models").items()
+             if not k.startswith("staging")}
+    assert after == before

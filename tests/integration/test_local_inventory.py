@@ -115,3 +115,43 @@ def test_deploy_refuses_a_tampered_controller_artifact(fleet: Fleet) -> None:
     run = fleet.play("deploy.yml", "-e", f"quantshift_release_version={oldest}")
     assert run.rc != 0 and "does not match its metadata" in run.out
     assert fleet.digest() == before
+
+
+def test_unhealthy_standby_is_restored_and_primary_never_touched(fleet: Fleet) -> None:
+    """The service on the standby keeps reporting the old sha: the deploy loop must
+    restore the standby byte for byte and stop before the primary."""
+    import http.server
+    import threading
+
+    old_sha = fleet.meta("standby")["sha256"]
+
+    class StaleHealth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            body = json.dumps({"status": "ok", "sha256": old_sha}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StaleHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        before = fleet.digest()
+        run = fleet.play("retrain.yml", "-e",
+                         f"quantshift_service_url=http://127.0.0.1:{server.server_port}",
+                         "-e", "quantshift_health_timeout=4")
+    finally:
+        server.shutdown()
+    assert run.rc != 0
+    assert "failed on standby" in run.out and "restored" in run.out
+    after = fleet.digest()
+    for key, sha in before.items():
+        if "/staging/" in key or "/logs/" in key:
+            continue
+        assert after.get(key) == sha, key
+    assert not [k for k in set(after) - set(before)
+                if "/staging/" not in k and "/logs/" not in k]
+    assert not (fleet.root("primary") / "models/.operation.lease").exists()

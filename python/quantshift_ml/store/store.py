@@ -140,7 +140,7 @@ class ModelStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        full = {**meta, "sha256": sha256_file(pkl), "model_file": pkl.name}
+        full = {**meta, "sha256": sha256_file(pkl)}
         atomic_write_json(meta_for(pkl), full)
         return Artifact(pkl=pkl, meta=full)
 
@@ -171,40 +171,64 @@ class ModelStore:
         log.warning("recovered an interrupted promotion to %s: %s", j.get("new_version"), outcome)
         return outcome
 
-    def _install(self, source: Artifact, *, reason: str) -> dict[str, Any]:
-        """Back up the active model, then atomically make ``source`` active (under lock)."""
+    def _install(self, source: Artifact, *, reason: str, prune: bool = True,
+                 backup: bool = True) -> dict[str, Any]:
+        """Back up the active model, then atomically make ``source`` active (under lock).
+
+        ``prune=False`` keeps every backup until the caller has verified the new model
+        (a fleet rollout prunes only after the host is healthy, so a restore loses
+        nothing). ``backup=False`` is for undoing a failed promotion: the failed model
+        is not kept.
+        """
         self.recover()
         previous = self.active()
         if previous is not None and previous.sha256 == source.sha256:
             return {"changed": False, "previous": _brief(previous), "current": _brief(previous)}
         backup_path: Path | None = None
-        if previous is not None:
+        backup_created = False
+        if previous is not None and backup:
             prev = self.verify(self.layout.active_pkl) if previous.sha256 else previous
             backup_path = self.layout.backup_pkl(prev.version or _now_version())
             if not backup_path.exists() or sha256_file(backup_path) != prev.sha256:
                 atomic_copy(self.layout.active_pkl, backup_path)
                 atomic_copy(self.layout.active_meta, meta_for(backup_path))
+                backup_created = True
         atomic_write_json(self.layout.journal, {
             "new_version": source.version, "new_sha256": source.sha256,
             "previous_backup": str(backup_path) if backup_path else None, "reason": reason,
         })
+        # Metadata travels byte for byte with its model (staging, active, backups), so
+        # a restore or a rollback reproduces exactly the files that were there before.
         atomic_copy(source.pkl, self.layout.active_pkl)
-        meta = {**source.meta, "model_file": self.layout.active_pkl.name,
-                "activated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "activated_by": reason}
-        atomic_write_json(self.layout.active_meta, meta)
+        atomic_copy(meta_for(source.pkl), self.layout.active_meta)
         self.layout.journal.unlink()
-        pruned = self._prune()
+        pruned = self._prune() if prune else []
         return {"changed": True, "previous": _brief(previous), "current": _brief(source),
+                "backup_created": backup_created,
                 "pruned": pruned}
 
-    def promote(self, candidate: Path) -> dict[str, Any]:
+    def promote(self, candidate: Path, *, prune: bool = True) -> dict[str, Any]:
         """Make a verified candidate active, keeping the previous one as a backup."""
         with self.lock("promote"):
             art = self.verify(candidate)
             if not VERSION_RE.match(art.version):
                 raise IntegrityError(f"{candidate}: metadata has no valid version")
-            return self._install(art, reason="promote")
+            return self._install(art, reason="promote", prune=prune)
+
+    def restore(self, version: str, *, discard_backup: bool) -> dict[str, Any]:
+        """Undo a failed promotion: make backup ``version`` active again.
+
+        The failed model is not backed up, and with ``discard_backup`` the backup the
+        promotion created is removed again, so models/ ends byte-identical to before
+        the promotion.
+        """
+        with self.lock("restore"):
+            target = self.verify(self.resolve_backup(version).pkl)
+            res = self._install(target, reason=f"restore {version}", prune=False, backup=False)
+            if discard_backup:
+                for p in (target.pkl, meta_for(target.pkl)):
+                    p.unlink(missing_ok=True)
+            return res
 
     def resolve_backup(self, to: str = "latest") -> Artifact:
         """``latest`` = newest backup older than the active version; or an exact version."""
