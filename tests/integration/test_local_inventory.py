@@ -126,7 +126,7 @@ def test_unhealthy_standby_is_restored_and_primary_never_touched(fleet: Fleet) -
     old_sha = fleet.meta("standby")["sha256"]
 
     class StaleHealth(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
+        def do_GET(self) -> None:
             body = json.dumps({"status": "ok", "sha256": old_sha}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
