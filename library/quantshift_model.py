@@ -291,6 +291,8 @@ def main():
         result = run(module, store)
     except QuantshiftError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), error_type=type(exc).__name__)
     module.exit_json(**result)
 
 

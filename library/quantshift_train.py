@@ -228,6 +228,8 @@ def main():
         )
     except QuantshiftError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), error_type=type(exc).__name__)
     if module.check_mode:
         result["changed"] = True  # it would stage a candidate
     module.exit_json(**result)

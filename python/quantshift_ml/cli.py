@@ -222,6 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
                               "exit_code": exc.exit_code}))
         return exc.exit_code
+    except OSError as exc:
+        # disk full, permissions, a vanished file: one line, not a traceback
+        msg = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        print(f"quantshift-ml: error: {msg}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"ok": False, "error": msg, "error_type": type(exc).__name__,
+                              "exit_code": 1}))
+        return 1
     except KeyboardInterrupt:  # pragma: no cover
         return 130
     if as_json:

@@ -25,6 +25,7 @@ from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import meta_for
 from quantshift_ml.training import TrainConfig, train_candidate
 from quantshift_ml.training.model import predict, predict_proba
+from quantshift_ml.training.pipeline import check_history
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ def train(
     config = config or TrainConfig()
     gate = gate or GateConfig()
     bars = source.load()
+    origin = str(source.describe().get("path", source.name))
+    # enough history? checked before anything is created on disk
+    check_history(bars, config, as_of=as_of, origin=origin)
     store = ModelStore(root, keep_backups=keep_backups)
     if check_mode:
         return _train_locked(store, bars, source, config, gate, as_of, promote, True, keep_logs)
@@ -93,7 +97,8 @@ def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: Trai
         store.recover()
     incumbent_bundle, incumbent_ref = _load_incumbent(store)
     result = train_candidate(bars, config, as_of=as_of, incumbent=incumbent_bundle,
-                             origin=source.name, source=source.describe())
+                             origin=str(source.describe().get("path", source.name)),
+                             source=source.describe())
     incumbent = result.incumbent
     if incumbent is not None and incumbent_ref is not None:
         incumbent = {**incumbent_ref, **incumbent}

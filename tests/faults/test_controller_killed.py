@@ -81,7 +81,7 @@ def test_a_live_lease_of_another_controller_is_not_taken_over(fleet: Fleet) -> N
     run = fleet.play("retrain.yml", "-e", "quantshift_lease_ttl=0")
     assert run.rc != 0
     assert "another operation holds the lease" in run.out
-    assert "owner retrain-20261124T020000-1, from primary" in run.out
+    assert "owner retrain-20261124T020000-1, from other-control-node" in run.out
     assert fleet.digest() == before
     assert lease_file.read_bytes() == lease
 

@@ -144,8 +144,19 @@ class ModelStore:
         atomic_write_json(meta_for(pkl), full)
         return Artifact(pkl=pkl, meta=full)
 
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files (``.NAME.xxxx.tmp``) left by a writer killed mid-write.
+
+        Every writer holds the store lock, so under the lock any such file is stale.
+        """
+        for d in (self.layout.models, self.layout.backups, self.layout.staging):
+            if d.is_dir():
+                for tmp in d.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
     def recover(self) -> str | None:
         """Finish or undo a promotion interrupted between its renames (call under lock)."""
+        self._remove_stale_temp_files()
         journal = self.layout.journal
         if not journal.exists():
             return None
@@ -159,8 +170,11 @@ class ModelStore:
         else:
             prev = j.get("previous_backup")
             if prev:
-                atomic_copy(Path(prev), pkl)
-                atomic_copy(meta_for(Path(prev)), meta)
+                prev_sha = read_json(meta_for(Path(prev))).get("sha256")
+                if pkl_sha != prev_sha:
+                    atomic_copy(Path(prev), pkl)
+                if meta_sha != prev_sha:
+                    atomic_copy(meta_for(Path(prev)), meta)
                 outcome = "restored previous"
             else:
                 for p in (pkl, meta):
@@ -199,8 +213,17 @@ class ModelStore:
         })
         # Metadata travels byte for byte with its model (staging, active, backups), so
         # a restore or a rollback reproduces exactly the files that were there before.
-        atomic_copy(source.pkl, self.layout.active_pkl)
-        atomic_copy(meta_for(source.pkl), self.layout.active_meta)
+        try:
+            atomic_copy(source.pkl, self.layout.active_pkl)
+            atomic_copy(meta_for(source.pkl), self.layout.active_meta)
+        except BaseException:
+            # nothing renamed yet -> the old model is intact: drop the journal;
+            # otherwise put the previous model back from its backup
+            if previous is None or sha256_file(self.layout.active_pkl) != previous.sha256:
+                self.recover()
+            else:
+                self.layout.journal.unlink(missing_ok=True)
+            raise
         self.layout.journal.unlink()
         pruned = self._prune() if prune else []
         return {"changed": True, "previous": _brief(previous), "current": _brief(source),

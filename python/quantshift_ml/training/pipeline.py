@@ -169,6 +169,17 @@ def score_incumbent(bundle: dict[str, Any] | None, ds: Dataset, split: Split
     return ev.classification_report(y_hold, pred)
 
 
+def check_history(bars: pd.DataFrame, config: TrainConfig, *, as_of: str | None = None,
+                  origin: str = "data") -> None:
+    """Raise DataError when the bars cannot give a full window plus warm-up (cheap)."""
+    bars = truncate(bars, as_of)
+    ds = prepare_dataset(bars, make_labeler(config.labeler))
+    labeled = np.nonzero(ds.valid)[0]
+    if len(labeled) == 0:
+        require_rows(bars, WARMUP_ROWS + 1, origin=origin, why="indicator warm-up")
+    split_window(ds, config, int(labeled[-1]), origin=origin)
+
+
 def train_candidate(
     bars: pd.DataFrame,
     config: TrainConfig,
