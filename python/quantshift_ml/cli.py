@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _source_opts(p)
 
+    p = sub.add_parser("serve", help="HTTP service: /healthz, /regime, /metrics")
+    _common(p)
+    _source_opts(p)
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
+    p.add_argument("--port", type=int, default=8787, help="listen port")
+    p.add_argument("--refresh-seconds", type=float, default=300.0,
+                   help="market data refresh interval")
+
     p = sub.add_parser("walkforward", help="monthly walk-forward report over the history")
     _common(p)
     _source_opts(p)
@@ -158,6 +166,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
+    if cmd == "serve":
+        from quantshift_ml.service import serve
+
+        serve(root, _source(a, root), host=a.host, port=a.port, symbol=a.symbol,
+              refresh_seconds=a.refresh_seconds)
+        return {"stopped": True}
     if cmd == "walkforward":
         from quantshift_ml.training.walkforward import run_walkforward
 
