@@ -84,5 +84,32 @@ def test_refused_gate_leaves_every_model_file_identical() -> None:
     before = _state()
     run = _play("retrain.yml", "-e", "quantshift_min_accuracy=0.99")
     assert run.returncode != 0
-    assert "Deployment refused" in run.stdout and "floor 0.99" in run.stdout
+    out = run.stdout + run.stderr
+    assert "Deployment refused" in out and "floor 0.99" in out
     assert _state() == before
+
+
+def test_broken_candidate_is_rolled_back_on_standby_and_never_reaches_primary() -> None:
+    """A release the service cannot load (its sha256 is consistent, so only the
+    service's health check can catch it): the standby is restored, the primary
+    is never touched, and the play fails naming the host."""
+    import hashlib
+
+    current = _active("primary")
+    version = "20300101-000000"
+    folder = EPHEMERAL / "artifacts" / version
+    folder.mkdir(parents=True, exist_ok=True)
+    broken = b"cnonexistent_quantshift_module\nBroken\n(tR."  # unpickling raises
+    (folder / f"regime_classifier_{version}.pkl").write_bytes(broken)
+    meta = {**current, "version": version, "sha256": hashlib.sha256(broken).hexdigest()}
+    (folder / f"regime_classifier_{version}.json").write_text(json.dumps(meta))
+    before = _state()
+    run = _play("deploy.yml", "-e", f"quantshift_release_version={version}",
+                "-e", "quantshift_health_timeout=20")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "failed on standby" in out and "restored" in out
+    assert _state() == before  # both hosts: active, metadata and backups byte-identical
+    for n in HOSTS:
+        health = json.loads(_host(n).check_output("curl -sf http://127.0.0.1:8787/healthz"))
+        assert health["sha256"] == current["sha256"]
