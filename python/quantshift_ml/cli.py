@@ -10,16 +10,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from quantshift_ml import __version__, operations
+from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import QuantshiftError, UsageError
 from quantshift_ml.gate import GateConfig
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
+from quantshift_ml.monitor import (
+    EXIT,
+    Thresholds,
+    alert_text,
+    render_table,
+    run_monitor,
+    write_outputs,
+)
 from quantshift_ml.store import ModelStore, default_root
 from quantshift_ml.training.config import TrainConfig
 
@@ -106,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _source_opts(p)
 
+    p = sub.add_parser("monitor", help="daily health check (Nagios exit codes 0/1/2/3)")
+    _common(p)
+    _source_opts(p)
+    p.add_argument("--textfile", type=Path, default=None,
+                   help="write a Prometheus textfile for node_exporter (atomically)")
+    p.add_argument("--service-url", default=None, help="check URL/healthz")
+    p.add_argument("--notify", action="store_true", help="alert on WARNING or CRITICAL")
+    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
+    p.add_argument("--no-live", action="store_true", help="skip the live-accuracy check")
+    for f in fields(Thresholds):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
+                       default=f.default, dest=f"t_{f.name}")
+
+    p = sub.add_parser("notify", help="send an alert (email, Slack, Discord)")
+    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--kind", required=True, choices=list(KINDS))
+    p.add_argument("--subject", required=True)
+    p.add_argument("--message", default="")
+    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
+
     p = sub.add_parser("serve", help="HTTP service: /healthz, /regime, /metrics")
     _common(p)
     _source_opts(p)
@@ -141,6 +174,15 @@ def _source(a: argparse.Namespace, root: Path) -> Any:
                        max_cache_age_hours=a.max_cache_age_hours)
 
 
+def _alert_config(a: argparse.Namespace) -> AlertConfig:
+    env = dict(os.environ)
+    if a.env_file is not None:
+        if not a.env_file.exists():
+            raise UsageError(f"--env-file {a.env_file} does not exist")
+        env.update(read_env_file(a.env_file))
+    return AlertConfig.from_env(env)
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     root: Path = a.root or default_root()
     cmd = a.command
@@ -166,6 +208,17 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
+    if cmd == "monitor":
+        thresholds = Thresholds(**{f.name: getattr(a, f"t_{f.name}") for f in fields(Thresholds)})
+        report = run_monitor(root, thresholds=thresholds, service_url=a.service_url,
+                             source=None if a.no_live else _source(a, root))
+        write_outputs(report, root, a.textfile)
+        if a.notify and report["status"] in ("WARNING", "CRITICAL"):
+            subject, body = alert_text(report)
+            report["alert"] = notify(root, "monitor", subject, body, _alert_config(a))
+        return report
+    if cmd == "notify":
+        return notify(root, a.kind, a.subject, a.message, _alert_config(a))
     if cmd == "serve":
         from quantshift_ml.service import serve
 
@@ -182,6 +235,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _human(cmd: str, result: dict[str, Any]) -> str:
+    if cmd == "monitor":
+        return render_table(result)
     if cmd == "train":
         m, g = result["metrics"], result["gate"]
         lines = [f"version {result['version']}",
@@ -250,6 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"ok": True, **result}, sort_keys=True, default=str))
     else:
         print(_human(args.command, result))
+    if args.command == "monitor":
+        return EXIT[result["status"]]  # Nagios plugin convention
+    if args.command == "notify" and result["channels"] and not result["sent"] \
+            and not result["suppressed"]:
+        return 1  # every configured channel failed
     return 0
 
 

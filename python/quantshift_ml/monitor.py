@@ -1,0 +1,233 @@
+"""Daily health of one host's model: ``quantshift-ml monitor``.
+
+Checks: integrity (sha256), holdout accuracy from the metadata, live accuracy of
+the service's logged predictions whose outcome is now known, model age, free
+disk on the models' filesystem, number of backups, and the service's /healthz.
+Exit codes follow Nagios plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+(UNKNOWN only when the store itself cannot be read). A check that cannot
+produce a number says "unknown" with the reason (e.g. too few live samples)
+and does not raise the overall status: a made-up number would be worse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from quantshift_ml import predlog
+from quantshift_ml.data.sources import DataSource
+from quantshift_ml.errors import IntegrityError, QuantshiftError
+from quantshift_ml.features import compute_features
+from quantshift_ml.labels import make_labeler
+from quantshift_ml.store import ModelStore
+from quantshift_ml.store.files import atomic_write_bytes
+
+OK, WARNING, CRITICAL, UNKNOWN = "OK", "WARNING", "CRITICAL", "UNKNOWN"
+EXIT = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
+_RANK = {OK: 0, UNKNOWN: 0, WARNING: 1, CRITICAL: 2}
+LOG_DAYS_KEPT = 30
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Defaults from the runbook; every one is a CLI option."""
+
+    accuracy_warn: float = 0.85
+    accuracy_crit: float = 0.75
+    live_accuracy_warn: float = 0.85
+    live_accuracy_crit: float = 0.75
+    live_min_samples: int = 20
+    age_warn_days: float = 30.0
+    age_crit_days: float = 45.0
+    disk_warn_free: float = 0.15
+    disk_crit_free: float = 0.05
+    backups_min: int = 3
+
+
+def _check(name: str, status: str, value: Any, message: str) -> dict[str, Any]:
+    return {"name": name, "status": status, "value": value, "message": message}
+
+
+def _low(value: float, warn: float, crit: float) -> str:
+    return CRITICAL if value < crit else WARNING if value < warn else OK
+
+
+def live_accuracy(root: Path, labeler: dict[str, Any], source: DataSource
+                  ) -> tuple[float | None, int]:
+    """Share of logged predictions that match the realised label, and how many count.
+
+    Only predictions whose bar's label is known now are scored (for a forward
+    labeler, H bars must have passed); the rest are waiting, not wrong.
+    """
+    logged = predlog.read(root)
+    if not logged:
+        return None, 0
+    bars = source.load()
+    lab = make_labeler(labeler.get("name", "rules"), **{
+        k: v for k, v in (labeler.get("params") or {}).items() if k != "name"})
+    labels = lab.label(bars, compute_features(bars))
+    dates = pd.DatetimeIndex(labels.index).strftime("%Y-%m-%d")
+    known = {d: str(v) for d, v in zip(dates, labels.to_numpy(), strict=True)
+             if isinstance(v, str)}
+    scored = [(p.regime, known[p.bar_date]) for p in logged if p.bar_date in known]
+    if not scored:
+        return None, 0
+    hits = sum(1 for pred, real in scored if pred == real)
+    return hits / len(scored), len(scored)
+
+
+def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout) as resp:
+            body = json.loads(resp.read().decode() or "{}")
+    except urllib.error.HTTPError as exc:
+        return _check("service", CRITICAL, exc.code, f"{url}/healthz answered {exc.code}")
+    except (OSError, ValueError) as exc:
+        return _check("service", CRITICAL, None, f"{url}/healthz unreachable: {exc}")
+    sha = body.get("sha256")
+    if expected_sha and sha != expected_sha:
+        return _check("service", CRITICAL, sha, f"service runs {str(sha)[:12]}, "
+                      f"the active model is {expected_sha[:12]}")
+    return _check("service", OK, sha, f"healthy, serving {body.get('version')}")
+
+
+def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
+                service_url: str | None = None, source: DataSource | None = None,
+                now: dt.datetime | None = None) -> dict[str, Any]:
+    """Run every check and return the JSON-native report."""
+    t = thresholds or Thresholds()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    store = ModelStore(root)
+    checks: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"host": socket.gethostname(), "root": str(root),
+                              "time": now.isoformat(timespec="seconds"),
+                              "thresholds": asdict(t)}
+    if not store.layout.models.is_dir():
+        report.update(status=UNKNOWN, checks=[_check(
+            "store", UNKNOWN, None, f"{store.layout.models} does not exist")])
+        return report
+
+    meta: dict[str, Any] | None = None
+    try:
+        active = store.verify(store.layout.active_pkl)
+        meta = active.meta
+        checks.append(_check("integrity", OK, active.sha256, "sha256 matches metadata"))
+    except IntegrityError as exc:
+        checks.append(_check("integrity", CRITICAL, None, str(exc)))
+        try:
+            art = store.active()
+            meta = art.meta if art else None
+        except QuantshiftError:
+            meta = None
+
+    if meta is not None:
+        acc = (meta.get("metrics") or {}).get("test_accuracy")
+        if acc is None:
+            checks.append(_check("holdout_accuracy", UNKNOWN, None, "not in metadata"))
+        else:
+            checks.append(_check("holdout_accuracy", _low(float(acc), t.accuracy_warn,
+                                 t.accuracy_crit), float(acc),
+                                 f"{float(acc):.3f} (warn < {t.accuracy_warn}, "
+                                 f"critical < {t.accuracy_crit})"))
+        trained = meta.get("trained_at")
+        if trained:
+            age = (now - dt.datetime.fromisoformat(str(trained))).total_seconds() / 86400
+            status = (CRITICAL if age > t.age_crit_days else
+                      WARNING if age > t.age_warn_days else OK)
+            checks.append(_check("age_days", status, round(age, 2),
+                                 f"{age:.1f} days (warn > {t.age_warn_days:g}, "
+                                 f"critical > {t.age_crit_days:g})"))
+        if source is not None:
+            try:
+                live, n = live_accuracy(root, meta.get("labeler") or {}, source)
+            except QuantshiftError as exc:
+                checks.append(_check("live_accuracy", UNKNOWN, None, f"unknown: {exc}"))
+            else:
+                if live is None or n < t.live_min_samples:
+                    checks.append(_check("live_accuracy", UNKNOWN, None,
+                                         f"unknown: {n} scored predictions "
+                                         f"(< {t.live_min_samples} needed)"))
+                else:
+                    checks.append(_check(
+                        "live_accuracy", _low(live, t.live_accuracy_warn, t.live_accuracy_crit),
+                        round(live, 4), f"{live:.3f} over {n} predictions"))
+
+    st = os.statvfs(store.layout.models)
+    free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0
+    checks.append(_check("disk_free", _low(free, t.disk_warn_free, t.disk_crit_free),
+                         round(free, 4), f"{free:.1%} free on the models' filesystem"))
+    n_backups = len(store.backups())
+    checks.append(_check("backups", WARNING if n_backups < t.backups_min else OK, n_backups,
+                         f"{n_backups} backups (want {t.backups_min})"))
+    if service_url:
+        checks.append(_service(service_url, (meta or {}).get("sha256")))
+    worst = max((c["status"] for c in checks), key=lambda s: _RANK[s])
+    report.update(status=worst, checks=checks, model_version=(meta or {}).get("version"))
+    return report
+
+
+def render_table(report: dict[str, Any]) -> str:
+    lines = [f"{report['host']} {report['root']}: {report['status']}"]
+    for c in report["checks"]:
+        lines.append(f"  {c['status']:<8} {c['name']:<17} {c['message']}")
+    return "\n".join(lines)
+
+
+def textfile(report: dict[str, Any]) -> str:
+    """Prometheus exposition for node_exporter's textfile collector."""
+    host = report["host"].replace('"', "")
+    lab = f'host="{host}"'
+    values = {c["name"]: c["value"] for c in report["checks"]}
+    lines = [
+        "# HELP quantshift_model_status Monitor status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        "# TYPE quantshift_model_status gauge",
+        f"quantshift_model_status{{{lab}}} {EXIT[report['status']]}",
+    ]
+    gauges = {"quantshift_model_age_seconds": ("age_days", 86400.0),
+              "quantshift_model_holdout_accuracy": ("holdout_accuracy", 1.0),
+              "quantshift_model_live_accuracy": ("live_accuracy", 1.0),
+              "quantshift_backups": ("backups", 1.0),
+              "quantshift_disk_free_ratio": ("disk_free", 1.0)}
+    for metric, (check, scale) in gauges.items():
+        v = values.get(check)
+        if isinstance(v, (int, float)):
+            lines += [f"# TYPE {metric} gauge", f"{metric}{{{lab}}} {float(v) * scale:g}"]
+    lines += ["# TYPE quantshift_monitor_last_run_timestamp_seconds gauge",
+              f"quantshift_monitor_last_run_timestamp_seconds{{{lab}}} {time.time():.0f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(report: dict[str, Any], root: Path, textfile_path: Path | None) -> Path:
+    """Append to the daily log (30 days kept) and write the textfile atomically."""
+    logs = Path(root) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    day = report["time"][:10].replace("-", "")
+    path = logs / f"model-monitoring-{day}.log"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"{report['time']} {render_table(report)}\n")
+    cutoff = (dt.datetime.strptime(day, "%Y%m%d") - dt.timedelta(days=LOG_DAYS_KEPT)).strftime(
+        "%Y%m%d")
+    for old in logs.glob("model-monitoring-*.log"):
+        stamp = old.stem.rsplit("-", 1)[-1]
+        if stamp.isdigit() and stamp < cutoff:
+            old.unlink(missing_ok=True)
+    if textfile_path is not None:
+        atomic_write_bytes(Path(textfile_path), textfile(report).encode(), mode=0o644)
+    return path
+
+
+def alert_text(report: dict[str, Any]) -> tuple[str, str]:
+    bad = [c for c in report["checks"] if c["status"] in (WARNING, CRITICAL)]
+    subject = f"QuantShift monitor {report['status']} on {report['host']}"
+    body = "\n".join(f"{c['status']} {c['name']}: {c['message']}" for c in bad)
+    return subject, body
