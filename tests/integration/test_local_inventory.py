@@ -155,3 +155,47 @@ def test_unhealthy_standby_is_restored_and_primary_never_touched(fleet: Fleet) -
     assert not [k for k in set(after) - set(before)
                 if "/staging/" not in k and "/logs/" not in k]
     assert not (fleet.root("primary") / "models/.operation.lease").exists()
+
+
+def test_monitor_prints_the_fleet_table(fleet: Fleet) -> None:
+    run = fleet.play("monitor.yml")
+    assert run.rc == 0, run.out
+    assert "HOST" in run.out and "STATUS" in run.out and "no host is CRITICAL" in run.out
+
+
+def test_monitor_fails_on_a_critical_host(fleet: Fleet) -> None:
+    pkl = fleet.root("standby") / "models/regime_classifier.pkl"
+    original = pkl.read_bytes()
+    data = bytearray(original)
+    data[-5] ^= 0xFF
+    pkl.write_bytes(bytes(data))
+    try:
+        run = fleet.play("monitor.yml")
+    finally:
+        pkl.write_bytes(original)
+    assert run.rc != 0
+    assert "CRITICAL on standby" in run.out
+
+
+def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
+    """Predictions that were all wrong: live accuracy CRITICAL -> fleet rollback."""
+
+    from quantshift_ml import predlog
+    from quantshift_ml.data import BundledSource
+    from quantshift_ml.features import compute_features
+    from quantshift_ml.labels import RulesLabeler
+
+    bars = BundledSource().load()
+    labels = RulesLabeler().label(bars, compute_features(bars)).iloc[-30:]
+    for day, real in labels.items():
+        wrong = "Crisis" if real != "Crisis" else "Bull"
+        predlog.append(fleet.root("standby"), predlog.Prediction(
+            ts=f"{day.date()}T21:00:00+00:00", symbol="SPY", bar_date=str(day.date()),
+            regime=wrong, probabilities={wrong: 1.0}, model_version="x"))
+    before = fleet.meta("primary")["sha256"]
+    run = fleet.play("monitor.yml", "-e", "quantshift_auto_rollback=true")
+    predlog.db_path(fleet.root("standby")).unlink()
+    assert run.rc != 0  # still reported as CRITICAL
+    assert "Verify, load and score the backup on fresh data" in run.out
+    after = {h: fleet.meta(h)["sha256"] for h in HOSTS}
+    assert after["primary"] == after["standby"] != before
