@@ -72,3 +72,16 @@ def test_training_log_is_greppable_on_the_primary(host) -> None:
         return
     out = host.check_output(f"grep -h 'Test Accuracy: ' {ROOT}/logs/model-training-*.log")
     assert "Test Accuracy: 0." in out
+
+
+def test_monitor_cron_job_runs_as_installed(host) -> None:
+    """Run the exact command cron would run, as the service user."""
+    line = next(ln for ln in host.file("/etc/cron.d/quantshift-monitor").content_string
+                .splitlines() if "quantshift-ml monitor" in ln)
+    job = line.split(None, 6)[6]  # m h dom mon dow user command
+    res = host.run("su -s /bin/sh quantshift -c %s", job)
+    assert res.rc in (0, 1), res.stderr  # OK or WARNING (e.g. fewer backups than wanted)
+    log = host.check_output(f"cat {ROOT}/logs/model-monitoring-*.log")
+    assert "integrity" in log and "sha256 matches metadata" in log
+    prom = host.file(f"{ROOT}/data/quantshift.prom")
+    assert prom.exists and "quantshift_model_status" in prom.content_string
