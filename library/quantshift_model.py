@@ -159,6 +159,11 @@ artifact:
   description: Path of the evaluated or restored artifact on the host.
   returned: for evaluated
   type: str
+files:
+  description: The artifact and the files that travel with it (metadata, compiled ONNX model).
+  returned: for evaluated
+  type: list
+  elements: str
 lease:
   description: The lease now held (owner, host, expiry).
   returned: for locked
@@ -220,7 +225,10 @@ def run(module, store):
                else store.resolve_backup(p["to"]).pkl)
         source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=store.layout.root)
         ev = operations.evaluate_artifact(pkl, source, root=store.layout.root)
-        return {"changed": False, "evaluation": ev, "artifact": str(pkl)}
+        files = [str(pkl), str(pkl.with_suffix(".json"))]
+        if pkl.with_suffix(".onnx").exists():
+            files.append(str(pkl.with_suffix(".onnx")))
+        return {"changed": False, "evaluation": ev, "artifact": str(pkl), "files": files}
     if state == "pruned":
         if module.check_mode:
             return {"changed": False}

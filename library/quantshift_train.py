@@ -130,6 +130,15 @@ metadata:
   description: Path of the candidate's metadata file.
   returned: when not in check mode
   type: str
+files:
+  description: Every file of the candidate (pickle, metadata, compiled ONNX model when exported).
+  returned: when the gate passed and not in check mode
+  type: list
+  elements: str
+compiled:
+  description: ONNX export outcome (parity report, or why the model is not compiled).
+  returned: when the gate passed and not in check mode
+  type: dict
 training_log:
   description: The training log (greppable C(Test Accuracy:), C(CV Accuracy:), C(Features:)).
   returned: when not in check mode

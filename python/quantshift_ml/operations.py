@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from quantshift_ml import __version__, traininglog
+from quantshift_ml.compiled import compile_checked
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError
 from quantshift_ml.features import FEATURES, compute_features, usable
 from quantshift_ml.gate import GateConfig, decide
 from quantshift_ml.store import ModelStore
-from quantshift_ml.store.layout import meta_for
+from quantshift_ml.store.layout import meta_for, onnx_for
 from quantshift_ml.training import TrainConfig, train_candidate
 from quantshift_ml.training.model import predict, predict_proba
 from quantshift_ml.training.pipeline import check_history
@@ -140,11 +141,25 @@ def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: Trai
         return out
     # the bundle names its own version, so every training is a distinct artifact (sha)
     result.bundle["version"] = version
-    art = store.stage(result.bundle, meta)
+    onnx, onnx_report = compile_checked(result.bundle["model"],
+                                        result.holdout_features.to_numpy(dtype=float))
+    meta["onnx"] = {"parity": onnx_report} if onnx is not None else {"error": onnx_report.get(
+        "error"), "parity": onnx_report}
+    if onnx is None:
+        log.warning("no compiled (ONNX) model, the service will use scikit-learn: %s",
+                    onnx_report.get("error"))
+    else:
+        log.info("Compiled: ONNX parity ok on %d holdout rows (max |dp| %.1e)",
+                 onnx_report["rows"], onnx_report["max_probability_diff"])
+    art = store.stage(result.bundle, meta, onnx=onnx)
     meta = art.meta
     log_path = traininglog.write(store.layout, meta, keep=keep_logs)
+    files = [str(art.pkl), str(meta_for(art.pkl))]
+    if onnx is not None:
+        files.append(str(onnx_for(art.pkl)))
     out.update({"sha256": art.sha256, "artifact": str(art.pkl), "metadata": str(meta_for(art.pkl)),
-                "training_log": str(log_path), "changed": True})
+                "files": files, "compiled": meta["onnx"], "training_log": str(log_path),
+                "changed": True})
     if promote:
         promo = store._install(store.verify(art.pkl), reason="promote")
         out.update({"promoted": True, "previous": promo["previous"], "current": promo["current"],

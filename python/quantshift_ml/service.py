@@ -1,79 +1,184 @@
 """``quantshift-ml serve``: the regime service behind the systemd unit.
 
-It loads the active model only after its sha256 matches the metadata and a
-one-row smoke prediction works; until then ``/healthz`` answers 503 with the
-reason, so the deploy loop (playbooks/tasks/rollout.yml) can tell a host that
-really runs a new model from one that merely has the file. SIGHUP reloads the
-model without dropping requests: the new one is loaded completely, then swapped
-in under a lock; a failed reload keeps serving the previous model and says so.
+It loads the active model only after its sha256 (and its compiled ONNX form's
+sha256) matches the metadata and a one-row smoke prediction works; until then
+``/healthz`` answers 503 with the reason, so the deploy loop
+(playbooks/tasks/rollout.yml) can tell a host that really runs a new model from
+one that merely has the file. SIGHUP reloads the model without dropping
+requests: the new one is loaded and checked completely, then swapped in under a
+lock; a failed reload keeps serving the previous model and says so.
+
+Engine: the compiled model (onnxruntime) when the metadata records an ONNX file
+that passed its parity check at training and onnxruntime can load it here;
+otherwise scikit-learn. ``/healthz`` names the engine and the reason.
 
 Endpoints: ``GET /healthz``, ``GET /regime?symbol=SPY``, ``GET /metrics``
-(Prometheus exposition).
+(Prometheus exposition). See docs/service.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import signal
+import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pandas as pd
 
 from quantshift_ml import predlog
+from quantshift_ml.compiled import PARITY_TOLERANCE, CompiledUnavailable, OnnxPredictor
 from quantshift_ml.data.sources import DataSource
-from quantshift_ml.errors import QuantshiftError
+from quantshift_ml.errors import DataError, IntegrityError, QuantshiftError, UsageError
 from quantshift_ml.features import compute_features, usable
 from quantshift_ml.store import ModelStore
-from quantshift_ml.training.model import predict, predict_proba
+from quantshift_ml.store.layout import onnx_for
+from quantshift_ml.store.store import Artifact
 
 log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "sklearn")
+"""``auto``: onnxruntime when the compiled model is trusted and loadable, else
+scikit-learn; ``sklearn``: always scikit-learn (benchmarks, kill switch)."""
 
 
 def _utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# ---- the model --------------------------------------------------------------------
 @dataclass
 class Loaded:
-    """A verified, smoke-tested model ready to serve."""
+    """A verified, smoke-tested model ready to serve, compiled when possible."""
 
     bundle: dict[str, Any]
     meta: dict[str, Any]
     loaded_at: str
+    compiled: OnnxPredictor | None = None
+    engine_reason: str = ""
+
+    @property
+    def engine(self) -> str:
+        return "onnxruntime" if self.compiled is not None else "sklearn"
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.bundle["features"])
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.bundle["classes"]]
+
+    def infer(self, x: np.ndarray) -> tuple[str, dict[str, float]]:
+        """Regime and class probabilities of one row.
+
+        ``x``: float array of shape (1, n_features), columns in ``self.features``
+        order. The label is the class of highest probability, which is exactly what
+        ``RandomForestClassifier.predict`` returns, so the scikit-learn path walks
+        the trees once instead of twice.
+        """
+        if self.compiled is not None:
+            labels, proba = self.compiled.run(x)
+            regime, row = str(labels[0]), proba[0]
+        else:
+            row = self.bundle["model"].predict_proba(x)[0]
+            regime = self.classes[int(np.argmax(row))]
+        return regime, {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)}
+
+
+def _smoke_test(bundle: Any) -> None:
+    """A loaded object must be a bundle that predicts one row of its own features."""
+    if not isinstance(bundle, dict) or not {"model", "features", "classes"} <= bundle.keys():
+        raise ValueError("artifact is not a quantshift model bundle")
+    bundle["model"].predict_proba(np.zeros((1, len(bundle["features"]))))
+
+
+def _compiled_for(art: Artifact, bundle: dict[str, Any]) -> tuple[OnnxPredictor | None, str]:
+    """The onnxruntime session for a verified artifact, or ``None`` and why not.
+
+    The bytes handed to onnxruntime are the bytes whose sha256 is checked here
+    (a file swapped after ``verify`` is refused like a tampered pkl).
+    """
+    info = art.meta.get("onnx") or {}
+    if not info.get("sha256"):
+        why = info.get("error") or "no compiled model in the metadata (trained without it)"
+        return None, f"no compiled model: {why}"
+    parity = info.get("parity") or {}
+    if not parity.get("ok"):
+        return None, "the compiled model did not pass its parity check at training"
+    path = onnx_for(art.pkl)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise IntegrityError(f"{path}: sha256 does not match metadata; refusing it")
+    try:
+        predictor = OnnxPredictor.from_bytes(data, bundle["classes"])
+        x = np.zeros((1, len(bundle["features"])))
+        labels, proba = predictor.run(x)
+        sk = bundle["model"].predict_proba(x)
+    except CompiledUnavailable as exc:
+        return None, str(exc)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        return None, f"onnxruntime cannot run the compiled model: {type(exc).__name__}: {exc}"
+    sk_label = str(bundle["classes"][int(np.argmax(sk[0]))])
+    diff = float(np.abs(proba - sk).max())
+    if str(labels[0]) != sk_label or diff > PARITY_TOLERANCE:
+        return None, f"compiled model disagrees with scikit-learn on load (max |dp| {diff:.1e})"
+    worst = float(parity.get("max_probability_diff", 0.0))
+    return predictor, (f"compiled model passed parity at training on {parity.get('rows')} "
+                       f"holdout rows (max |dp| {worst:.1e})")
+
+
+def load_verified(store: ModelStore, pkl: Path, *, engine: str = "auto") -> Loaded:
+    """Verify (both sha256s), unpickle, smoke-test, and compile when trusted."""
+    if engine not in ENGINES:
+        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    bundle, art = store.load_model(pkl)
+    _smoke_test(bundle)
+    if engine == "sklearn":
+        compiled, reason = None, "scikit-learn requested"
+    else:
+        compiled, reason = _compiled_for(art, bundle)
+    return Loaded(bundle=bundle, meta=art.meta, loaded_at=_utcnow(), compiled=compiled,
+                  engine_reason=reason)
 
 
 class ModelHolder:
-    """The model currently served, swapped atomically on reload."""
+    """The model currently served; reloads are serialised, the swap is one assignment."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, engine: str = "auto") -> None:
         self.store = ModelStore(root)
+        self.engine = engine
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self.current: Loaded | None = None
         self.error: str | None = "not loaded yet"
 
     def load(self) -> bool:
-        """Load the active model; keep the previous one when that fails."""
-        try:
-            bundle, art = self.store.load_model(self.store.layout.active_pkl)
-            _smoke_test(bundle)
-        except (QuantshiftError, OSError, Exception) as exc:  # any unpickling failure too
-            reason = f"cannot load the active model: {type(exc).__name__}: {exc}"
-            log.error("%s", reason)
+        """Load the active model; keep serving the previous one when that fails."""
+        with self._reload_lock:
+            try:
+                loaded = load_verified(self.store, self.store.layout.active_pkl,
+                                       engine=self.engine)
+            except Exception as exc:  # sha mismatch, missing file, any unpickling failure
+                reason = f"cannot load the active model: {type(exc).__name__}: {exc}"
+                log.error("%s", reason)
+                with self._lock:
+                    self.error = reason
+                return False
             with self._lock:
-                self.error = reason
-            return False
-        loaded = Loaded(bundle=bundle, meta=art.meta, loaded_at=_utcnow())
-        with self._lock:
-            self.current, self.error = loaded, None
-        log.info("serving model %s (sha256 %s)", art.version, art.sha256[:12])
+                self.current, self.error = loaded, None
+        log.info("serving model %s (sha256 %s) with %s: %s", loaded.meta.get("version"),
+                 str(loaded.meta.get("sha256"))[:12], loaded.engine, loaded.engine_reason)
         return True
 
     def get(self) -> tuple[Loaded | None, str | None]:
@@ -81,53 +186,107 @@ class ModelHolder:
             return self.current, self.error
 
 
-def _smoke_test(bundle: Any) -> None:
-    """A loaded object must be a bundle that predicts one row of its own features."""
-    if not isinstance(bundle, dict) or "model" not in bundle or "features" not in bundle:
-        raise ValueError("artifact is not a quantshift model bundle")
-    row = pd.DataFrame([[0.0] * len(bundle["features"])], columns=bundle["features"])
-    predict(bundle, row)
+# ---- market data ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    """The newest usable feature row, ready for the model."""
+
+    bar_date: str
+    x: np.ndarray
+    """float64, shape (1, n_features), columns in the order the model asked for."""
 
 
 class MarketCache:
-    """Features of the newest bars, refreshed at most every ``refresh_seconds``."""
+    """Bars and features from the source, refreshed at most every ``refresh_seconds``.
+
+    A failed refresh keeps serving the previous bars (logged, shown in /healthz) and
+    is retried after the next interval, so a flaky data source neither fails
+    requests nor gets hammered.
+    """
 
     def __init__(self, source: DataSource, refresh_seconds: float = 300.0) -> None:
         self.source = source
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
-        self._at = 0.0
+        self._at = float("-inf")
         self._features: pd.DataFrame | None = None
+        self._rows: dict[tuple[str, ...], Snapshot] = {}
+        self.refreshed_at: str | None = None
+        self.error: str | None = None
 
-    def latest(self) -> pd.DataFrame:
+    def _refresh(self) -> None:
+        self._at = time.monotonic()
+        try:
+            feats = compute_features(self.source.load())
+            feats = feats[usable(feats)]
+            if feats.empty:
+                raise DataError(f"{self.source.name}: not enough history to compute features")
+        except Exception as exc:
+            self.error = f"refresh failed: {type(exc).__name__}: {exc}"
+            if self._features is None:
+                raise
+            log.warning("market data %s; serving bars as of %s", self.error,
+                        self._features.index[-1].date())
+            return
+        self._features, self._rows = feats, {}
+        self.refreshed_at, self.error = _utcnow(), None
+
+    def snapshot(self, features: Sequence[str]) -> Snapshot:
+        key = tuple(features)
         with self._lock:
-            if self._features is None or time.monotonic() - self._at > self.refresh_seconds:
-                feats = compute_features(self.source.load())
-                self._features = feats[usable(feats)]
-                self._at = time.monotonic()
-            return self._features.iloc[[-1]]
+            if self._features is None or time.monotonic() - self._at >= self.refresh_seconds:
+                self._refresh()
+            assert self._features is not None
+            snap = self._rows.get(key)
+            if snap is None:
+                missing = [f for f in key if f not in self._features.columns]
+                if missing:
+                    raise DataError(f"model expects features {missing} the data does not provide")
+                row = self._features[list(key)].iloc[[-1]]
+                snap = Snapshot(bar_date=str(row.index[0].date()),
+                                x=np.ascontiguousarray(row.to_numpy(dtype=float)))
+                self._rows[key] = snap
+            return snap
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            as_of = None if self._features is None else str(self._features.index[-1].date())
+            return {"source": self.source.name, "as_of": as_of,
+                    "refreshed_at": self.refreshed_at, "error": self.error}
 
 
+# ---- metrics ----------------------------------------------------------------------
 class Metrics:
     """Prometheus metrics in a registry of their own (no global state)."""
 
     def __init__(self, holder: ModelHolder) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+        except ImportError as exc:
+            raise UsageError("the service needs prometheus_client: install quantshift-ml[serve]"
+                             ) from exc
 
         self.registry = CollectorRegistry()
         self.latency = Histogram(
-            "quantshift_prediction_latency_seconds", "Time to compute one regime",
-            buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.5),
+            "quantshift_prediction_latency_seconds",
+            "Model inference time of one regime (features to probabilities)",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+                     5e-2, 0.1, 0.5),
             registry=self.registry)
-        self.predictions = Counter("quantshift_predictions", "Regimes served",
+        self.predictions = Counter("quantshift_predictions", "Regimes served, by regime",
                                    ["regime"], registry=self.registry)
+        self.reloads = Counter("quantshift_model_reloads", "Model (re)loads, by outcome",
+                               ["outcome"], registry=self.registry)
+        self.log_errors = Counter("quantshift_prediction_log_errors",
+                                  "Predictions served but not written to the prediction log",
+                                  registry=self.registry)
         self.info = Info("quantshift_model", "Model being served", registry=self.registry)
-        age = Gauge("quantshift_model_age_seconds", "Age of the served model",
+        age = Gauge("quantshift_model_age_seconds", "Seconds since the served model was trained",
                     registry=self.registry)
-        acc = Gauge("quantshift_model_holdout_accuracy", "Holdout accuracy at training",
-                    registry=self.registry)
-        healthy = Gauge("quantshift_model_loaded", "1 when a verified model is served",
-                        registry=self.registry)
+        acc = Gauge("quantshift_model_holdout_accuracy",
+                    "Holdout accuracy of the served model at training", registry=self.registry)
+        loaded = Gauge("quantshift_model_loaded", "1 when a verified model is served",
+                       registry=self.registry)
 
         def _age() -> float:
             cur, _ = holder.get()
@@ -143,21 +302,26 @@ class Metrics:
 
         age.set_function(_age)
         acc.set_function(_acc)
-        healthy.set_function(lambda: 1.0 if holder.get()[0] is not None else 0.0)
+        loaded.set_function(lambda: 1.0 if holder.get()[0] is not None else 0.0)
+
+    def model_loaded(self, cur: Loaded) -> None:
+        self.info.info({"version": str(cur.meta.get("version")),
+                        "sha256": str(cur.meta.get("sha256")), "engine": cur.engine})
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+        return bytes(generate_latest(self.registry))
 
 
+# ---- the service ------------------------------------------------------------------
 class RegimeService:
     """Wires the holder, the market cache, the metrics and the prediction log."""
 
     def __init__(self, root: Path, source: DataSource, symbol: str,
-                 refresh_seconds: float = 300.0) -> None:
+                 refresh_seconds: float = 300.0, engine: str = "auto") -> None:
         self.root = Path(root)
-        self.holder = ModelHolder(self.root)
+        self.holder = ModelHolder(self.root, engine)
         self.market = MarketCache(source, refresh_seconds)
         self.symbol = symbol
         self.metrics = Metrics(self.holder)
@@ -168,7 +332,8 @@ class RegimeService:
             return 503, {"status": "unhealthy", "error": err}
         body = {"status": "ok", "version": cur.meta.get("version"),
                 "sha256": cur.meta.get("sha256"), "loaded_at": cur.loaded_at,
-                "engine": "sklearn"}
+                "engine": cur.engine, "engine_reason": cur.engine_reason,
+                "market": self.market.status()}
         if err:
             body["last_reload_error"] = err
         return 200, body
@@ -179,29 +344,41 @@ class RegimeService:
             return 503, {"status": "unhealthy", "error": err}
         if symbol.upper() != self.symbol.upper():
             return 404, {"error": f"this service scores {self.symbol}, not {symbol}"}
-        row = self.market.latest()
+        snap = self.market.snapshot(cur.features)
         started = time.perf_counter()
-        regime = str(predict(cur.bundle, row)[0])
-        proba = predict_proba(cur.bundle, row)[0]
+        regime, proba = cur.infer(snap.x)
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
         self.metrics.predictions.labels(regime=regime).inc()
-        bar = str(row.index[0].date())
         version = str(cur.meta.get("version"))
-        predlog.append(self.root, predlog.Prediction(
-            ts=_utcnow(), symbol=self.symbol, bar_date=bar, regime=regime,
-            probabilities=proba, model_version=version))
+        try:
+            predlog.append(self.root, predlog.Prediction(
+                ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=regime,
+                probabilities=proba, model_version=version))
+        except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the answers
+            self.metrics.log_errors.inc()
+            log.error("prediction not logged: %s: %s", type(exc).__name__, exc)
         return 200, {"symbol": self.symbol, "regime": regime, "probabilities": proba,
-                     "as_of": bar, "model_version": version,
+                     "as_of": snap.bar_date, "model_version": version, "engine": cur.engine,
                      "inference_us": round(elapsed * 1e6, 1)}
 
     def reload(self) -> bool:
+        """(Re)load the active model; requests keep being served meanwhile."""
         ok = self.holder.load()
+        self.metrics.reloads.labels(outcome="ok" if ok else "failed").inc()
         cur, _ = self.holder.get()
         if cur is not None:
-            self.metrics.info.info({"version": str(cur.meta.get("version")),
-                                    "sha256": str(cur.meta.get("sha256"))})
+            self.metrics.model_loaded(cur)
         return ok
+
+    def warm(self) -> None:
+        """Fill the market cache before the first request (errors show up in /healthz)."""
+        cur, _ = self.holder.get()
+        try:
+            if cur is not None:
+                self.market.snapshot(cur.features)
+        except Exception as exc:
+            log.warning("market data not available yet: %s: %s", type(exc).__name__, exc)
 
 
 def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
@@ -212,6 +389,7 @@ def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
             self.end_headers()
             self.wfile.write(body)
 
@@ -233,6 +411,9 @@ def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
                     self._json(404, {"error": f"no such endpoint {url.path}"})
             except QuantshiftError as exc:
                 self._json(503, {"error": str(exc)})
+            except Exception as exc:
+                log.exception("%s failed", url.path)
+                self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("%s - %s", self.address_string(), fmt % args)
@@ -240,24 +421,52 @@ def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int = 8787,
-          symbol: str = "SPY", refresh_seconds: float = 300.0) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the model."""
-    service = RegimeService(root, source, symbol, refresh_seconds)
-    service.reload()
+def build_server(service: RegimeService, host: str = "127.0.0.1", port: int = 8787
+                 ) -> ThreadingHTTPServer:
+    """The HTTP server (one thread per request); ``port=0`` picks a free port."""
     server = ThreadingHTTPServer((host, port), make_handler(service))
     server.daemon_threads = True
+    return server
+
+
+def install_signal_handlers(service: RegimeService, server: ThreadingHTTPServer
+                            ) -> Callable[[], None]:
+    """SIGHUP reloads the model, SIGTERM stops the server; returns a function that
+    puts the previous handlers back. Call from the main thread.
+
+    The reload runs in its own thread: a signal handler must return quickly, and the
+    server keeps answering with the current model until the new one is ready.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM)}
 
     def _hup(signum: int, frame: Any) -> None:
+        log.info("SIGHUP: reloading the model")
         threading.Thread(target=service.reload, name="reload", daemon=True).start()
 
     def _stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
 
     signal.signal(signal.SIGHUP, _hup)
     signal.signal(signal.SIGTERM, _stop)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int = 8787,
+          symbol: str = "SPY", refresh_seconds: float = 300.0, engine: str = "auto") -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the model."""
+    service = RegimeService(root, source, symbol, refresh_seconds, engine=engine)
+    service.reload()
+    server = build_server(service, host, port)
+    restore = install_signal_handlers(service, server)
+    threading.Thread(target=service.warm, name="warm", daemon=True).start()
     log.info("listening on http://%s:%d (root %s)", host, server.server_address[1], root)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        restore()

@@ -89,6 +89,16 @@ def meta_for(pkl: Path) -> Path:
     return pkl.with_suffix(".json")
 
 
+def onnx_for(pkl: Path) -> Path:
+    """The compiled (ONNX) model that sits beside an artifact, when there is one."""
+    return pkl.with_suffix(".onnx")
+
+
+def sidecars(pkl: Path) -> tuple[Path, Path]:
+    """Files that travel with a model file: its metadata and its compiled form."""
+    return meta_for(pkl), onnx_for(pkl)
+
+
 def version_of(pkl: Path) -> str | None:
     """``regime_classifier_20260101-020000.pkl`` -> ``20260101-020000``."""
     stem = pkl.stem

@@ -21,8 +21,14 @@ from typing import Any
 import joblib
 
 from quantshift_ml.errors import IntegrityError, UsageError
-from quantshift_ml.store.files import atomic_copy, atomic_write_json, read_json, sha256_file
-from quantshift_ml.store.layout import VERSION_RE, Layout, meta_for, version_of
+from quantshift_ml.store.files import (
+    atomic_copy,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    sha256_file,
+)
+from quantshift_ml.store.layout import VERSION_RE, Layout, meta_for, onnx_for, version_of
 from quantshift_ml.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -85,6 +91,13 @@ class ModelStore:
                 f"{pkl}: sha256 {actual[:12]}... does not match metadata {art.sha256[:12]}... "
                 "(file corrupted or tampered with); refusing to load it"
             )
+        onnx_sha = (art.meta.get("onnx") or {}).get("sha256")
+        if onnx_sha:
+            onnx = onnx_for(pkl)
+            if not onnx.exists():
+                raise IntegrityError(f"{onnx}: compiled model named in the metadata is missing")
+            if sha256_file(onnx) != onnx_sha:
+                raise IntegrityError(f"{onnx}: sha256 does not match metadata; refusing it")
         return art
 
     def load_model(self, pkl: Path) -> tuple[dict[str, Any], Artifact]:
@@ -124,8 +137,9 @@ class ModelStore:
         return version
 
     # ---- writing -----------------------------------------------------------------
-    def stage(self, bundle: dict[str, Any], meta: dict[str, Any]) -> Artifact:
-        """Write a candidate to staging with its sha256 in its metadata."""
+    def stage(self, bundle: dict[str, Any], meta: dict[str, Any],
+              onnx: bytes | None = None) -> Artifact:
+        """Write a candidate (and its compiled form) to staging, sha256s in its metadata."""
         version = str(meta["version"])
         pkl = self.layout.staged_pkl(version)
         pkl.parent.mkdir(parents=True, exist_ok=True)
@@ -141,8 +155,21 @@ class ModelStore:
                 tmp.unlink()
             raise
         full = {**meta, "sha256": sha256_file(pkl)}
+        if onnx is not None:
+            atomic_write_bytes(onnx_for(pkl), onnx)
+            full["onnx"] = {**(meta.get("onnx") or {}), "file": onnx_for(pkl).name,
+                            "sha256": sha256_file(onnx_for(pkl))}
         atomic_write_json(meta_for(pkl), full)
         return Artifact(pkl=pkl, meta=full)
+
+    @staticmethod
+    def _copy_onnx(src_pkl: Path, dst_pkl: Path) -> None:
+        """The compiled model follows its pkl; a model without one leaves none behind."""
+        src, dst = onnx_for(src_pkl), onnx_for(dst_pkl)
+        if src.exists():
+            atomic_copy(src, dst)
+        else:
+            dst.unlink(missing_ok=True)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files (``.NAME.xxxx.tmp``) left by a writer killed mid-write.
@@ -175,9 +202,10 @@ class ModelStore:
                     atomic_copy(Path(prev), pkl)
                 if meta_sha != prev_sha:
                     atomic_copy(meta_for(Path(prev)), meta)
+                self._copy_onnx(Path(prev), pkl)
                 outcome = "restored previous"
             else:
-                for p in (pkl, meta):
+                for p in (pkl, meta, onnx_for(pkl)):
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
                 outcome = "removed partial first model"
@@ -205,6 +233,7 @@ class ModelStore:
             backup_path = self.layout.backup_pkl(prev.version or _now_version())
             if not backup_path.exists() or sha256_file(backup_path) != prev.sha256:
                 atomic_copy(self.layout.active_pkl, backup_path)
+                self._copy_onnx(self.layout.active_pkl, backup_path)
                 atomic_copy(self.layout.active_meta, meta_for(backup_path))
                 backup_created = True
         atomic_write_json(self.layout.journal, {
@@ -215,6 +244,7 @@ class ModelStore:
         # a restore or a rollback reproduces exactly the files that were there before.
         try:
             atomic_copy(source.pkl, self.layout.active_pkl)
+            self._copy_onnx(source.pkl, self.layout.active_pkl)
             atomic_copy(meta_for(source.pkl), self.layout.active_meta)
         except BaseException:
             # nothing renamed yet -> the old model is intact: drop the journal;
@@ -249,7 +279,7 @@ class ModelStore:
             target = self.verify(self.resolve_backup(version).pkl)
             res = self._install(target, reason=f"restore {version}", prune=False, backup=False)
             if discard_backup:
-                for p in (target.pkl, meta_for(target.pkl)):
+                for p in (target.pkl, meta_for(target.pkl), onnx_for(target.pkl)):
                     p.unlink(missing_ok=True)
             return res
 
@@ -284,14 +314,14 @@ class ModelStore:
         backups = [b for b in backups if version_of(b)]
         removed = []
         for pkl in backups[: max(0, len(backups) - self.keep_backups)]:
-            for p in (pkl, meta_for(pkl)):
+            for p in (pkl, meta_for(pkl), onnx_for(pkl)):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
             removed.append(version_of(pkl) or pkl.name)
         for staged in self.layout.staging.glob("*.pkl") if self.layout.staging.is_dir() else []:
             active = self.active()
             if active is not None and active.version in staged.name:
-                for p in (staged, meta_for(staged)):
+                for p in (staged, meta_for(staged), onnx_for(staged)):
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
         return removed
