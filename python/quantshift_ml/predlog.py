@@ -35,6 +35,10 @@ def _connect(root: Path) -> Iterator[sqlite3.Connection]:
     path = db_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path, timeout=10)) as conn:
+        # WAL + NORMAL: an append costs no fsync of the whole database, and the
+        # monitor can read while the service writes
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(SCHEMA)
         yield conn
         conn.commit()

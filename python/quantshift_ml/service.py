@@ -429,10 +429,10 @@ def build_server(service: RegimeService, host: str = "127.0.0.1", port: int = 87
     return server
 
 
-def install_signal_handlers(service: RegimeService, server: ThreadingHTTPServer
+def install_signal_handlers(service: RegimeService, stop: Callable[[], None]
                             ) -> Callable[[], None]:
-    """SIGHUP reloads the model, SIGTERM stops the server; returns a function that
-    puts the previous handlers back. Call from the main thread.
+    """SIGHUP reloads the model, SIGTERM calls ``stop`` (``server.shutdown``); returns a
+    function that puts the previous handlers back. Call from the main thread.
 
     The reload runs in its own thread: a signal handler must return quickly, and the
     server keeps answering with the current model until the new one is ready.
@@ -444,7 +444,7 @@ def install_signal_handlers(service: RegimeService, server: ThreadingHTTPServer
         threading.Thread(target=service.reload, name="reload", daemon=True).start()
 
     def _stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
+        threading.Thread(target=stop, name="shutdown", daemon=True).start()
 
     signal.signal(signal.SIGHUP, _hup)
     signal.signal(signal.SIGTERM, _stop)
@@ -462,7 +462,7 @@ def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int 
     service = RegimeService(root, source, symbol, refresh_seconds, engine=engine)
     service.reload()
     server = build_server(service, host, port)
-    restore = install_signal_handlers(service, server)
+    restore = install_signal_handlers(service, server.shutdown)
     threading.Thread(target=service.warm, name="warm", daemon=True).start()
     log.info("listening on http://%s:%d (root %s)", host, server.server_address[1], root)
     try:

@@ -1,17 +1,21 @@
-"""Compiled (ONNX) inference: parity, sha in metadata, follows the model everywhere."""
+"""Compiled (ONNX) inference: parity, sha in metadata, follows the model everywhere,
+and a clear scikit-learn fallback when it cannot be trusted or run."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from quantshift_ml import operations
+from quantshift_ml import compiled, operations
 from quantshift_ml.compiled import OnnxPredictor, compile_checked
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
-from quantshift_ml.service import RegimeService
+from quantshift_ml.features import compute_features, usable
+from quantshift_ml.service import RegimeService, load_verified
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
 from quantshift_ml.training import train_candidate
@@ -24,27 +28,45 @@ def test_parity_with_scikit_learn(bars) -> None:
     x = res.holdout_features.to_numpy(dtype=float)
     data, report = compile_checked(res.bundle["model"], x)
     assert data is not None and report["ok"] and report["labels_identical"]
+    assert report["rows"] == len(x) > 0
     assert report["max_probability_diff"] <= 1e-5
     labels, proba = OnnxPredictor.from_bytes(data, res.bundle["classes"]).run(x)
     np.testing.assert_array_equal(labels, res.bundle["model"].predict(x).astype(object))
-    assert proba.shape == (len(x), len(res.bundle["classes"]))
+    np.testing.assert_allclose(proba, res.bundle["model"].predict_proba(x), atol=1e-5)
 
 
-def test_onnx_follows_the_model_through_promote_backup_and_rollback(tmp_path: Path) -> None:
-    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
-                             as_of="2018-06-29")
-    second = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
-    store = ModelStore(tmp_path)
-    active = store.verify(store.layout.active_pkl)
+def test_onnx_sha_recorded_and_follows_stage_promote_backups_prune_rollback(
+        tmp_path: Path) -> None:
+    a = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+                         as_of="2018-06-29", keep_backups=1)
+    # a staged candidate carries regime_classifier_<version>.onnx with its sha
+    b = operations.train(BundledSource(), root=tmp_path, config=FAST, as_of="2018-09-28")
+    staged_onnx = tmp_path / f"models/staging/regime_classifier_{b['version']}.onnx"
+    assert str(staged_onnx) in b["files"]
+    assert b["compiled"]["sha256"] == sha256_file(staged_onnx)
+    assert b["compiled"]["parity"]["ok"] and b["compiled"]["file"] == staged_onnx.name
+    store = ModelStore(tmp_path, keep_backups=1)
+    store.promote(tmp_path / f"models/staging/regime_classifier_{b['version']}.pkl")
     onnx = tmp_path / "models/regime_classifier.onnx"
-    assert active.meta["onnx"]["sha256"] == sha256_file(onnx)
-    assert active.meta["onnx"]["parity"]["ok"]
-    assert any(f.endswith(".onnx") for f in second["files"])
-    backup_onnx = tmp_path / f"models/backups/regime_classifier_{first['version']}.onnx"
-    assert backup_onnx.exists()
+    active = store.verify(store.layout.active_pkl)  # checks both shas
+    assert active.version == b["version"] and active.meta["onnx"]["sha256"] == sha256_file(onnx)
+    assert not staged_onnx.exists()  # the promoted candidate left staging, onnx included
+    backup_a = tmp_path / f"models/backups/regime_classifier_{a['version']}.onnx"
+    assert sha256_file(backup_a) == json.loads(
+        backup_a.with_suffix(".json").read_text())["onnx"]["sha256"]
+    # a third promotion prunes A's backup, its onnx with it (keep 1)
+    c = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+                         keep_backups=1)
+    assert not backup_a.exists() and not backup_a.with_suffix(".pkl").exists()
+    assert sorted(p.name for p in (tmp_path / "models/backups").iterdir()) == [
+        f"regime_classifier_{b['version']}.{ext}" for ext in ("json", "onnx", "pkl")]
+    assert ModelStore(tmp_path).verify(store.layout.active_pkl).version == c["version"]
+    # rollback brings B's onnx back beside B's pkl
     store.rollback("latest")
-    assert store.verify(store.layout.active_pkl).version == first["version"]
-    assert sha256_file(onnx) == sha256_file(backup_onnx)
+    back = store.verify(store.layout.active_pkl)
+    assert back.version == b["version"]
+    assert sha256_file(onnx) == back.meta["onnx"]["sha256"] == b["compiled"]["sha256"]
+    assert load_verified(store, store.layout.active_pkl).engine == "onnxruntime"
 
 
 def test_tampered_onnx_is_refused(tmp_path: Path) -> None:
@@ -55,14 +77,71 @@ def test_tampered_onnx_is_refused(tmp_path: Path) -> None:
     onnx.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="onnx"):
         ModelStore(tmp_path).verify(tmp_path / "models/regime_classifier.pkl")
+    service = RegimeService(tmp_path, BundledSource(), "SPY")
+    assert not service.reload()
+    code, body = service.health()
+    assert code == 503 and "onnx" in body["error"] and "does not match" in body["error"]
+    onnx.unlink()  # a missing compiled model named in the metadata is refused too
+    assert not service.reload() and "missing" in service.health()[1]["error"]
 
 
-def test_service_serves_the_compiled_model(tmp_path: Path) -> None:
+def test_service_serves_the_compiled_model_with_the_same_answers(tmp_path: Path) -> None:
     out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
     service = RegimeService(tmp_path, BundledSource(), "SPY")
     assert service.reload()
     code, health = service.health()
     assert code == 200 and health["engine"] == "onnxruntime"
+    assert "parity" in health["engine_reason"]
     code, body = service.regime("SPY")
     assert code == 200 and body["engine"] == "onnxruntime"
     assert body["model_version"] == out["version"]
+    # the scikit-learn engine gives the same regime and probabilities on the same rows
+    sk = RegimeService(tmp_path, BundledSource(), "SPY", engine="sklearn")
+    assert sk.reload() and sk.health()[1]["engine"] == "sklearn"
+    assert sk.regime("SPY")[1]["probabilities"] == body["probabilities"]
+    store = ModelStore(tmp_path)
+    fast, slow = (load_verified(store, store.layout.active_pkl, engine=e)
+                  for e in ("auto", "sklearn"))
+    feats = compute_features(BundledSource().load())
+    x = feats[usable(feats)][fast.features].to_numpy(dtype=float)[-300:]
+    for row in x:
+        assert fast.infer(row[None, :]) == slow.infer(row[None, :])
+
+
+def test_without_skl2onnx_training_succeeds_and_service_uses_sklearn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # import fails as if not installed
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    assert out["promoted"] and "skl2onnx is not installed" in out["compiled"]["error"]
+    assert not any(f.endswith(".onnx") for f in out["files"])
+    assert not (tmp_path / "models/regime_classifier.onnx").exists()
+    meta = json.loads((tmp_path / "models/regime_classifier.json").read_text())
+    assert "sha256" not in meta["onnx"] and "skl2onnx" in meta["onnx"]["error"]
+    service = RegimeService(tmp_path, BundledSource(), "SPY")
+    assert service.reload()
+    code, health = service.health()
+    assert code == 200 and health["engine"] == "sklearn"
+    assert "skl2onnx is not installed" in health["engine_reason"]
+    assert service.regime("SPY")[1]["engine"] == "sklearn"
+
+
+def test_failed_parity_is_not_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled, "PARITY_TOLERANCE", -1.0)  # nothing can pass
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    assert out["compiled"]["error"] == "parity check failed"
+    assert out["compiled"]["parity"]["ok"] is False
+    assert not (tmp_path / "models/regime_classifier.onnx").exists()
+    service = RegimeService(tmp_path, BundledSource(), "SPY")
+    assert service.reload() and service.health()[1]["engine"] == "sklearn"
+
+
+def test_without_onnxruntime_at_serve_time_falls_back_to_sklearn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    service = RegimeService(tmp_path, BundledSource(), "SPY")
+    assert service.reload()
+    code, health = service.health()
+    assert code == 200 and health["engine"] == "sklearn"
+    assert "onnxruntime is not installed" in health["engine_reason"]
+    assert service.regime("SPY")[0] == 200

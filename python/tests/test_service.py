@@ -1,20 +1,26 @@
-"""The regime service over real HTTP on loopback."""
+"""The regime service over real HTTP on loopback (127.0.0.1, port 0 only)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from quantshift_ml import operations, predlog
 from quantshift_ml.data import BundledSource
-from quantshift_ml.service import RegimeService, make_handler
+from quantshift_ml.service import RegimeService, build_server, install_signal_handlers
 
 from .conftest import FAST
 
@@ -23,7 +29,7 @@ from .conftest import FAST
 def running(tmp_path: Path) -> Iterator[tuple[RegimeService, str]]:
     service = RegimeService(tmp_path, BundledSource(), "SPY")
     service.reload()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(service))
+    server = build_server(service, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield service, f"http://127.0.0.1:{server.server_address[1]}"
@@ -40,39 +46,61 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def _wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_unhealthy_until_a_verified_model_is_loaded(running, tmp_path: Path) -> None:
     service, url = running
     code, body = _get(url + "/healthz")
     assert code == 503 and "cannot load" in json.loads(body)["error"]
+    assert _get(url + "/regime?symbol=SPY")[0] == 503
     out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
     assert service.reload()
     code, body = _get(url + "/healthz")
     health = json.loads(body)
-    assert code == 200 and health["sha256"] == out["sha256"]
-    assert health["version"] == out["version"]
+    assert code == 200 and health["status"] == "ok"
+    assert health["sha256"] == out["sha256"] and health["version"] == out["version"]
+    assert health["loaded_at"] and health["engine"] in ("onnxruntime", "sklearn")
+    assert health["engine_reason"]
 
 
 def test_regime_metrics_and_prediction_log(running, tmp_path: Path) -> None:
     service, url = running
-    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
     service.reload()
     code, body = _get(url + "/regime?symbol=SPY")
     res = json.loads(body)
-    assert code == 200 and res["as_of"] == "2018-12-31"
+    assert code == 200 and res["as_of"] == "2018-12-31"  # the bundled data's last bar
+    assert res["model_version"] == out["version"] and res["symbol"] == "SPY"
     assert res["regime"] in res["probabilities"]
+    assert res["regime"] == max(res["probabilities"], key=res["probabilities"].get)
     assert abs(sum(res["probabilities"].values()) - 1.0) < 1e-3
+    assert res["inference_us"] > 0 and res["engine"] in ("onnxruntime", "sklearn")
+    assert _get(url + "/regime")[0] == 200  # symbol defaults to the configured one
     logged = predlog.read(tmp_path)
-    assert len(logged) == 1 and logged[0].regime == res["regime"]
+    assert len(logged) == 2 and logged[0].regime == res["regime"]
+    assert logged[0].bar_date == "2018-12-31" and logged[0].model_version == out["version"]
+    assert logged[0].probabilities == res["probabilities"]
     code, text = _get(url + "/metrics")
     assert code == 200
     for name in ("quantshift_prediction_latency_seconds_bucket", "quantshift_predictions_total",
                  "quantshift_model_age_seconds", "quantshift_model_holdout_accuracy",
-                 "quantshift_model_info"):
+                 "quantshift_model_info", "quantshift_model_loaded 1.0"):
         assert name in text, name
+    assert f'version="{out["version"]}"' in text
+    assert f'quantshift_predictions_total{{regime="{res["regime"]}"}} 2.0' in text
     assert _get(url + "/regime?symbol=QQQ")[0] == 404
+    assert _get(url + "/nothing")[0] == 404
 
 
-def test_tampered_model_is_refused_and_previous_kept_on_reload(running, tmp_path: Path) -> None:
+def test_tampered_model_is_refused_and_previous_kept_on_reload(
+        running, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     service, url = running
     first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
     service.reload()
@@ -80,15 +108,20 @@ def test_tampered_model_is_refused_and_previous_kept_on_reload(running, tmp_path
     data = bytearray(pkl.read_bytes())
     data[200] ^= 0xFF
     pkl.write_bytes(bytes(data))
-    assert not service.reload()
+    with caplog.at_level(logging.ERROR, logger="quantshift_ml.service"):
+        assert not service.reload()
+    assert "does not match metadata" in caplog.text  # the reason is logged
     code, body = _get(url + "/healthz")
     health = json.loads(body)
     # still serving the verified model it had, and saying the reload failed
     assert code == 200 and health["sha256"] == first["sha256"]
     assert "does not match" in health["last_reload_error"]
+    # a fresh service never serves it
     fresh = RegimeService(tmp_path, BundledSource(), "SPY")
     assert not fresh.reload()
-    assert fresh.health()[0] == 503
+    code, body2 = fresh.health()
+    assert code == 503 and "does not match" in body2["error"]
+    assert fresh.regime("SPY")[0] == 503
 
 
 def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
@@ -97,8 +130,6 @@ def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
     pkl.write_bytes(b"cnonexistent_quantshift_module\nBroken\n(tR.")
     meta_path = tmp_path / "models/regime_classifier.json"
     meta = json.loads(meta_path.read_text())
-    import hashlib
-
     meta["sha256"] = hashlib.sha256(pkl.read_bytes()).hexdigest()
     meta_path.write_text(json.dumps(meta))
     service = RegimeService(tmp_path, BundledSource(), "SPY")
@@ -108,44 +139,103 @@ def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
     assert out["sha256"] != meta["sha256"]
 
 
-def test_sighup_reloads_without_restart(tmp_path: Path) -> None:
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
+def test_sighup_swaps_the_model_without_dropping_requests(running, tmp_path: Path) -> None:
+    """SIGHUP to this very process (handler installed first), under steady traffic."""
+    service, url = running
+    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+                             as_of="2018-11-30")
+    assert service.reload()
+    second = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
 
-    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "quantshift_ml", "serve", "--root",
-                             str(tmp_path), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/healthz"
+    def traffic() -> None:
+        while not stop.is_set():
+            code, body = _get(url + "/regime?symbol=SPY")
+            statuses.append(code)
+            if code == 200:
+                versions.add(json.loads(body)["model_version"])
 
-    def sha(timeout: float = 30.0) -> str | None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                code, body = _get(url)
-                if code == 200:
-                    return json.loads(body)["sha256"]
-            except OSError:
-                pass
-            time.sleep(0.2)
-        return None
-
+    restore = install_signal_handlers(service, stop=lambda: None)
+    workers = [threading.Thread(target=traffic) for _ in range(2)]
     try:
-        assert sha() == first["sha256"]
-        second = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
-                                  as_of="2018-11-30")
-        proc.send_signal(signal.SIGHUP)
-        end = time.monotonic() + 30
-        while sha() != second["sha256"] and time.monotonic() < end:
-            time.sleep(0.2)
-        assert sha() == second["sha256"]
-        assert proc.poll() is None  # same process: reloaded, not restarted
+        for w in workers:
+            w.start()
+        assert _wait_for(lambda: len(statuses) >= 5)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert _wait_for(lambda: service.health()[1].get("version") == second["version"])
+        count = len(statuses)
+        assert _wait_for(lambda: len(statuses) >= count + 5)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        restore()
+    assert set(statuses) == {200}, statuses
+    assert versions == {first["version"], second["version"]}
+
+
+def test_cli_serve_on_port_zero_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
+    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+                             as_of="2018-11-30")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantshift_ml", "serve", "--root", str(tmp_path),
+         "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:  # "listening on http://127.0.0.1:PORT (root ...)"
+            if "listening on " in line:
+                url = line.split("listening on ", 1)[1].split()[0]
+                break
+        assert url and url.startswith("http://127.0.0.1:")
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
+
+        def healthz() -> dict:
+            return json.loads(_get(url + "/healthz")[1])
+
+        assert healthz()["sha256"] == first["sha256"]
+        second = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for(lambda: healthz()["sha256"] == second["sha256"])
+        assert proc.poll() is None  # same process: reloaded, not restarted
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_market_data_cached_and_refresh_failure_keeps_serving(tmp_path: Path) -> None:
+    class Flaky:
+        name = "flaky"
+
+        def __init__(self) -> None:
+            self.calls, self.fail = 0, False
+            self.bars = BundledSource().load()
+
+        def load(self):
+            self.calls += 1
+            if self.fail:
+                raise OSError("network down")
+            return self.bars
+
+        def describe(self) -> dict:
+            return {"source": self.name}
+
+    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    source = Flaky()
+    service = RegimeService(tmp_path, source, "SPY", refresh_seconds=3600)
+    assert service.reload()
+    for _ in range(3):
+        assert service.regime("SPY")[0] == 200
+    assert source.calls == 1  # cached: one load for three requests
+    service.market.refresh_seconds = 0.0
+    source.fail = True
+    code, body = service.regime("SPY")
+    assert code == 200 and body["as_of"] == "2018-12-31"
+    assert "network down" in service.health()[1]["market"]["error"]
