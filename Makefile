@@ -8,7 +8,7 @@ WHEELHOUSE := .cache/wheelhouse
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse benchmarks clean status rollback
+.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse benchmarks bench-deploy clean status rollback
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -74,6 +74,10 @@ test: lint unit integration faults awx molecule ## everything CI runs
 
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_latency.py
+
+bench-deploy: $(STAMP) wheelhouse ## deploy fan-out on nspawn hosts (root, several minutes)
+	$(BIN)/python benchmarks/bench_deploy.py
 
 clean: ## remove build outputs (keeps the rootfs cache outside the checkout)
 	rm -rf $(VENV) .cache .local build python/build python/*.egg-info
