@@ -62,7 +62,9 @@ $(WHEELHOUSE)/.deps: python/pyproject.toml $(STAMP)
 
 molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (root)
 	@if [ "$$(id -u)" != 0 ]; then echo "molecule: the nspawn test hosts need root; run as root" >&2; exit 1; fi
+	$(BIN)/pytest -q molecule/shared/test_testbed.py
 	$(BIN)/molecule test -s default
+	$(BIN)/python molecule/shared/testbed.py check-clean
 
 faults: $(STAMP) ## fault matrix (tests/faults; some need root)
 	$(BIN)/pytest -q tests/faults
