@@ -39,12 +39,13 @@ def _play(playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def _state() -> dict[str, dict[str, str]]:
-    """Per host: sha256 of every file under models/ (active, metadata, backups)."""
+    """Per host: sha256 of every model file under models/ (active, metadata, backups;
+    not staging, not the lock and lease files)."""
     out = {}
     for name in HOSTS:
         h = _host(name)
         listing = h.check_output(
-            f"cd {ROOT}/models && find . -path ./staging -prune -o -type f -print0"
+            f"cd {ROOT}/models && find . -path ./staging -prune -o -type f ! -name '.*' -print0"
             " | sort -z | xargs -0 sha256sum")
         out[name] = dict(reversed(line.split(None, 1)) for line in listing.splitlines())
     return out
@@ -113,3 +114,31 @@ def test_broken_candidate_is_rolled_back_on_standby_and_never_reaches_primary() 
     for n in HOSTS:
         health = json.loads(_host(n).check_output("curl -sf http://127.0.0.1:8787/healthz"))
         assert health["sha256"] == current["sha256"]
+
+
+def test_standby_unreachable_mid_rollout_then_rerun_converges() -> None:
+    """Cut the standby's link after provisioning: the candidate is trained on the
+    primary, the standby cannot be reached, the rollout stops before the primary;
+    after the link is back, a re-run takes over the dead run's lease and
+    converges both hosts on one version."""
+    before = _state()
+    env_args = ("-e", json.dumps({"ansible_ssh_common_args":
+                                  "-o ControlMaster=no -o ConnectTimeout=5 "
+                                  "-o ServerAliveInterval=5 -o ServerAliveCountMax=2"}))
+    subprocess.run(["ip", "link", "set", "qs-h2", "down"], check=True)
+    try:
+        run = _play("retrain.yml", *env_args)
+    finally:
+        subprocess.run(["ip", "link", "set", "qs-h2", "up"], check=True)
+    assert run.returncode != 0
+    assert "UNREACHABLE" in run.stdout + run.stderr
+    assert _state()["primary"] == before["primary"]  # never touched
+    assert _state()["standby"] == before["standby"]
+    rerun = _play("retrain.yml")
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    metas = [_active(n) for n in HOSTS]
+    assert metas[0]["sha256"] == metas[1]["sha256"] != _active_before(before)
+
+
+def _active_before(state: dict[str, dict[str, str]]) -> str:
+    return state["primary"]["./regime_classifier.pkl"]
