@@ -114,17 +114,7 @@ EXAMPLES = r"""
 - name: Check the host runs the candidate
   quantshift_model:
     state: verified
-    prune:
-    description:
-      - With O(state=promoted), prune old backups right away. A fleet rollout sets it false
-        and prunes with O(state=pruned) once the host is healthy, so a restore loses nothing.
-    type: bool
-    default: true
-  discard_backup:
-    description: With O(state=restored), remove the backup O(to) once it is active again.
-    type: bool
-    default: false
-  expect_sha256: "{{ candidate.sha256 }}"
+    expect_sha256: "{{ candidate.sha256 }}"
 
 - name: Roll back to a named backup
   quantshift_model:
