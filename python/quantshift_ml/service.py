@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import queue
 import signal
 import sqlite3
 import threading
@@ -199,9 +200,12 @@ class Snapshot:
 class MarketCache:
     """Bars and features from the source, refreshed at most every ``refresh_seconds``.
 
-    A failed refresh keeps serving the previous bars (logged, shown in /healthz) and
-    is retried after the next interval, so a flaky data source neither fails
-    requests nor gets hammered.
+    Only the first load makes a request wait. After that a stale cache is refreshed
+    on a background thread while requests keep getting the bars they had (a slow
+    source, e.g. yfinance retrying with backoff, never stalls ``/regime``). A failed
+    refresh keeps the previous bars (logged, shown in ``/healthz``) and is retried
+    after the next interval, so a flaky source neither fails requests nor gets
+    hammered.
     """
 
     def __init__(self, source: DataSource, refresh_seconds: float = 300.0) -> None:
@@ -209,33 +213,56 @@ class MarketCache:
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._at = float("-inf")
+        self._refreshing = False
         self._features: pd.DataFrame | None = None
         self._rows: dict[tuple[str, ...], Snapshot] = {}
         self.refreshed_at: str | None = None
         self.error: str | None = None
 
-    def _refresh(self) -> None:
-        self._at = time.monotonic()
-        try:
-            feats = compute_features(self.source.load())
-            feats = feats[usable(feats)]
-            if feats.empty:
-                raise DataError(f"{self.source.name}: not enough history to compute features")
-        except Exception as exc:
-            self.error = f"refresh failed: {type(exc).__name__}: {exc}"
-            if self._features is None:
-                raise
+    def _load(self) -> pd.DataFrame:
+        feats = compute_features(self.source.load())
+        feats = feats[usable(feats)]
+        if feats.empty:
+            raise DataError(f"{self.source.name}: not enough history to compute features")
+        return feats
+
+    def _install(self, feats: pd.DataFrame | None, exc: BaseException | None) -> None:
+        """Swap in fresh features, or record why not (call under the lock)."""
+        self._refreshing = False
+        if feats is not None:
+            self._features, self._rows = feats, {}
+            self.refreshed_at, self.error = _utcnow(), None
+            return
+        self.error = f"refresh failed: {type(exc).__name__}: {exc}"
+        if self._features is not None:
             log.warning("market data %s; serving bars as of %s", self.error,
                         self._features.index[-1].date())
-            return
-        self._features, self._rows = feats, {}
-        self.refreshed_at, self.error = _utcnow(), None
+
+    def _refresh_in_background(self) -> None:
+        feats: pd.DataFrame | None = None
+        error: BaseException | None = None
+        try:
+            feats = self._load()
+        except Exception as exc:
+            error = exc
+        with self._lock:
+            self._install(feats, error)
 
     def snapshot(self, features: Sequence[str]) -> Snapshot:
         key = tuple(features)
         with self._lock:
-            if self._features is None or time.monotonic() - self._at >= self.refresh_seconds:
-                self._refresh()
+            if self._features is None:
+                self._at = time.monotonic()
+                try:
+                    self._install(self._load(), None)
+                except Exception as exc:
+                    self._install(None, exc)
+                    raise
+            elif (not self._refreshing
+                  and time.monotonic() - self._at >= self.refresh_seconds):
+                self._at, self._refreshing = time.monotonic(), True
+                threading.Thread(target=self._refresh_in_background, name="market-refresh",
+                                 daemon=True).start()
             assert self._features is not None
             snap = self._rows.get(key)
             if snap is None:
@@ -253,6 +280,61 @@ class MarketCache:
             as_of = None if self._features is None else str(self._features.index[-1].date())
             return {"source": self.source.name, "as_of": as_of,
                     "refreshed_at": self.refreshed_at, "error": self.error}
+
+
+# ---- prediction log ---------------------------------------------------------------
+class PredictionWriter:
+    """Appends every served prediction to the prediction log from one background thread.
+
+    An append (open, insert, commit, close) costs milliseconds, ten to a hundred times
+    the inference itself; a queue keeps it off the request path. ``close`` (called
+    when the server stops, SIGTERM included) writes everything still queued; only a
+    hard kill can lose the few predictions of the last milliseconds. A failed append
+    (disk full, locked database) is logged and counted, and never fails a request.
+    """
+
+    def __init__(self, root: Path, on_error: Callable[[], None] = lambda: None,
+                 maxsize: int = 10_000) -> None:
+        self.root = root
+        self._on_error = on_error
+        self._queue: queue.Queue[predlog.Prediction | None] = queue.Queue(maxsize)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def put(self, p: predlog.Prediction) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="predlog", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(p)
+        except queue.Full:
+            self._on_error()
+            log.error("prediction log queue full: prediction for %s not logged", p.bar_date)
+
+    def _run(self) -> None:
+        while True:
+            p = self._queue.get()
+            try:
+                if p is None:
+                    return
+                predlog.append(self.root, p)
+            except (sqlite3.Error, OSError) as exc:
+                self._on_error()
+                log.error("prediction not logged: %s: %s", type(exc).__name__, exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Block until everything queued so far is written (or has failed)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
 
 
 # ---- metrics ----------------------------------------------------------------------
@@ -325,6 +407,7 @@ class RegimeService:
         self.market = MarketCache(source, refresh_seconds)
         self.symbol = symbol
         self.metrics = Metrics(self.holder)
+        self.predictions = PredictionWriter(self.root, self.metrics.log_errors.inc)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         cur, err = self.holder.get()
@@ -351,13 +434,9 @@ class RegimeService:
         self.metrics.latency.observe(elapsed)
         self.metrics.predictions.labels(regime=regime).inc()
         version = str(cur.meta.get("version"))
-        try:
-            predlog.append(self.root, predlog.Prediction(
-                ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=regime,
-                probabilities=proba, model_version=version))
-        except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the answers
-            self.metrics.log_errors.inc()
-            log.error("prediction not logged: %s: %s", type(exc).__name__, exc)
+        self.predictions.put(predlog.Prediction(
+            ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=regime,
+            probabilities=proba, model_version=version))
         return 200, {"symbol": self.symbol, "regime": regime, "probabilities": proba,
                      "as_of": snap.bar_date, "model_version": version, "engine": cur.engine,
                      "inference_us": round(elapsed * 1e6, 1)}
@@ -469,4 +548,5 @@ def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int 
         server.serve_forever()
     finally:
         server.server_close()
+        service.predictions.close()
         restore()

@@ -83,6 +83,7 @@ def test_regime_metrics_and_prediction_log(running, tmp_path: Path) -> None:
     assert abs(sum(res["probabilities"].values()) - 1.0) < 1e-3
     assert res["inference_us"] > 0 and res["engine"] in ("onnxruntime", "sklearn")
     assert _get(url + "/regime")[0] == 200  # symbol defaults to the configured one
+    service.predictions.flush()  # appended off the request path
     logged = predlog.read(tmp_path)
     assert len(logged) == 2 and logged[0].regime == res["regime"]
     assert logged[0].bar_date == "2018-12-31" and logged[0].model_version == out["version"]
@@ -202,24 +203,29 @@ def test_cli_serve_on_port_zero_reloads_on_sighup_and_stops_on_sigterm(tmp_path:
         proc.send_signal(signal.SIGHUP)
         assert _wait_for(lambda: healthz()["sha256"] == second["sha256"])
         assert proc.poll() is None  # same process: reloaded, not restarted
+        assert _get(url + "/regime?symbol=SPY")[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        # the prediction queued before SIGTERM was written on the way out
+        assert [p.model_version for p in predlog.read(tmp_path)] == [second["version"]]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
 
 
-def test_market_data_cached_and_refresh_failure_keeps_serving(tmp_path: Path) -> None:
+def test_market_data_cached_refreshed_in_background_and_kept_on_failure(tmp_path: Path) -> None:
     class Flaky:
         name = "flaky"
 
         def __init__(self) -> None:
             self.calls, self.fail = 0, False
+            self.slow = threading.Event()
             self.bars = BundledSource().load()
 
         def load(self):
             self.calls += 1
+            self.slow.wait(30)  # the first load is not held back
             if self.fail:
                 raise OSError("network down")
             return self.bars
@@ -229,13 +235,34 @@ def test_market_data_cached_and_refresh_failure_keeps_serving(tmp_path: Path) ->
 
     operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
     source = Flaky()
+    source.slow.set()
     service = RegimeService(tmp_path, source, "SPY", refresh_seconds=3600)
     assert service.reload()
     for _ in range(3):
         assert service.regime("SPY")[0] == 200
     assert source.calls == 1  # cached: one load for three requests
+    # stale now, and the source hangs then fails: requests are answered meanwhile
     service.market.refresh_seconds = 0.0
     source.fail = True
+    source.slow.clear()
+    started = time.monotonic()
     code, body = service.regime("SPY")
     assert code == 200 and body["as_of"] == "2018-12-31"
-    assert "network down" in service.health()[1]["market"]["error"]
+    assert service.regime("SPY")[0] == 200
+    assert time.monotonic() - started < 5
+    assert _wait_for(lambda: source.calls == 2)
+    assert service.regime("SPY")[0] == 200
+    assert source.calls == 2  # one refresh in flight, not one per request
+    source.slow.set()
+    assert _wait_for(lambda: "network down" in (service.health()[1]["market"]["error"] or ""))
+    assert service.regime("SPY")[1]["as_of"] == "2018-12-31"  # previous bars still served
+
+
+def test_prediction_log_failure_does_not_fail_requests(running, tmp_path: Path) -> None:
+    service, url = running
+    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    service.reload()
+    predlog.db_path(tmp_path).mkdir(parents=True)  # a directory: sqlite cannot open it
+    assert _get(url + "/regime?symbol=SPY")[0] == 200
+    service.predictions.flush()
+    assert "quantshift_prediction_log_errors_total 1.0" in _get(url + "/metrics")[1]

@@ -104,6 +104,9 @@ def test_kill_9_during_promotion_is_recovered_by_the_next_operation(store, point
     if point != "staged":  # the previous model was backed up byte for byte, then journaled
         expected[f"backups/{backup.name}"] = before["regime_classifier.pkl"]
         expected[f"backups/{backup.with_suffix('.json').name}"] = before["regime_classifier.json"]
+        if "regime_classifier.onnx" in before:  # the compiled model is backed up with it
+            expected[f"backups/{backup.with_suffix('.onnx').name}"] = before[
+                "regime_classifier.onnx"]
         expected[".promote-journal.json"] = after.get(".promote-journal.json", "missing")
     if point == "swapped":  # the new model file is in place, its metadata not yet
         expected["regime_classifier.pkl"] = candidate

@@ -21,10 +21,11 @@ from .conftest import artifact_sha, assert_consistent, models, qs, sha
 
 PAGE = 4096
 PHASES = {
-    # name: free bytes as a function of the model size S
-    "staging the candidate": lambda s: s // 3,
-    "backing up the active model": lambda s: s + 120 * 1024,
-    "replacing the active model": lambda s: 2 * s + 200 * 1024,
+    # name: free bytes as a function of the model size S and its compiled (ONNX) size O;
+    # a model is written as pkl, then onnx, then json (tens of KB)
+    "staging the candidate": lambda s, o: s // 3,
+    "backing up the active model": lambda s, o: s + o + 120 * 1024,
+    "replacing the active model": lambda s, o: 2 * (s + o) + 200 * 1024,
 }
 
 
@@ -48,9 +49,11 @@ def _umount(target: Path) -> None:
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_disk_full_fails_clearly_and_leaves_the_active_model(store, tmp_path, phase):
     model_size = (store / "models/regime_classifier.pkl").stat().st_size
+    onnx = store / "models/regime_classifier.onnx"
+    onnx_size = onnx.stat().st_size if onnx.exists() else 0
     root = tmp_path / "tiny"
     root.mkdir()
-    _mount(root, _pages(store) + PHASES[phase](model_size))
+    _mount(root, _pages(store) + PHASES[phase](model_size, onnx_size))
     try:
         shutil.copytree(store, root, dirs_exist_ok=True)
         before = models(root)
@@ -72,6 +75,8 @@ def test_disk_full_fails_clearly_and_leaves_the_active_model(store, tmp_path, ph
         allowed = {f"backups/regime_classifier_{active['version']}.pkl",
                    f"backups/regime_classifier_{active['version']}.json",
                    ".promote-journal.json"}
+        if onnx_size:
+            allowed.add(f"backups/regime_classifier_{active['version']}.onnx")
         assert all(a.startswith("staging/") or a in allowed for a in added), added
         for a in added:
             if a.startswith("backups/"):  # a full copy of the active model, not a fragment

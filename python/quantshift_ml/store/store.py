@@ -155,11 +155,17 @@ class ModelStore:
                 tmp.unlink()
             raise
         full = {**meta, "sha256": sha256_file(pkl)}
-        if onnx is not None:
-            atomic_write_bytes(onnx_for(pkl), onnx)
-            full["onnx"] = {**(meta.get("onnx") or {}), "file": onnx_for(pkl).name,
-                            "sha256": sha256_file(onnx_for(pkl))}
-        atomic_write_json(meta_for(pkl), full)
+        try:
+            if onnx is not None:
+                atomic_write_bytes(onnx_for(pkl), onnx)
+                full["onnx"] = {**(meta.get("onnx") or {}), "file": onnx_for(pkl).name,
+                                "sha256": sha256_file(onnx_for(pkl))}
+            atomic_write_json(meta_for(pkl), full)
+        except BaseException:
+            # a half-staged candidate (e.g. disk full) is removed, never left to promote
+            for p in (pkl, onnx_for(pkl), meta_for(pkl)):
+                p.unlink(missing_ok=True)
+            raise
         return Artifact(pkl=pkl, meta=full)
 
     @staticmethod
