@@ -26,8 +26,9 @@ def _host(name: str):
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 
 
-def _play(playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def _play(playbook: str, *extra: str, env_extra: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env_extra or {})}
     cfg = EPHEMERAL / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
@@ -122,12 +123,14 @@ def test_standby_unreachable_mid_rollout_then_rerun_converges() -> None:
     after the link is back, a re-run takes over the dead run's lease and
     converges both hosts on one version."""
     before = _state()
-    env_args = ("-e", json.dumps({"ansible_ssh_common_args":
-                                  "-o ControlMaster=no -o ConnectTimeout=5 "
-                                  "-o ServerAliveInterval=5 -o ServerAliveCountMax=2"}))
+    # no shared ssh master (one opened by an earlier play would hang on the dead link)
+    # and short timeouts; the first value of an ssh option wins, so replace ssh_args
+    no_master = {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPath=none "
+                                     "-o ConnectTimeout=5 -o ServerAliveInterval=5 "
+                                     "-o ServerAliveCountMax=2"}
     subprocess.run(["ip", "link", "set", "qs-h2", "down"], check=True)
     try:
-        run = _play("retrain.yml", *env_args)
+        run = _play("retrain.yml", env_extra=no_master)
     finally:
         subprocess.run(["ip", "link", "set", "qs-h2", "up"], check=True)
     assert run.returncode != 0
