@@ -64,7 +64,7 @@ molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (roo
 	@if [ "$$(id -u)" != 0 ]; then echo "molecule: the nspawn test hosts need root; run as root" >&2; exit 1; fi
 	$(BIN)/pytest -q molecule/shared/test_testbed.py
 	$(BIN)/molecule test -s default
-	$(BIN)/python molecule/shared/testbed.py check-clean
+	$(BIN)/python molecule/shared/testbed.py check-clean --host primary --index 1 --host standby --index 2
 
 faults: $(STAMP) ## fault matrix (tests/faults; some need root)
 	$(BIN)/pytest -q tests/faults

@@ -7,8 +7,9 @@ host boots and answers over ssh, but that ``down`` leaves nothing behind.
 
 It needs root plus systemd-nspawn, debootstrap, ip and ssh; the first run
 builds the cached rootfs (a few minutes). Uses its own state dir and index 59
-so it never touches hosts a Molecule run may have up; check-clean
-looks machine-wide, so run it when no other test hosts are up.
+so it never touches hosts a Molecule run may have up, and checks only its
+own host's traces (``check-clean --host --index``): other hosts on the same
+machine, such as a running deploy benchmark, must not fail it.
 """
 
 from __future__ import annotations
@@ -106,12 +107,21 @@ def test_up_ssh_down_leaves_nothing(tmp_path: Path) -> None:
 
         listed = json.loads(run_testbed(state, "list").stdout)
         assert [(h["name"], h["status"]) for h in listed] == [(NAME, "running")]
+
+        # A scoped check sees this host's traces and ignores other hosts.
+        mine = run_testbed(state, "check-clean", "--host", NAME, "--index", str(INDEX), check=False)
+        assert mine.returncode == 1
+        assert f"namespace: qs-{NAME}" in mine.stdout and f"link: qs-h{INDEX}" in mine.stdout
+        other = run_testbed(
+            state, "check-clean", "--host", "not-" + NAME, "--index", str(INDEX + 1), check=False
+        )
+        assert other.returncode == 0, other.stdout
     finally:
         run_testbed(state, "down", NAME)
 
     # down is idempotent, and nothing is left behind.
     run_testbed(state, "down", NAME)
-    clean = run_testbed(state, "check-clean", check=False)
+    clean = run_testbed(state, "check-clean", "--host", NAME, "--index", str(INDEX), check=False)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert not (state / "hosts" / NAME).exists()
     assert not Path(f"/run/netns/qs-{NAME}").exists()

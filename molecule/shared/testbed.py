@@ -1212,8 +1212,44 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     os.execvp(argv[0], argv)
 
 
-def leftovers(state: Path) -> list[str]:
-    """Everything this tool may have left behind, as human-readable lines."""
+def leftovers(
+    state: Path, names: list[str] | None = None, indexes: list[int] | None = None
+) -> list[str]:
+    """Everything this tool may have left behind, as human-readable lines.
+
+    Without names and indexes every qs-* trace on the machine counts. With
+    them only those hosts' traces do, so a run proves it cleaned up after
+    itself without failing on another run's hosts (a benchmark or a second
+    scenario on the same machine).
+    """
+    if names is None and indexes is None:
+        return _all_leftovers(state)
+    found: list[str] = []
+    for name in names or []:
+        found += [
+            f"process: systemd-nspawn pid {pid} ({' '.join(_cmdline(pid))})"
+            for pid in running_nspawn_pids(name)
+        ]
+        found += [
+            f"process: container init pid {pid} of {name}"
+            for pid in container_inits(name)
+        ]
+        netns = NETNS_DIR / (NETNS_PREFIX + name)
+        if netns.exists():
+            found.append(f"namespace: {netns.name}")
+        found += [f"mount: {m}" for m in mounts_under(netns)]
+        found += [f"mount: {m}" for m in mounts_under(host_dir(state, name))]
+        if host_dir(state, name).exists():
+            found.append(f"host dir: {host_dir(state, name)}")
+    for index in indexes or []:
+        link = Path("/sys/class/net") / f"{VETH_PREFIX}{index}"
+        if link.exists():
+            found.append(f"link: {link.name}")
+    return sorted(set(found))
+
+
+def _all_leftovers(state: Path) -> list[str]:
+    """Every trace of any host of this tool on the machine."""
     found = [
         f"process: systemd-nspawn pid {pid} ({' '.join(_cmdline(pid))})"
         for pid in running_nspawn_pids()
@@ -1236,7 +1272,10 @@ def leftovers(state: Path) -> list[str]:
 
 def cmd_check_clean(args: argparse.Namespace) -> int:
     """Exit 1 listing leftovers, or 0 when nothing of ours remains."""
-    found = leftovers(args.state)
+    for name in args.host or []:
+        if not NAME_RE.match(name):
+            raise TestbedError(f"invalid host name {name!r}")
+    found = leftovers(args.state, args.host, args.index)
     if found:
         print("testbed: not clean:")
         for line in found:
@@ -1310,6 +1349,19 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ssh)
 
     p = sub.add_parser("check-clean", help="fail if anything of ours is left behind")
+    p.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="only check this host's traces (repeatable; default: every qs-* trace)",
+    )
+    p.add_argument(
+        "--index",
+        action="append",
+        type=int,
+        metavar="N",
+        help="only check the veth qs-hN (repeatable; with --host)",
+    )
     add_state(p)
     p.set_defaults(func=cmd_check_clean)
     return top
