@@ -62,6 +62,9 @@ class AlertConfig:
     smtp_user: str = ""
     smtp_password: str = field(default="", repr=False)
     smtp_starttls: bool = False
+    #: A private CA bundle for the SMTP server's certificate (internal relays);
+    #: empty means the system trust store. Verification is never switched off.
+    smtp_ca_file: str = ""
     email_from: str = ""
     slack_url: str = field(default="", repr=False)
     discord_url: str = field(default="", repr=False)
@@ -79,7 +82,8 @@ class AlertConfig:
             smtp_port=port,
             smtp_user=env.get("SMTP_USER", ""),
             smtp_password=env.get("SMTP_PASSWORD", ""),
-            smtp_starttls=_truthy(starttls) if starttls is not None else port == 587,
+            smtp_starttls=_truthy(starttls) if starttls else port == 587,
+            smtp_ca_file=env.get("SMTP_CA_FILE", ""),
             email_from=env.get("ALERT_FROM") or f"quantshift@{socket.getfqdn()}",
             slack_url=env.get("SLACK_WEBHOOK_URL", ""),
             discord_url=env.get("DISCORD_WEBHOOK_URL", ""),
@@ -113,9 +117,16 @@ def _send_email(cfg: AlertConfig, subject: str, body: str) -> None:
     msg["From"] = cfg.email_from
     msg["To"] = cfg.email_to
     msg.set_content(body)
+    if (cfg.smtp_user and not cfg.smtp_starttls
+            and cfg.smtp_host not in ("localhost", "127.0.0.1", "::1")):
+        # Refuse rather than send a password in clear text over the network.
+        raise ValueError(
+            f"SMTP_USER is set but STARTTLS is off for {cfg.smtp_host}:{cfg.smtp_port}; "
+            "set SMTP_STARTTLS=true (or use port 587)"
+        )
     with smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout) as smtp:
         if cfg.smtp_starttls:
-            smtp.starttls(context=ssl.create_default_context())
+            smtp.starttls(context=ssl.create_default_context(cafile=cfg.smtp_ca_file or None))
         if cfg.smtp_user:
             smtp.login(cfg.smtp_user, cfg.smtp_password)
         smtp.send_message(msg)

@@ -120,3 +120,103 @@ def test_a_failing_channel_does_not_stop_the_others_and_secrets_stay_hidden(
 def test_no_channel_is_a_quiet_no_op(tmp_path: Path) -> None:
     res = notify(tmp_path, "monitor", "x", "y", AlertConfig())
     assert res["channels"] == [] and res["sent"] == []
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as an internal relay would have."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "relay.pem", tmp_path / "relay.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.fixture()
+def tls_smtp(tmp_path: Path) -> Iterator[tuple[Inbox, int, Path, list[str]]]:
+    """An SMTP relay that requires STARTTLS before AUTH, with one valid login."""
+    import socket
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert_file, key_file = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    logins: list[str] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"bot"
+              and auth_data.password == b"pw-TOPSECRET")
+        if ok:
+            logins.append(auth_data.login.decode())
+        return AuthResult(success=ok, handled=False)  # the server answers 535 itself
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inbox = Inbox()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context,
+                     require_starttls=True, authenticator=authenticator,
+                     auth_required=True, auth_require_tls=True)
+    ctl.start()
+    try:
+        yield inbox, port, cert_file, logins
+    finally:
+        ctl.stop()
+
+
+def test_email_over_starttls_with_auth(tls_smtp, tmp_path: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    inbox, port, ca_file, logins = tls_smtp
+    base = {"ADMIN_EMAIL": "ops@example.com", "SEND_EMAIL": "true", "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port), "SMTP_USER": "bot", "SMTP_PASSWORD": "pw-TOPSECRET",
+            "SMTP_STARTTLS": "true", "SMTP_CA_FILE": str(ca_file)}
+    res = notify(tmp_path, "gate-refused", "Deployment refused", "floor 0.750, candidate 0.700",
+                 AlertConfig.from_env(base), host="primary")
+    assert res["sent"] == ["email"], res
+    assert logins == ["bot"]
+    (_sender, rcpts, content), = inbox.messages
+    assert rcpts == ["ops@example.com"] and "floor 0.750, candidate 0.700" in content
+
+    # The certificate is verified: without the relay's CA the channel fails cleanly.
+    untrusted = notify(tmp_path, "gate-refused", "Deployment refused (2)", "x",
+                       AlertConfig.from_env({**base, "SMTP_CA_FILE": ""}), host="primary")
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted["failed"]["email"]
+    # A wrong password is an authentication failure, reported without the secret.
+    wrong = notify(tmp_path, "gate-refused", "Deployment refused (3)", "x",
+                   AlertConfig.from_env({**base, "SMTP_PASSWORD": "pw-WRONG-SECRET"}),
+                   host="primary")
+    assert "SMTPAuthenticationError" in wrong["failed"]["email"]
+    assert "WRONG-SECRET" not in json.dumps(wrong) + caplog.text
+    assert len(inbox.messages) == 1
+
+
+def test_auth_without_tls_to_a_remote_relay_is_refused(tmp_path: Path) -> None:
+    cfg = AlertConfig.from_env({"ADMIN_EMAIL": "ops@example.com", "SEND_EMAIL": "true",
+                                "SMTP_HOST": "127.0.0.2", "SMTP_PORT": "25",
+                                "SMTP_USER": "bot", "SMTP_PASSWORD": "pw-TOPSECRET"})
+    res = notify(tmp_path, "monitor", "x", "y", cfg, host="primary")
+    assert "STARTTLS is off" in res["failed"]["email"]
+    assert "TOPSECRET" not in json.dumps(res)
