@@ -838,21 +838,13 @@ def ensure_keypair(state: Path) -> Path:
     with flock(state / "locks" / "keygen.lock"):
         if not key.exists():
             key.with_suffix(".pub").unlink(missing_ok=True)
-            run(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "quantshift-testbed",
-                    "-f",
-                    str(key),
-                ]
-            )
+            ssh_keygen(key, "quantshift-testbed")
     return key
+
+
+def ssh_keygen(key: Path, comment: str) -> None:
+    """A new passphrase-less ed25519 keypair at key and key.pub."""
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
 
 
 def _mkdir(path: Path, mode: int) -> None:
@@ -891,20 +883,7 @@ def prepare_upper(hdir: Path, host: Host, pubkey: str) -> None:
     )
     _write(upper / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
     hostkey = upper / "etc/ssh/ssh_host_ed25519_key"
-    run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"root@{host.name}",
-            "-f",
-            str(hostkey),
-        ]
-    )
+    ssh_keygen(hostkey, f"root@{host.name}")
     hostpub = hostkey.with_name(hostkey.name + ".pub").read_text().split()
     _write(hdir / "known_hosts", f"{host.address} {hostpub[0]} {hostpub[1]}\n")
 
@@ -1230,10 +1209,7 @@ def leftovers(
             f"process: systemd-nspawn pid {pid} ({' '.join(_cmdline(pid))})"
             for pid in running_nspawn_pids(name)
         ]
-        found += [
-            f"process: container init pid {pid} of {name}"
-            for pid in container_inits(name)
-        ]
+        found += [f"process: container init pid {pid} of {name}" for pid in container_inits(name)]
         netns = NETNS_DIR / (NETNS_PREFIX + name)
         if netns.exists():
             found.append(f"namespace: {netns.name}")
