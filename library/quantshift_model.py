@@ -165,9 +165,10 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+# Only the store (standard library) is imported up front: promote, verify, prune
+# and the lease run on every host at each rollout and need neither pandas nor
+# scikit-learn, whose import costs seconds. state=evaluated imports them itself.
 try:
-    from quantshift_ml import operations
-    from quantshift_ml.data.sources import make_source
     from quantshift_ml.errors import IntegrityError, QuantshiftError
     from quantshift_ml.store import ModelStore
     from quantshift_ml.store import lease as leases
@@ -211,6 +212,9 @@ def run(module, store):
                                  % (art.version, art.sha256, p["expect_sha256"]))
         return {"changed": False, "current": _brief(art)}
     if state == "evaluated":
+        from quantshift_ml import operations
+        from quantshift_ml.data.sources import make_source
+
         pkl = (store.layout.active_pkl if p["to"] == "active"
                else store.resolve_backup(p["to"]).pkl)
         source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=store.layout.root)
@@ -289,6 +293,10 @@ def main():
         result = run(module, store)
     except QuantshiftError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
+    except ImportError:
+        module.fail_json(msg=missing_required_lib("quantshift_ml's dependencies (run with the "
+                                                  "venv's python)"),
+                         exception=traceback.format_exc())
     except OSError as exc:
         module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), error_type=type(exc).__name__)
     module.exit_json(**result)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import io
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import joblib
 
 from quantshift_ml.errors import IntegrityError, UsageError
 from quantshift_ml.store.files import (
@@ -80,10 +80,14 @@ class ModelStore:
             raise IntegrityError(f"{meta_path}: unreadable metadata: {exc}") from exc
         return Artifact(pkl=pkl, meta=meta)
 
-    def verify(self, pkl: Path) -> Artifact:
-        """Check a file's sha256 against its metadata; raise IntegrityError on mismatch."""
+    def verify(self, pkl: Path, *, content: bytes | None = None) -> Artifact:
+        """Check a file's sha256 against its metadata; raise IntegrityError on mismatch.
+
+        With ``content`` (the file's bytes, already read) the check is on those
+        very bytes, so what is unpickled afterwards is what was verified.
+        """
         art = self.load_artifact(pkl)
-        actual = sha256_file(pkl)
+        actual = sha256_file(pkl) if content is None else hashlib.sha256(content).hexdigest()
         if not art.sha256:
             raise IntegrityError(f"{meta_for(pkl)}: no sha256 recorded")
         if actual != art.sha256:
@@ -101,9 +105,23 @@ class ModelStore:
         return art
 
     def load_model(self, pkl: Path) -> tuple[dict[str, Any], Artifact]:
-        """Verify, then unpickle: never the other way round."""
-        art = self.verify(pkl)
-        return joblib.load(pkl), art
+        """Verify, then unpickle: never the other way round.
+
+        The file is read once and the verified bytes are the ones unpickled: a
+        file swapped between the check and the load cannot slip through.
+        joblib (and with it numpy and scikit-learn) is imported only here and in
+        ``stage``: promote, verify, prune and the lease run on every host at each
+        rollout, and need none of it.
+        """
+        import joblib
+
+        try:
+            content = pkl.read_bytes()
+        except FileNotFoundError:
+            content = None  # verify names the missing file
+        art = self.verify(pkl, content=content)
+        assert content is not None
+        return joblib.load(io.BytesIO(content)), art
 
     def active(self) -> Artifact | None:
         if not self.layout.active_pkl.exists() and not self.layout.active_meta.exists():
@@ -144,6 +162,8 @@ class ModelStore:
         pkl = self.layout.staged_pkl(version)
         pkl.parent.mkdir(parents=True, exist_ok=True)
         tmp = pkl.with_name(f".{pkl.name}.tmp")
+        import joblib
+
         try:
             joblib.dump(bundle, tmp)
             with open(tmp, "rb") as fh:
