@@ -40,10 +40,12 @@ def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, text=True, capture_output=True, check=False, **kw)  # type: ignore[call-overload]
 
 
-def boot(names: list[str]) -> dict[str, dict]:
+def boot(names: list[str], first: int, booted: list[str]) -> dict[str, dict]:
+    """Boot names at indexes first, first+1, ...; every started name lands in booted."""
     procs = {n: subprocess.Popen([sys.executable, str(TESTBED), "up", n,
-                                  str(FIRST_INDEX + i)], stdout=subprocess.PIPE, text=True)
+                                  str(FIRST_INDEX + first + i)], stdout=subprocess.PIPE, text=True)
              for i, n in enumerate(names)}
+    booted += names  # even a failed `up` may leave traces that `down` removes
     out = {}
     for n, p in procs.items():
         stdout, _ = p.communicate(timeout=300)
@@ -51,6 +53,11 @@ def boot(names: list[str]) -> dict[str, dict]:
             raise SystemExit(f"could not boot {n}")
         out[n] = json.loads(stdout.strip().splitlines()[-1])
     return out
+
+
+def report(label: str, seconds: float) -> None:
+    """Print a figure as soon as it is measured (a later failure keeps it)."""
+    print(f"{label:44}{seconds:9.1f}", flush=True)
 
 
 def inventory(hosts: dict[str, dict], path: Path) -> Path:
@@ -136,28 +143,26 @@ def main() -> int:
         return 1
     names = [f"bench{i}" for i in range(1, args.hosts + 1)]
     booted: list[str] = []
+    print(f"{'measurement':44}{'wall s':>9}", flush=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            two = boot(names[:2])
-            booted += list(two)
+            two = boot(names[:2], 0, booted)
             inv2 = inventory(two, Path(tmp) / "two.yml")
             play(inv2, "site.yml")
             play(inv2, "retrain.yml")  # warm: first model + caches
             t_two = min(play(inv2, "retrain.yml") for _ in range(args.repeat))
+            report("retrain.yml, 2 hosts", t_two)
             t_bare = min(bare_shell(two) for _ in range(args.repeat))
-            rest = boot(names[2:])
-            booted += list(rest)
+            report("bare-shell runbook, 2 hosts", t_bare)
+            rest = boot(names[2:], 2, booted)
             invn = inventory({**two, **rest}, Path(tmp) / "many.yml")
             play(invn, "site.yml")
             play(invn, "retrain.yml")
             t_many = min(play(invn, "retrain.yml") for _ in range(args.repeat))
+            report(f"retrain.yml, {args.hosts} hosts", t_many)
     finally:
         for n in booted:
             _run([sys.executable, str(TESTBED), "down", n])
-    print(f"{'measurement':44}{'wall s':>9}")
-    print(f"{'retrain.yml, 2 hosts':44}{t_two:9.1f}")
-    print(f"{'bare-shell runbook, 2 hosts':44}{t_bare:9.1f}")
-    print(f"{f'retrain.yml, {args.hosts} hosts':44}{t_many:9.1f}")
     r1, r2 = t_two / t_bare, t_many / t_two
     v1, v2 = ("PASS" if r1 <= 3 else "MISS"), ("PASS" if r2 <= 2 else "MISS")
     print(f"retrain.yml / bare shell (2 hosts): {r1:.2f}x (goal <= 3x: {v1})")
