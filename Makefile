@@ -34,7 +34,7 @@ rollback: $(STAMP) ## roll inventory/local back to the latest backup
 
 lint: $(STAMP) ## ruff, mypy, yamllint, ansible-lint (production), module docs
 	cd python && ../$(BIN)/ruff check . && ../$(BIN)/mypy
-	$(BIN)/ruff check benchmarks library molecule
+	$(BIN)/ruff check benchmarks library molecule tests
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ansible-doc -M library quantshift_train > /dev/null
