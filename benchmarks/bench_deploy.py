@@ -55,9 +55,15 @@ def boot(names: list[str], first: int, booted: list[str]) -> dict[str, dict]:
     return out
 
 
-def report(label: str, seconds: float) -> None:
-    """Print a figure as soon as it is measured (a later failure keeps it)."""
-    print(f"{label:44}{seconds:9.1f}", flush=True)
+def report(label: str, seconds: float, busy: float | None = None) -> None:
+    """Print a figure as soon as it is measured (a later failure keeps it).
+
+    With the machine's CPU busy share during the run: every test host shares
+    the controller's cores, so near 100 % the fan-out is CPU-bound here, which
+    a fleet of separate machines is not.
+    """
+    share = f"{busy:7.0%}" if busy is not None else ""
+    print(f"{label:44}{seconds:9.1f}{share}", flush=True)
 
 
 def inventory(hosts: dict[str, dict], path: Path) -> Path:
@@ -83,13 +89,27 @@ def inventory(hosts: dict[str, dict], path: Path) -> Path:
     return path
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+#: Machine CPU busy share during the last play() (test hosts share the cores).
+LAST_BUSY: list[float] = [0.0]
+
+
 def play(inv: Path, playbook: str, forks: int = 20) -> float:
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
            "ANSIBLE_FORKS": str(forks), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    busy0, total0 = cpu_ticks()
     t0 = time.perf_counter()
     res = _run([str(BIN / "ansible-playbook"), "-i", str(inv), str(REPO / "playbooks" / playbook)],
                env=env, cwd=REPO)
     elapsed = time.perf_counter() - t0
+    busy1, total1 = cpu_ticks()
+    LAST_BUSY[0] = (busy1 - busy0) / max(1, total1 - total0)
     if res.returncode != 0:
         print(res.stdout[-3000:], res.stderr[-2000:], file=sys.stderr)
         raise SystemExit(f"{playbook} failed")
@@ -143,7 +163,7 @@ def main() -> int:
         return 1
     names = [f"bench{i}" for i in range(1, args.hosts + 1)]
     booted: list[str] = []
-    print(f"{'measurement':44}{'wall s':>9}", flush=True)
+    print(f"{'measurement':44}{'wall s':>9}{'CPU':>7}", flush=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             two = boot(names[:2], 0, booted)
@@ -151,7 +171,7 @@ def main() -> int:
             play(inv2, "site.yml")
             play(inv2, "retrain.yml")  # warm: first model + caches
             t_two = min(play(inv2, "retrain.yml") for _ in range(args.repeat))
-            report("retrain.yml, 2 hosts", t_two)
+            report("retrain.yml, 2 hosts", t_two, LAST_BUSY[0])
             t_bare = min(bare_shell(two) for _ in range(args.repeat))
             report("bare-shell runbook, 2 hosts", t_bare)
             rest = boot(names[2:], 2, booted)
@@ -159,7 +179,7 @@ def main() -> int:
             play(invn, "site.yml")
             play(invn, "retrain.yml")
             t_many = min(play(invn, "retrain.yml") for _ in range(args.repeat))
-            report(f"retrain.yml, {args.hosts} hosts", t_many)
+            report(f"retrain.yml, {args.hosts} hosts", t_many, LAST_BUSY[0])
     finally:
         for n in booted:
             _run([sys.executable, str(TESTBED), "down", n])
