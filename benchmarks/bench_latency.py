@@ -45,7 +45,7 @@ from quantshift_ml.data.sources import BundledSource
 from quantshift_ml.features import compute_features, usable
 from quantshift_ml.service import Loaded, RegimeService, build_server, load_verified
 from quantshift_ml.store import ModelStore
-from quantshift_ml.training import TrainConfig
+from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import predict, predict_proba
 
 GOAL_P99_US = 100.0

@@ -37,7 +37,8 @@ from quantshift_ml import __version__
 from quantshift_ml.data.sources import BundledSource
 from quantshift_ml.features import WARMUP_ROWS, compute_features
 from quantshift_ml.gate import GateConfig
-from quantshift_ml.training import TrainConfig, TrainResult, train_candidate
+from quantshift_ml.training.config import TrainConfig
+from quantshift_ml.training.pipeline import TrainResult, train_candidate
 from quantshift_ml.training.walkforward import run_walkforward
 
 T = TypeVar("T")

@@ -21,7 +21,10 @@ description:
     again without backing up the failed model, and with O(discard_backup) the backup that
     promotion created is removed, so the store ends byte-identical to before.
   - O(state=verified) checks the active model's sha256 against its metadata and, when
-    O(expect_sha256) is given, that the host really runs that model.
+    O(expect_sha256) is given, that the host really runs that model. With O(service_url)
+    it then waits up to O(service_timeout) seconds until the service's C(/healthz) is
+    healthy and reports that sha256, polling from the host itself (one module call, not
+    one SSH round trip per attempt), and fails with the service's last answer otherwise.
   - O(state=evaluated) verifies a backup (or the active model), loads it and scores it on
     fresh data without changing anything, so a playbook can refuse a bad rollback.
   - O(state=pruned) removes old backups beyond O(keep_backups).
@@ -61,6 +64,16 @@ options:
   expect_sha256:
     description: With O(state=verified), fail unless the active model has this sha256.
     type: str
+  service_url:
+    description:
+      - With O(state=verified) and O(expect_sha256), base URL of the regime service on the
+        host (for example C(http://127.0.0.1:8787)); empty skips the service check.
+    type: str
+    default: ""
+  service_timeout:
+    description: Seconds to wait for the service to report O(expect_sha256).
+    type: int
+    default: 60
   keep_backups:
     description: Backups to keep.
     type: int
@@ -111,10 +124,12 @@ EXAMPLES = r"""
   vars:
     ansible_python_interpreter: /opt/quantshift/venv/bin/python
 
-- name: Check the host runs the candidate
+- name: Check the host runs the candidate and its service serves it
   quantshift_model:
     state: verified
     expect_sha256: "{{ candidate.sha256 }}"
+    service_url: http://127.0.0.1:8787
+    service_timeout: 60
 
 - name: Roll back to a named backup
   quantshift_model:
@@ -158,6 +173,11 @@ lease:
   description: The lease now held (owner, host, expiry).
   returned: for locked
   type: dict
+health:
+  description: The service's C(/healthz) answer once it reported O(expect_sha256), and C(attempts).
+  returned: for verified with O(service_url)
+  type: dict
+  sample: {"status": "ok", "version": "20261124-020000", "sha256": "ab12...", "attempts": 3}
 """
 
 import traceback
@@ -169,7 +189,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 # and the lease run on every host at each rollout and need neither pandas nor
 # scikit-learn, whose import costs seconds. state=evaluated imports them itself.
 try:
-    from quantshift_ml.errors import IntegrityError, QuantshiftError
+    from quantshift_ml.errors import IntegrityError, QuantshiftError, UsageError
     from quantshift_ml.store import ModelStore
     from quantshift_ml.store import lease as leases
     from quantshift_ml.store.files import sha256_file
@@ -210,7 +230,15 @@ def run(module, store):
         if p["expect_sha256"] and art.sha256 != p["expect_sha256"]:
             raise IntegrityError("active model %s (sha256 %s) is not the expected sha256 %s"
                                  % (art.version, art.sha256, p["expect_sha256"]))
-        return {"changed": False, "current": _brief(art)}
+        result = {"changed": False, "current": _brief(art)}
+        if p["service_url"]:
+            if not p["expect_sha256"]:
+                raise UsageError("service_url needs expect_sha256: the sha the service must report")
+            from quantshift_ml.healthcheck import wait_for_sha
+
+            result["health"] = wait_for_sha(p["service_url"], p["expect_sha256"],
+                                            timeout=p["service_timeout"])
+        return result
     if state == "evaluated":
         from quantshift_ml import operations
         from quantshift_ml.data.sources import make_source
@@ -272,6 +300,8 @@ def main():
             artifact=dict(type="path"),
             to=dict(type="str", default="latest"),
             expect_sha256=dict(type="str"),
+            service_url=dict(type="str", default=""),
+            service_timeout=dict(type="int", default=60),
             keep_backups=dict(type="int", default=3),
             source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
             data=dict(type="path"),

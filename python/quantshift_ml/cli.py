@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import __version__, operations
+from quantshift_ml import __version__
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import QuantshiftError, UsageError
@@ -186,28 +186,6 @@ def _alert_config(a: argparse.Namespace) -> AlertConfig:
 def run(a: argparse.Namespace) -> dict[str, Any]:
     root: Path = a.root or default_root()
     cmd = a.command
-    if cmd == "train":
-        return operations.train(_source(a, root), root=root, config=_train_config(a),
-                                gate=_gate(a), as_of=a.as_of, promote=a.promote,
-                                check_mode=a.check, keep_backups=a.keep_backups,
-                                keep_logs=a.keep_logs)
-    if cmd == "promote":
-        return ModelStore(root, keep_backups=a.keep_backups).promote(a.artifact)
-    if cmd == "rollback":
-        return ModelStore(root, keep_backups=a.keep_backups).rollback(a.to)
-    if cmd == "verify":
-        return operations.verify(root, a.target)
-    if cmd == "status":
-        return operations.status(root)
-    if cmd == "backups":
-        return {"backups": operations.status(root)["backups"]}
-    if cmd == "evaluate":
-        store = ModelStore(root)
-        pkl = (store.layout.active_pkl if a.to == "active"
-               else store.resolve_backup(a.to).pkl)
-        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
-    if cmd == "predict":
-        return operations.predict_latest(root, _source(a, root))
     if cmd == "monitor":
         thresholds = Thresholds(**{f.name: getattr(a, f"t_{f.name}") for f in fields(Thresholds)})
         report = run_monitor(root, thresholds=thresholds, service_url=a.service_url,
@@ -231,6 +209,32 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         src = _source(a, root)
         return run_walkforward(src.load(), _train_config(a), _gate(a), start=a.start,
                                origin=src.name)
+    if cmd == "promote":
+        return ModelStore(root, keep_backups=a.keep_backups).promote(a.artifact)
+    if cmd == "rollback":
+        return ModelStore(root, keep_backups=a.keep_backups).rollback(a.to)
+    # Only the commands below train or score: ``serve`` and ``monitor`` start on
+    # every host at each rollout and each day, and skip the training pipeline.
+    from quantshift_ml import operations
+
+    if cmd == "train":
+        return operations.train(_source(a, root), root=root, config=_train_config(a),
+                                gate=_gate(a), as_of=a.as_of, promote=a.promote,
+                                check_mode=a.check, keep_backups=a.keep_backups,
+                                keep_logs=a.keep_logs)
+    if cmd == "verify":
+        return operations.verify(root, a.target)
+    if cmd == "status":
+        return operations.status(root)
+    if cmd == "backups":
+        return {"backups": operations.status(root)["backups"]}
+    if cmd == "evaluate":
+        store = ModelStore(root)
+        pkl = (store.layout.active_pkl if a.to == "active"
+               else store.resolve_backup(a.to).pkl)
+        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
+    if cmd == "predict":
+        return operations.predict_latest(root, _source(a, root))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
 
 

@@ -24,9 +24,9 @@ from quantshift_ml.features import FEATURES, compute_features, usable
 from quantshift_ml.gate import GateConfig, decide
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import meta_for, onnx_for
-from quantshift_ml.training import TrainConfig, train_candidate
+from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import predict, predict_proba
-from quantshift_ml.training.pipeline import check_history
+from quantshift_ml.training.pipeline import check_history, train_candidate
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from quantshift_ml.features import compute_features, usable
 from quantshift_ml.service import RegimeService, load_verified
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
-from quantshift_ml.training import train_candidate
+from quantshift_ml.training.pipeline import train_candidate
 
 from .conftest import FAST
 

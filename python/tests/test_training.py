@@ -11,7 +11,7 @@ import pytest
 
 from quantshift_ml.errors import DataError
 from quantshift_ml.gate import GateConfig, decide
-from quantshift_ml.training import train_candidate
+from quantshift_ml.training.pipeline import train_candidate
 from quantshift_ml.training.walkforward import run_walkforward
 
 from .conftest import FAST

@@ -147,6 +147,8 @@ def test_unhealthy_standby_is_restored_and_primary_never_touched(fleet: Fleet) -
         server.shutdown()
     assert run.rc != 0
     assert "failed on standby" in run.out and "restored" in run.out
+    # the failure says what the service answered, not only that it timed out
+    assert "did not report sha256" in run.out and f"sha256 {old_sha[:12]}" in run.out
     after = fleet.digest()
     for key, sha in before.items():
         if "/staging/" in key or "/logs/" in key:

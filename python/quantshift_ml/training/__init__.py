@@ -1,6 +1,7 @@
-"""Training and leakage-free evaluation of the regime classifier."""
+"""Training and leakage-free evaluation of the regime classifier.
 
-from quantshift_ml.training.config import TrainConfig
-from quantshift_ml.training.pipeline import TrainResult, prepare_dataset, train_candidate
-
-__all__ = ["TrainConfig", "TrainResult", "prepare_dataset", "train_candidate"]
+Import from the submodules (``training.config``, ``training.pipeline``...): this
+package file stays empty on purpose, so that reading a ``TrainConfig`` (the CLI
+parser, the service, the monitor) does not import scikit-learn's model
+selection and the whole training pipeline.
+"""
