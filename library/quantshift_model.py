@@ -47,6 +47,15 @@ options:
   artifact:
     description: Candidate pickle on the host for O(state=promoted) (metadata beside it).
     type: path
+  archive:
+    description:
+      - Instead of O(artifact), a release archive on the host for O(state=promoted) (an
+        uncompressed tar of C(regime_classifier_VERSION.pkl), C(.json) and C(.onnx), as the
+        rollout ships it, so one transfer per host instead of three).
+      - Its members must be exactly those files; they are unpacked into C(models/staging/)
+        all or nothing, the archive is deleted, and the pickle is promoted after the usual
+        sha256 checks. In check mode the archive is only read.
+    type: path
   to:
     description: C(latest), C(active) (only for O(state=evaluated)) or a backup version.
     type: str
@@ -124,6 +133,12 @@ EXAMPLES = r"""
   vars:
     ansible_python_interpreter: /opt/quantshift/venv/bin/python
 
+- name: Promote a release archive copied to the host
+  quantshift_model:
+    state: promoted
+    archive: /opt/quantshift/models/staging/release-20261124-020000.tar
+    prune: false
+
 - name: Check the host runs the candidate and its service serves it
   quantshift_model:
     state: verified
@@ -193,6 +208,7 @@ try:
     from quantshift_ml.store import ModelStore
     from quantshift_ml.store import lease as leases
     from quantshift_ml.store.files import sha256_file
+    from quantshift_ml.store.release import release_metadata, unpack_release
 except ImportError:
     HAS_QUANTSHIFT = False
     IMPORT_ERROR = traceback.format_exc()
@@ -266,8 +282,17 @@ def run(module, store):
 
     before = store.active()
     if state == "promoted":
+        if p["archive"]:
+            if module.check_mode:
+                meta = release_metadata(Path(p["archive"]))
+                after = {"version": meta.get("version"), "sha256": meta.get("sha256")}
+                changed = before is None or before.sha256 != after["sha256"]
+                return {"changed": changed, "previous": _brief(before),
+                        "current": after if changed else _brief(before),
+                        "diff": _diff(_brief(before), after if changed else _brief(before))}
+            p["artifact"] = str(unpack_release(Path(p["archive"]), store.layout.staging))
         if not p["artifact"]:
-            module.fail_json(msg="state=promoted needs artifact")
+            module.fail_json(msg="state=promoted needs artifact or archive")
         target = store.verify(Path(p["artifact"]))
     else:  # rolled_back
         target = store.verify(store.resolve_backup(p["to"]).pkl)
@@ -298,6 +323,7 @@ def main():
             prune=dict(type="bool", default=True),
             discard_backup=dict(type="bool", default=False),
             artifact=dict(type="path"),
+            archive=dict(type="path"),
             to=dict(type="str", default="latest"),
             expect_sha256=dict(type="str"),
             service_url=dict(type="str", default=""),
@@ -311,8 +337,10 @@ def main():
             lease_takeover=dict(type="str"),
             lease_details=dict(type="dict", default={}),
         ),
-        required_if=[("state", "promoted", ("artifact",)), ("state", "locked", ("owner",)),
+        required_if=[("state", "promoted", ("artifact", "archive"), True),
+                     ("state", "locked", ("owner",)),
                      ("state", "restored", ("to",))],
+        mutually_exclusive=[("artifact", "archive")],
         supports_check_mode=True,
     )
     if not HAS_QUANTSHIFT:

@@ -32,6 +32,7 @@ from quantshift_ml.monitor import (
     write_outputs,
 )
 from quantshift_ml.store import ModelStore, default_root
+from quantshift_ml.store.release import unpack_release
 from quantshift_ml.training.config import TrainConfig
 
 log = logging.getLogger("quantshift_ml")
@@ -91,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("promote", help="make a staged candidate active")
     _common(p)
-    p.add_argument("artifact", type=Path, help="candidate .pkl (metadata beside it)")
+    p.add_argument("artifact", type=Path,
+                   help="candidate .pkl (metadata beside it) or a release .tar, unpacked "
+                        "into the store's staging first")
     p.add_argument("--keep-backups", type=int, default=3)
 
     p = sub.add_parser("rollback", help="make a backup active again (verified first)")
@@ -210,7 +213,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         return run_walkforward(src.load(), _train_config(a), _gate(a), start=a.start,
                                origin=src.name)
     if cmd == "promote":
-        return ModelStore(root, keep_backups=a.keep_backups).promote(a.artifact)
+        store = ModelStore(root, keep_backups=a.keep_backups)
+        artifact = (unpack_release(a.artifact, store.layout.staging)
+                    if a.artifact.suffix == ".tar" else a.artifact)
+        return store.promote(artifact)
     if cmd == "rollback":
         return ModelStore(root, keep_backups=a.keep_backups).rollback(a.to)
     # Only the commands below train or score: ``serve`` and ``monitor`` start on
