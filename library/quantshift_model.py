@@ -62,10 +62,13 @@ options:
     default: latest
   prune:
     description:
-      - With O(state=promoted), prune old backups right away. A fleet rollout sets it false
-        and prunes with O(state=pruned) once the host is healthy, so a restore loses nothing.
+      - With O(state=promoted), prune old backups right away (default V(true)). A fleet
+        rollout sets it false and prunes once the host is healthy, so a restore loses
+        nothing.
+      - With O(state=verified), prune only when set to V(true), and only after every check
+        passed (the store, and the service when O(service_url) is set); the default is
+        V(false) there, as a check changes nothing.
     type: bool
-    default: true
   discard_backup:
     description: With O(state=restored), remove the backup O(to) once it is active again.
     type: bool
@@ -139,12 +142,13 @@ EXAMPLES = r"""
     archive: /opt/quantshift/models/staging/release-20261124-020000.tar
     prune: false
 
-- name: Check the host runs the candidate and its service serves it
+- name: Check the host runs the candidate and its service serves it, then prune backups
   quantshift_model:
     state: verified
     expect_sha256: "{{ candidate.sha256 }}"
     service_url: http://127.0.0.1:8787
     service_timeout: 60
+    prune: true
 
 - name: Roll back to a named backup
   quantshift_model:
@@ -168,7 +172,7 @@ current:
   type: dict
 pruned:
   description: Backup versions removed.
-  returned: for promoted, rolled_back, pruned
+  returned: for promoted, rolled_back, pruned, verified with O(prune=true)
   type: list
   elements: str
 evaluation:
@@ -254,6 +258,9 @@ def run(module, store):
 
             result["health"] = wait_for_sha(p["service_url"], p["expect_sha256"],
                                             timeout=p["service_timeout"])
+        if p["prune"] and not module.check_mode:
+            result["pruned"] = store.prune()
+            result["changed"] = bool(result["pruned"])
         return result
     if state == "evaluated":
         from quantshift_ml import operations
@@ -302,7 +309,7 @@ def run(module, store):
         return {"changed": would_change, "previous": _brief(before), "current": _brief(after),
                 "diff": _diff(_brief(before), _brief(after))}
     if state == "promoted":
-        res = store.promote(Path(p["artifact"]), prune=p["prune"])
+        res = store.promote(Path(p["artifact"]), prune=p["prune"] is not False)
     else:
         res = store.rollback(p["to"])
     res["diff"] = _diff(res["previous"], res["current"])
@@ -320,7 +327,7 @@ def main():
             state=dict(type="str", required=True,
                        choices=["promoted", "rolled_back", "restored", "verified", "evaluated",
                                 "pruned", "locked", "unlocked"]),
-            prune=dict(type="bool", default=True),
+            prune=dict(type="bool"),
             discard_backup=dict(type="bool", default=False),
             artifact=dict(type="path"),
             archive=dict(type="path"),

@@ -54,6 +54,21 @@ def test_second_retrain_makes_a_new_version_and_keeps_a_backup(fleet: Fleet) -> 
         assert backup.exists()
 
 
+def test_rollout_prunes_backups_beyond_keep_only_once_the_host_is_verified(fleet: Fleet) -> None:
+    backups = sorted((fleet.root("primary") / "models/backups").glob("*.json"))
+    oldest = json.loads(backups[0].read_text())
+    previous = fleet.meta("primary")
+    run = fleet.play("retrain.yml", "-e", "quantshift_backups_keep=1")
+    assert run.rc == 0, run.out
+    for h in HOSTS:
+        kept = sorted(p.name for p in (fleet.root(h) / "models/backups").iterdir()
+                      if p.name.startswith("regime_classifier_"))
+        stem = f"regime_classifier_{previous['version']}"
+        assert [k for k in kept if k.endswith((".pkl", ".json"))] == [f"{stem}.json", f"{stem}.pkl"]
+        assert not any(oldest["version"] in k for k in kept)
+    assert "Verify the host serves the release, then prune its old backups" in run.out
+
+
 def test_rollback_puts_both_hosts_back_on_the_previous_sha(fleet: Fleet) -> None:
     current = fleet.meta("primary")
     backups = sorted((fleet.root("primary") / "models/backups").glob("*.json"))
