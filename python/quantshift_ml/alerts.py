@@ -30,7 +30,7 @@ from quantshift_ml.store.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-KINDS = ("train-success", "train-failure", "gate-refused", "monitor")
+KINDS = ("train-success", "train-failure", "gate-refused", "rollback-refused", "monitor")
 DEFAULT_QUIET_HOURS = 12.0
 
 

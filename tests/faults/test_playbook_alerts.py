@@ -1,0 +1,91 @@
+"""Alerts from the playbooks, end to end: a refusal reaches a real webhook, not its secret.
+
+Each host's ROOT/etc/alerts.env is written the way role quantshift_cron writes it
+(the role itself is applied for real in test_secrets.py); the playbooks then run
+with quantshift_alerts_enabled=true, and `playbooks/tasks/alert.yml` calls
+`quantshift-ml notify` on the primary, which posts to a Slack-style webhook
+served on loopback by this test. The webhook's path is the secret.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from .conftest import HOSTS, Fleet
+
+TOKEN = "T0KEN-5ecret-77"
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[list[tuple[str, dict]], str]]:
+    received: list[tuple[str, dict]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield received, f"http://127.0.0.1:{server.server_address[1]}/services/{TOKEN}"
+    finally:
+        server.shutdown()
+
+
+def _configure(fleet: Fleet, url: str) -> None:
+    for h in HOSTS:
+        env = fleet.root(h) / "etc/alerts.env"
+        env.parent.mkdir(parents=True, exist_ok=True)
+        env.write_text(f"SLACK_WEBHOOK_URL={url}\nALERT_QUIET_HOURS=12\n")
+        env.chmod(0o600)
+
+
+def test_refused_gate_posts_one_alert_with_the_numbers(fleet: Fleet, hook) -> None:
+    received, url = hook
+    _configure(fleet, url)
+    before = fleet.digest()
+    run = fleet.play("retrain.yml", "-v", "-e", "quantshift_min_accuracy=0.99",
+                     "-e", "quantshift_alerts_enabled=true")
+    assert run.rc != 0 and "Retrain stopped" in run.out
+    assert fleet.digest() == before
+    assert len(received) == 1, (received, run.out)
+    path, body = received[0]
+    assert path == f"/services/{TOKEN}"
+    assert body["text"].startswith("*QuantShift retrain failed on primary*\n[gate-refused] ")
+    assert "Deployment refused" in body["text"] and "floor 0.99" in body["text"], body
+    assert TOKEN not in run.out
+
+
+def test_refused_rollback_posts_an_alert_and_changes_no_host(fleet: Fleet, hook) -> None:
+    received, url = hook
+    _configure(fleet, url)
+    before = fleet.digest()
+    run = fleet.play("rollback.yml", "-v", "-e", "quantshift_min_accuracy=0.99",
+                     "-e", "quantshift_alerts_enabled=true")
+    assert run.rc != 0 and "Rollback refused" in run.out
+    assert fleet.digest() == before
+    assert len(received) == 1, (received, run.out)
+    text = received[0][1]["text"]
+    assert text.startswith("*QuantShift rollback refused on primary*\n[rollback-refused] "), text
+    assert "below the floor 0.99" in text and "no host was changed" in text, text
+    assert TOKEN not in run.out
+
+
+def test_alerts_disabled_posts_nothing(fleet: Fleet, hook) -> None:
+    """inventory/local's default: the alert task is skipped, the webhook is never called."""
+    received, url = hook
+    _configure(fleet, url)
+    run = fleet.play("retrain.yml", "-e", "quantshift_min_accuracy=0.99")
+    assert run.rc != 0
+    assert received == []
