@@ -48,6 +48,21 @@ def test_four_promotions_keep_three_backups(tmp_path: Path) -> None:
     assert "Test Accuracy: 0." in log and "CV Accuracy: 0." in log and "Features: " in log
 
 
+def test_training_keeps_the_last_ten_training_logs_and_nothing_else_is_pruned(
+        tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old = [logs / f"model-training-2010{m:02d}01-020000.log" for m in range(1, 12)]
+    others = [logs / "model-monitoring-20100101.log", logs / "cron-monitor.log"]
+    for f in old + others:
+        f.write_text("Test Accuracy: 0.900\n")
+    out = _train(tmp_path, "2018-12-31", gate=None)
+    kept = sorted(p.name for p in logs.glob("model-training-*.log"))
+    # 11 old + the new one = 12: the two oldest go, the newest ten stay
+    assert kept == sorted([f.name for f in old[2:]] + [f"model-training-{out['version']}.log"])
+    assert all(f.exists() for f in others)
+
+
 def test_promoting_the_active_model_is_a_no_op(tmp_path: Path) -> None:
     _train(tmp_path, "2018-12-31")
     store = ModelStore(tmp_path)

@@ -50,6 +50,18 @@ def test_hostnames_distinct() -> None:
     assert len(names) == len(testinfra_hosts)
 
 
+def test_addresses_distinct_and_each_host_owns_its_own() -> None:
+    """Each host has its own IPv4 address on its own interface (one netns each)."""
+    owned = {}
+    for spec in _host_specs():
+        h = testinfra.get_host(spec)
+        out = h.check_output("ip -4 -o addr show scope global")
+        owned[spec] = {line.split()[3].split("/")[0] for line in out.splitlines()}
+        assert owned[spec], f"{spec} has no global IPv4 address"
+    addresses = [a for s in owned.values() for a in s]
+    assert len(addresses) == len(set(addresses)), owned
+
+
 def _host_specs() -> list[str]:
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     return [f"ansible://{name}?ansible_inventory={inventory}" for name in testinfra_hosts]
