@@ -51,6 +51,23 @@ options:
     type: str
     choices: [rules, forward]
     default: rules
+  gap:
+    description: Embargo in bars between the training rows and the holdout (raised to the label horizon).
+    type: int
+    default: 21
+  stress_memory:
+    description: Keep earlier Crisis and High Vol rows from before the window in the training set.
+    type: bool
+    default: true
+  model:
+    description:
+      - Random Forest parameters that override the defaults (docs/model.md), checked before
+        any data is loaded; an unknown key or a bad value fails with the allowed ones.
+      - Keys C(n_estimators), C(max_depth) (an integer or V(none)), C(max_features) (a
+        fraction in (0, 1], a count, V(sqrt), V(log2) or V(none)), C(min_samples_leaf),
+        C(class_weight) (V(none), V(balanced), V(balanced_subsample)), C(random_state).
+    type: dict
+    default: {}
   gate_metric:
     description: Metric the gate compares.
     type: str
@@ -102,6 +119,14 @@ EXAMPLES = r"""
     min_accuracy: 0.75
   vars:
     ansible_python_interpreter: /opt/quantshift/venv/bin/python
+  register: candidate
+
+- name: Train with other Random Forest parameters (unknown keys are refused)
+  quantshift_train:
+    root: /opt/quantshift
+    model:
+      n_estimators: 200
+      max_features: sqrt
   register: candidate
 
 - name: Refuse to deploy a model below the floor
@@ -180,7 +205,7 @@ try:
     from quantshift_ml.data.sources import make_source
     from quantshift_ml.errors import QuantshiftError
     from quantshift_ml.gate import GateConfig
-    from quantshift_ml.training.config import TrainConfig
+    from quantshift_ml.training.config import TrainConfig, model_params
 except ImportError:
     HAS_QUANTSHIFT = False
     IMPORT_ERROR = traceback.format_exc()
@@ -199,6 +224,9 @@ def main():
             years=dict(type="float", default=2.0),
             as_of=dict(type="str"),
             labeler=dict(type="str", default="rules", choices=["rules", "forward"]),
+            gap=dict(type="int", default=21),
+            stress_memory=dict(type="bool", default=True),
+            model=dict(type="dict", default={}),
             gate_metric=dict(type="str", default="test_accuracy",
                              choices=["test_accuracy", "balanced_accuracy"]),
             min_accuracy=dict(type="float", default=0.75),
@@ -224,7 +252,9 @@ def main():
         result = operations.train(
             source,
             root=root,
-            config=TrainConfig(years=p["years"], labeler=p["labeler"]),
+            config=TrainConfig(years=p["years"], labeler=p["labeler"], gap=p["gap"],
+                               stress_memory=p["stress_memory"],
+                               model=model_params(p["model"])),
             gate=GateConfig(metric=p["gate_metric"], floor=p["min_accuracy"],
                             max_regression=p["max_regression"],
                             beat_baseline=None if p["beat_baseline"] == "none"

@@ -33,7 +33,7 @@ from quantshift_ml.monitor import (
 )
 from quantshift_ml.store import ModelStore, default_root
 from quantshift_ml.store.release import unpack_release
-from quantshift_ml.training.config import TrainConfig
+from quantshift_ml.training.config import TrainConfig, model_params
 
 log = logging.getLogger("quantshift_ml")
 
@@ -74,6 +74,16 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
                    default="test_accuracy")
     p.add_argument("--beat-baseline", choices=["majority", "persistence", "rule", "none"],
                    default="majority", help="baseline the candidate must beat on the holdout")
+    forest = p.add_argument_group("Random Forest (defaults in docs/model.md)")
+    forest.add_argument("--n-estimators", metavar="N", help="trees (default 100)")
+    forest.add_argument("--max-depth", metavar="N|none", help="tree depth (default 10)")
+    forest.add_argument("--max-features", metavar="F",
+                        help="features tried per split: fraction in (0, 1], count, sqrt, log2 "
+                             "or none (default 0.5)")
+    forest.add_argument("--min-samples-leaf", metavar="N", help="default 1")
+    forest.add_argument("--class-weight", metavar="W",
+                        help="none, balanced or balanced_subsample (default none)")
+    forest.add_argument("--seed", metavar="N", help="random_state (default 42)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,12 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
-    if a.years <= 0:
-        raise UsageError(f"--years must be positive, got {a.years}")
-    if a.gap < 0:
-        raise UsageError(f"--gap must be >= 0, got {a.gap}")
+    given = {"n_estimators": a.n_estimators, "max_depth": a.max_depth,
+             "max_features": a.max_features, "min_samples_leaf": a.min_samples_leaf,
+             "class_weight": a.class_weight, "random_state": a.seed}
     return TrainConfig(years=a.years, labeler=a.labeler, gap=a.gap,
-                       stress_memory=not a.no_stress_memory)
+                       stress_memory=not a.no_stress_memory,
+                       model=model_params({k: v for k, v in given.items() if v is not None}))
 
 
 def _gate(a: argparse.Namespace) -> GateConfig:

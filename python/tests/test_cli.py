@@ -79,3 +79,37 @@ def test_check_mode_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture
     code, res = _run(capsys, "train", "--root", str(tmp_path / "r"), "--check", "--json")
     assert code == 0 and res["check_mode"] and "would" in res
     assert not (tmp_path / "r").exists()
+
+
+def test_forest_options_reach_the_model_and_its_metadata(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    code, res = _run(capsys, "train", "--root", str(tmp_path), "--promote", "--json",
+                     "--n-estimators", "20", "--max-depth", "none", "--max-features", "sqrt",
+                     "--seed", "7")
+    assert code == 0, res
+    meta = json.loads((tmp_path / "models/regime_classifier.json").read_text())
+    assert meta["params"]["model"] == {
+        "n_estimators": 20, "max_depth": None, "max_features": "sqrt", "min_samples_leaf": 1,
+        "class_weight": None, "random_state": 7, "n_jobs": 1}
+    import joblib
+
+    forest = joblib.load(tmp_path / "models/regime_classifier.pkl")["model"]
+    assert (len(forest.estimators_), forest.max_depth, forest.max_features,
+            forest.random_state) == (20, None, "sqrt", 7)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-features", "1.5"], "max_features must be a fraction in (0, 1]"),
+    (["--max-features", "half"], "max_features must be"),
+    (["--n-estimators", "0"], "n_estimators must be a positive integer"),
+    (["--max-depth", "2.5"], "max_depth must be a positive integer or none"),
+    (["--class-weight", "heavy"], "class_weight must be none, balanced or balanced_subsample"),
+    (["--gap", "-1"], "gap must be >= 0"),
+])
+def test_bad_forest_options_exit_2_before_training(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   args: list[str], message: str) -> None:
+    code, res = _run(capsys, "train", "--root", str(tmp_path / "r"), "--promote", "--json", *args)
+    assert code == 2 and res["error_type"] == "UsageError" and message in res["error"], res
+    assert not (tmp_path / "r" / "models").exists()

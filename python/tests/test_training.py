@@ -92,3 +92,23 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     assert "2018-02..2018-03" in rep["stress_periods"]
     assert 0.0 <= rep["gate_pass_rate"] <= 1.0
     json.dumps(rep)
+
+
+def test_model_params_checks_every_key_and_keeps_the_defaults() -> None:
+    from quantshift_ml.errors import UsageError
+    from quantshift_ml.training.config import ModelParams, model_params
+
+    assert model_params({}) == ModelParams()
+    assert model_params({"max_features": 1}).max_features == 1  # one feature, not all
+    assert model_params({"max_features": 1.0}).max_features == 1.0  # every feature
+    assert model_params({"max_features": "none", "max_depth": None}).max_depth is None
+    assert model_params({"n_estimators": "300", "class_weight": "balanced"}) == ModelParams(
+        n_estimators=300, class_weight="balanced")
+    with pytest.raises(UsageError, match="unknown Random Forest parameter 'max_featurs'"):
+        model_params({"max_featurs": 0.5})
+    with pytest.raises(UsageError, match="allowed: n_estimators, max_depth, max_features"):
+        model_params({"n_jobs": 4})  # one core per training is the design, not a knob
+    for bad in ({"n_estimators": True}, {"n_estimators": 1.5}, {"min_samples_leaf": 0},
+                {"max_features": 0}, {"max_features": -0.2}, {"random_state": "x"}):
+        with pytest.raises(UsageError):
+            model_params(bad)

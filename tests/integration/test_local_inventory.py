@@ -216,3 +216,26 @@ def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
     assert "Verify, load and score the backup on fresh data" in run.out
     after = {h: fleet.meta(h)["sha256"] for h in HOSTS}
     assert after["primary"] == after["standby"] != before
+
+
+def test_retrain_takes_forest_overrides_and_refuses_a_typo_before_training(fleet: Fleet) -> None:
+    run = fleet.play("retrain.yml", "-e",
+                     '{"quantshift_model_params": {"n_estimators": 150, "random_state": 3}}')
+    assert run.rc == 0, run.out
+    for h in HOSTS:
+        model = fleet.meta(h)["params"]["model"]
+        assert (model["n_estimators"], model["random_state"], model["max_features"]) == (
+            150, 3, 0.5)
+    # a weaker forest is refused by the gate against the production model, not deployed
+    def models() -> dict[str, str]:  # a refused training still writes its log
+        return {k: v for k, v in fleet.digest().items() if "/models/" in k}
+
+    before = models()
+    run = fleet.play("retrain.yml", "-e",
+                     '{"quantshift_model_params": {"n_estimators": 30, "max_features": "sqrt"}}')
+    assert run.rc != 0 and "gate REFUSED" in run.out and "incumbent 0.9" in run.out, run.out
+    assert models() == before
+    run = fleet.play("retrain.yml", "-e", '{"quantshift_model_params": {"max_featurs": 0.5}}')
+    assert run.rc != 0
+    assert "unknown Random Forest parameter 'max_featurs'" in run.out, run.out
+    assert models() == before

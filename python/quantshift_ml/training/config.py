@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from quantshift_ml.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,86 @@ class ModelParams:
     n_jobs: int = 1
 
 
+CLASS_WEIGHTS = ("balanced", "balanced_subsample")
+MAX_FEATURES_NAMES = ("sqrt", "log2")
+
+
+def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        if allow_none:
+            return None
+        raise UsageError(f"{name} must be a positive integer, not none")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a positive integer{' or none' if allow_none else ''}, "
+                         f"not {value!r}") from None
+    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+        raise UsageError(f"{name} must be a positive integer{' or none' if allow_none else ''}, "
+                         f"not {value!r}")
+    return number
+
+
+def _max_features(value: Any) -> float | int | str | None:
+    """A fraction in (0, 1], a feature count >= 1, sqrt, log2 or none (every feature)."""
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return None
+    if isinstance(value, str) and value in MAX_FEATURES_NAMES:
+        return value
+    hint = ("max_features must be a fraction in (0, 1], a number of features >= 1, "
+            f"sqrt, log2 or none, not {value!r}")
+    if isinstance(value, bool):
+        raise UsageError(hint)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(hint) from None
+    text = str(value).strip()
+    if isinstance(value, int) or (isinstance(value, str) and text.isdigit()):
+        if number >= 1:
+            return int(number)
+        raise UsageError(hint)
+    if 0.0 < number <= 1.0:
+        return number
+    raise UsageError(hint)
+
+
+def model_params(overrides: Mapping[str, Any] | None = None,
+                 base: ModelParams | None = None) -> ModelParams:
+    """ModelParams from user input (CLI strings, playbook YAML), checked key by key.
+
+    Why not hand the mapping to scikit-learn as is: its errors come at fit time,
+    after the data was loaded, and name its own parameters; an operator's typo
+    (``max_featurs``) would even be passed through silently by a ``**kwargs``.
+    """
+    base = base or ModelParams()
+    allowed = [f.name for f in fields(ModelParams) if f.name != "n_jobs"]
+    values: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if key not in allowed:
+            raise UsageError(f"unknown Random Forest parameter {key!r}; "
+                             f"allowed: {', '.join(allowed)}")
+        if value is None and key in ("n_estimators", "min_samples_leaf", "random_state"):
+            continue  # unset: keep the default
+        if key in ("n_estimators", "min_samples_leaf"):
+            values[key] = _positive_int(key, value)
+        elif key == "max_depth":
+            values[key] = _positive_int(key, value, allow_none=True)
+        elif key == "max_features":
+            values[key] = _max_features(value)
+        elif key == "class_weight":
+            if value is not None and str(value).lower() != "none" and value not in CLASS_WEIGHTS:
+                raise UsageError(f"class_weight must be none, {' or '.join(CLASS_WEIGHTS)}, "
+                                 f"not {value!r}")
+            values[key] = None if value is None or str(value).lower() == "none" else value
+        elif key == "random_state":
+            try:
+                values[key] = int(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"random_state must be an integer, not {value!r}") from None
+    return replace(base, **values)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run, recorded in the model metadata.
@@ -46,6 +129,12 @@ class TrainConfig:
     stress_memory: bool = True
     stress_classes: tuple[str, ...] = ("Crisis", "High Vol")
     model: ModelParams = field(default_factory=ModelParams)
+
+    def __post_init__(self) -> None:
+        if not self.years > 0:
+            raise UsageError(f"years must be positive, got {self.years}")
+        if self.gap < 0:
+            raise UsageError(f"gap must be >= 0 bars, got {self.gap}")
 
     def effective_gap(self, horizon: int) -> int:
         """The embargo actually used: never shorter than the label horizon."""
