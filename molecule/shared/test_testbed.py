@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,43 @@ def test_up_ssh_down_leaves_nothing(tmp_path: Path) -> None:
     assert not (state / "hosts" / NAME).exists()
     assert not Path(f"/run/netns/qs-{NAME}").exists()
     assert not Path(f"/sys/class/net/qs-h{INDEX}").exists()
+
+
+def test_a_failed_or_killed_boot_leaves_nothing_the_next_up_cannot_clear(tmp_path: Path) -> None:
+    """A boot that fails cleans up after itself; one killed mid-boot is cleared by the next up.
+
+    Why: a Molecule run killed by CI's timeout (or an operator's ^C) must not
+    leave a namespace, veth, overlay or container that blocks the next run.
+    """
+    state = tmp_path / "state"
+    scoped = ("check-clean", "--host", NAME, "--index", str(INDEX))
+    try:
+        # 1. A boot that cannot be ready in time: up fails and removes what it made.
+        failed = run_testbed(state, "up", NAME, str(INDEX), "--timeout", "0.01", check=False)
+        assert failed.returncode != 0 and f"up {NAME} failed" in failed.stderr, failed.stderr
+        clean = run_testbed(state, *scoped, check=False)
+        assert clean.returncode == 0, clean.stdout
+        assert not (state / "hosts" / NAME).exists()
+
+        # 2. The same failure kept for inspection, then its nspawn killed like a
+        #    crashed run: namespace, link and host dir stay behind...
+        kept = run_testbed(state, "up", NAME, str(INDEX), "--timeout", "0.01",
+                           "--keep-on-failure", check=False)
+        assert kept.returncode != 0 and "leaving" in kept.stderr, kept.stderr
+        pid = json.loads((state / "hosts" / NAME / "host.json").read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        dirty = run_testbed(state, *scoped, check=False)
+        assert dirty.returncode == 1 and f"namespace: qs-{NAME}" in dirty.stdout, dirty.stdout
+
+        # 3. ...and the next up clears them and boots a working host.
+        up = run_testbed(state, "up", NAME, str(INDEX))
+        assert "cleaning up leftovers" in up.stderr, up.stderr
+        config = json.loads(up.stdout)
+        assert ssh(config, state, "hostname") == NAME
+    finally:
+        run_testbed(state, "down", NAME)
+    clean = run_testbed(state, *scoped, check=False)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
 def test_refuses_bad_arguments(tmp_path: Path) -> None:
