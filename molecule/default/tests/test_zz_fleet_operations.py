@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 import testinfra
@@ -26,17 +28,30 @@ def _host(name: str):
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 
 
-def _play(playbook: str, *extra: str, env_extra: dict[str, str] | None = None
-          ) -> subprocess.CompletedProcess[str]:
+def _command(playbook: str, *extra: str, env_extra: dict[str, str] | None = None
+             ) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, **(env_extra or {})}
     cfg = EPHEMERAL / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
     env.update({"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     ansible = Path(sys.executable).parent / "ansible-playbook"
-    return subprocess.run(
-        [str(ansible), "-i", str(INVENTORY.parent), str(PROJECT / "playbooks" / playbook), *extra],
-        env=env, capture_output=True, text=True, timeout=900, check=False)
+    argv = [str(ansible), "-i", str(INVENTORY.parent), str(PROJECT / "playbooks" / playbook),
+            *extra]
+    return argv, env
+
+
+def _play(playbook: str, *extra: str, env_extra: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    argv, env = _command(playbook, *extra, env_extra=env_extra)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def _popen(playbook: str, out: IO[str], *extra: str, env_extra: dict[str, str] | None = None
+           ) -> subprocess.Popen[str]:
+    """A playbook run in the background, its output (flushed per line) into out."""
+    argv, env = _command(playbook, *extra, env_extra=env_extra)
+    return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def _state() -> dict[str, dict[str, str]]:
@@ -117,24 +132,37 @@ def test_broken_candidate_is_rolled_back_on_standby_and_never_reaches_primary() 
         assert health["sha256"] == current["sha256"]
 
 
-def test_standby_unreachable_mid_rollout_then_rerun_converges() -> None:
-    """Cut the standby's link after provisioning: the candidate is trained on the
-    primary, the standby cannot be reached, the rollout stops before the primary;
-    after the link is back, a re-run takes over the dead run's lease and
-    converges both hosts on one version."""
+def test_standby_unreachable_mid_rollout_then_rerun_converges(tmp_path: Path) -> None:
+    """Cut the standby's link during the play, once the candidate is trained on the
+    primary and before the rollout reaches the standby: the standby cannot be
+    reached, the rollout stops before the primary; after the link is back, a
+    re-run takes over the dead run's lease and converges both hosts on one version."""
     before = _state()
     # no shared ssh master (one opened by an earlier play would hang on the dead link)
     # and short timeouts; the first value of an ssh option wins, so replace ssh_args
     no_master = {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPath=none "
                                      "-o ConnectTimeout=5 -o ServerAliveInterval=5 "
                                      "-o ServerAliveCountMax=2"}
-    subprocess.run(["ip", "link", "set", "qs-h2", "down"], check=True)
-    try:
-        run = _play("retrain.yml", env_extra=no_master)
-    finally:
-        subprocess.run(["ip", "link", "set", "qs-h2", "up"], check=True)
-    assert run.returncode != 0
-    assert "UNREACHABLE" in run.stdout + run.stderr
+    log = tmp_path / "retrain.log"
+    with log.open("w") as out:
+        proc = _popen("retrain.yml", out, env_extra=no_master)
+        try:
+            # the primary has trained and gated: the standby is not touched yet
+            deadline = time.monotonic() + 600
+            while "TASK [Gate the candidate]" not in log.read_text():
+                assert proc.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, "training did not finish"
+                time.sleep(0.2)
+            subprocess.run(["ip", "link", "set", "qs-h2", "down"], check=True)
+            proc.wait(timeout=600)
+        finally:
+            subprocess.run(["ip", "link", "set", "qs-h2", "up"], check=True)
+            if proc.poll() is None:
+                proc.kill()
+    output = log.read_text()
+    assert proc.returncode != 0
+    assert "UNREACHABLE" in output, output[-4000:]
+    assert "changed: [primary]" in output  # the play was under way when the link went
     assert _state()["primary"] == before["primary"]  # never touched
     assert _state()["standby"] == before["standby"]
     rerun = _play("retrain.yml")
