@@ -212,7 +212,6 @@ try:
     from quantshift_ml.store import ModelStore
     from quantshift_ml.store import lease as leases
     from quantshift_ml.store.files import sha256_file
-    from quantshift_ml.store.release import release_metadata, unpack_release
 except ImportError:
     HAS_QUANTSHIFT = False
     IMPORT_ERROR = traceback.format_exc()
@@ -229,6 +228,14 @@ def _diff(before, after):
     fmt = lambda a: "none\n" if a is None else "%s %s\n" % (a["version"], a["sha256"])
     return {"before": fmt(before), "after": fmt(after),
             "before_header": "active model", "after_header": "active model"}
+
+
+def _would(before, target):
+    """Check-mode answer of a promotion or rollback: what would be active after it."""
+    changed = before is None or before["sha256"] != target["sha256"]
+    after = target if changed else before
+    return {"changed": changed, "previous": before, "current": after,
+            "diff": _diff(before, after)}
 
 
 def run(module, store):
@@ -290,24 +297,20 @@ def run(module, store):
     before = store.active()
     if state == "promoted":
         if p["archive"]:
+            from quantshift_ml.store.release import release_metadata, unpack_release
+
             if module.check_mode:
                 meta = release_metadata(Path(p["archive"]))
-                after = {"version": meta.get("version"), "sha256": meta.get("sha256")}
-                changed = before is None or before.sha256 != after["sha256"]
-                return {"changed": changed, "previous": _brief(before),
-                        "current": after if changed else _brief(before),
-                        "diff": _diff(_brief(before), after if changed else _brief(before))}
+                return _would(_brief(before),
+                              {"version": meta.get("version"), "sha256": meta.get("sha256")})
             p["artifact"] = str(unpack_release(Path(p["archive"]), store.layout.staging))
         if not p["artifact"]:
             module.fail_json(msg="state=promoted needs artifact or archive")
         target = store.verify(Path(p["artifact"]))
     else:  # rolled_back
         target = store.verify(store.resolve_backup(p["to"]).pkl)
-    would_change = before is None or before.sha256 != target.sha256
-    if module.check_mode or not would_change:
-        after = target if would_change else before
-        return {"changed": would_change, "previous": _brief(before), "current": _brief(after),
-                "diff": _diff(_brief(before), _brief(after))}
+    if module.check_mode or (before is not None and before.sha256 == target.sha256):
+        return _would(_brief(before), _brief(target))
     if state == "promoted":
         res = store.promote(Path(p["artifact"]), prune=p["prune"] is not False)
     else:

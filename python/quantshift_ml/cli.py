@@ -32,7 +32,6 @@ from quantshift_ml.monitor import (
     write_outputs,
 )
 from quantshift_ml.store import ModelStore, default_root
-from quantshift_ml.store.release import unpack_release
 from quantshift_ml.training.config import TrainConfig, model_params
 
 log = logging.getLogger("quantshift_ml")
@@ -224,9 +223,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                                origin=src.name)
     if cmd == "promote":
         store = ModelStore(root, keep_backups=a.keep_backups)
-        artifact = (unpack_release(a.artifact, store.layout.staging)
-                    if a.artifact.suffix == ".tar" else a.artifact)
-        return store.promote(artifact)
+        if a.artifact.suffix != ".tar":
+            return store.promote(a.artifact)
+        from quantshift_ml.store.release import unpack_release
+
+        return store.promote(unpack_release(a.artifact, store.layout.staging))
     if cmd == "rollback":
         return ModelStore(root, keep_backups=a.keep_backups).rollback(a.to)
     # Only the commands below train or score: ``serve`` and ``monitor`` start on

@@ -18,6 +18,7 @@ import contextlib
 import json
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,19 @@ def _read(tf: tarfile.TarFile, member: tarfile.TarInfo, archive: Path) -> bytes:
     return data
 
 
-def _open(archive: Path) -> tarfile.TarFile:
+@contextlib.contextmanager
+def _opened(archive: Path) -> Iterator[tarfile.TarFile]:
+    """The archive open for reading; any tar error, at open or later, as IntegrityError."""
     try:
-        return tarfile.open(archive, "r:")
+        with tarfile.open(archive, "r:") as tf:
+            yield tf
     except tarfile.TarError as exc:
         raise IntegrityError(f"{archive}: not a readable release archive ({exc})") from exc
 
 
 def release_metadata(archive: Path) -> dict[str, Any]:
     """The metadata inside an archive, read without writing anything (check mode)."""
-    with _open(archive) as tf:
+    with _opened(archive) as tf:
         _, members = _members(tf, archive)
         try:
             meta = json.loads(_read(tf, members["json"], archive))
@@ -87,16 +91,12 @@ def unpack_release(archive: Path, staging: Path) -> Path:
     """
     written: list[Path] = []
     try:
-        with _open(archive) as tf:
+        with _opened(archive) as tf:
             version, members = _members(tf, archive)
             for member in members.values():
                 dest = staging / member.name
                 atomic_write_bytes(dest, _read(tf, member, archive))
                 written.append(dest)
-    except tarfile.TarError as exc:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise IntegrityError(f"{archive}: not a readable release archive ({exc})") from exc
     except BaseException:
         for path in written:
             with contextlib.suppress(OSError):

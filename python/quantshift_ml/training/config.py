@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -35,55 +36,46 @@ CLASS_WEIGHTS = ("balanced", "balanced_subsample")
 MAX_FEATURES_NAMES = ("sqrt", "log2")
 
 
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() == "none")
+
+
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        if allow_none:
-            return None
-        raise UsageError(f"{name} must be a positive integer, not none")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a positive integer{' or none' if allow_none else ''}, "
-                         f"not {value!r}") from None
-    if isinstance(value, bool) or number < 1 or str(number) != str(value).strip():
+    if allow_none and _is_none(value):
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or text != str(int(text)) or int(text) < 1:
         raise UsageError(f"{name} must be a positive integer{' or none' if allow_none else ''}, "
                          f"not {value!r}")
-    return number
+    return int(text)
 
 
 def _max_features(value: Any) -> float | int | str | None:
     """A fraction in (0, 1], a feature count >= 1, sqrt, log2 or none (every feature)."""
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
+    if _is_none(value):
         return None
-    if isinstance(value, str) and value in MAX_FEATURES_NAMES:
+    if value in MAX_FEATURES_NAMES:
         return value
-    hint = ("max_features must be a fraction in (0, 1], a number of features >= 1, "
-            f"sqrt, log2 or none, not {value!r}")
-    if isinstance(value, bool):
-        raise UsageError(hint)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(hint) from None
     text = str(value).strip()
-    if isinstance(value, int) or (isinstance(value, str) and text.isdigit()):
-        if number >= 1:
-            return int(number)
-        raise UsageError(hint)
-    if 0.0 < number <= 1.0:
-        return number
-    raise UsageError(hint)
+    if not isinstance(value, bool):
+        if isinstance(value, int) or text.isdigit():  # a count of features
+            if int(text) >= 1:
+                return int(text)
+        else:  # a fraction of them
+            with contextlib.suppress(ValueError):
+                if 0.0 < float(text) <= 1.0:
+                    return float(text)
+    raise UsageError("max_features must be a fraction in (0, 1], a number of features >= 1, "
+                     f"sqrt, log2 or none, not {value!r}")
 
 
-def model_params(overrides: Mapping[str, Any] | None = None,
-                 base: ModelParams | None = None) -> ModelParams:
+def model_params(overrides: Mapping[str, Any] | None = None) -> ModelParams:
     """ModelParams from user input (CLI strings, playbook YAML), checked key by key.
 
     Why not hand the mapping to scikit-learn as is: its errors come at fit time,
     after the data was loaded, and name its own parameters; an operator's typo
     (``max_featurs``) would even be passed through silently by a ``**kwargs``.
     """
-    base = base or ModelParams()
     allowed = [f.name for f in fields(ModelParams) if f.name != "n_jobs"]
     values: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
@@ -92,23 +84,21 @@ def model_params(overrides: Mapping[str, Any] | None = None,
                              f"allowed: {', '.join(allowed)}")
         if value is None and key in ("n_estimators", "min_samples_leaf", "random_state"):
             continue  # unset: keep the default
-        if key in ("n_estimators", "min_samples_leaf"):
-            values[key] = _positive_int(key, value)
-        elif key == "max_depth":
-            values[key] = _positive_int(key, value, allow_none=True)
+        if key in ("n_estimators", "min_samples_leaf", "max_depth"):
+            values[key] = _positive_int(key, value, allow_none=key == "max_depth")
         elif key == "max_features":
             values[key] = _max_features(value)
         elif key == "class_weight":
-            if value is not None and str(value).lower() != "none" and value not in CLASS_WEIGHTS:
+            if not _is_none(value) and value not in CLASS_WEIGHTS:
                 raise UsageError(f"class_weight must be none, {' or '.join(CLASS_WEIGHTS)}, "
                                  f"not {value!r}")
-            values[key] = None if value is None or str(value).lower() == "none" else value
+            values[key] = None if _is_none(value) else value
         elif key == "random_state":
             try:
                 values[key] = int(value)
             except (TypeError, ValueError):
                 raise UsageError(f"random_state must be an integer, not {value!r}") from None
-    return replace(base, **values)
+    return replace(ModelParams(), **values)
 
 
 @dataclass(frozen=True)
