@@ -102,6 +102,12 @@ options:
     description: Ticker for O(source=yfinance).
     type: str
     default: SPY
+  min_accuracy:
+    description:
+      - Floor of the evaluated model's gate metric for O(state=evaluated); RV(evaluation.meets_floor)
+        says whether it is met.
+      - Default the floor of the model's labeler (docs/model.md; V(0) for C(hmm), V(0.75) for C(rules)).
+    type: float
   owner:
     description: Lease owner id for O(state=locked) and O(state=unlocked).
     type: str
@@ -176,7 +182,9 @@ pruned:
   type: list
   elements: str
 evaluation:
-  description: Version, sha256, accuracy and balanced accuracy of the evaluated model on fresh data.
+  description:
+    - Version, sha256, accuracy and balanced accuracy of the evaluated model on fresh data.
+    - C(metric), C(value), C(floor) and C(meets_floor), the rollback decision against the floor.
   returned: for evaluated
   type: dict
 artifact:
@@ -276,7 +284,8 @@ def run(module, store):
         pkl = (store.layout.active_pkl if p["to"] == "active"
                else store.resolve_backup(p["to"]).pkl)
         source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=store.layout.root)
-        ev = operations.evaluate_artifact(pkl, source, root=store.layout.root)
+        ev = operations.evaluate_artifact(pkl, source, root=store.layout.root,
+                                          floor=p["min_accuracy"])
         files = [str(pkl), str(pkl.with_suffix(".json"))]
         if pkl.with_suffix(".onnx").exists():
             files.append(str(pkl.with_suffix(".onnx")))
@@ -342,6 +351,7 @@ def main():
             source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
             data=dict(type="path"),
             symbol=dict(type="str", default="SPY"),
+            min_accuracy=dict(type="float"),
             owner=dict(type="str"),
             lease_ttl=dict(type="int", default=7200),
             lease_takeover=dict(type="str"),

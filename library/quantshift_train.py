@@ -47,10 +47,13 @@ options:
     description: Last bar of the window (YYYY-MM-DD); default the newest bar.
     type: str
   labeler:
-    description: Labeler that defines the regimes (see docs/model.md).
+    description:
+      - Labeler that defines the regimes (see docs/model.md). V(hmm) learns the hindsight
+        volatility state of a regime HMM and rules the trend; V(rules) is the old same-day
+        rule; V(forward) the next 20 days' realized regime.
     type: str
-    choices: [rules, forward]
-    default: rules
+    choices: [hmm, rules, forward]
+    default: hmm
   gap:
     description: Embargo in bars between the training rows and the holdout (raised to the label horizon).
     type: int
@@ -59,6 +62,22 @@ options:
     description: Keep earlier Crisis and High Vol rows from before the window in the training set.
     type: bool
     default: true
+  memory:
+    description:
+      - Labeled rows from before the window that are trained on; V(auto) is V(all) for C(hmm)
+        and V(stress) otherwise (V(window) when O(stress_memory=false)).
+    type: str
+    choices: [auto, window, stress, all]
+    default: auto
+  estimator:
+    description: V(forest) (Random Forest) or V(ensemble) (soft vote of forest, boosting, logistic regression).
+    type: str
+    choices: [forest, ensemble]
+    default: forest
+  tune:
+    description: Search the forest's parameters by time-series CV inside the training rows (docs/model.md).
+    type: bool
+    default: false
   model:
     description:
       - Random Forest parameters that override the defaults (docs/model.md), checked before
@@ -69,23 +88,26 @@ options:
     type: dict
     default: {}
   gate_metric:
-    description: Metric the gate compares.
+    description: Metric the gate compares; default the labeler's (C(hmm) V(balanced_accuracy), C(rules) V(test_accuracy)).
     type: str
     choices: [test_accuracy, balanced_accuracy]
-    default: test_accuracy
   min_accuracy:
-    description: Absolute floor of O(gate_metric).
+    description: Absolute floor of O(gate_metric); default the labeler's (C(hmm) V(0), C(rules) V(0.75)).
     type: float
-    default: 0.75
   max_regression:
     description: Largest allowed drop of O(gate_metric) against the active model on the same holdout.
     type: float
     default: 0.05
   beat_baseline:
-    description: Baseline the candidate must beat on the same holdout (V(none) to skip).
+    description:
+      - Baseline the candidate must not trail on the same holdout by more than O(baseline_tolerance);
+        V(strongest) is the best of them; V(none) skips the check.
+      - Default the labeler's (C(hmm) V(strongest), C(rules) V(majority)).
     type: str
-    choices: [majority, persistence, rule, none]
-    default: majority
+    choices: [strongest, majority, persistence, rule, rv20_threshold, hmm_filter, hmm_filter_tuned, har_rv, none]
+  baseline_tolerance:
+    description: How far the candidate may trail that baseline; default the labeler's (C(hmm) V(0.05)).
+    type: float
   promote:
     description:
       - Also promote the candidate on this host when the gate passes (fails when it does not).
@@ -116,7 +138,6 @@ EXAMPLES = r"""
     root: /opt/quantshift
     source: yfinance
     symbol: SPY
-    min_accuracy: 0.75
   vars:
     ansible_python_interpreter: /opt/quantshift/venv/bin/python
   register: candidate
@@ -129,7 +150,14 @@ EXAMPLES = r"""
       max_features: sqrt
   register: candidate
 
-- name: Refuse to deploy a model below the floor
+- name: Train with the old same-day rule and its gate (test accuracy, floor 0.75)
+  quantshift_train:
+    root: /opt/quantshift
+    labeler: rules
+    min_accuracy: 0.75
+  register: candidate
+
+- name: Refuse to deploy a model the gate refused
   ansible.builtin.assert:
     that: candidate.gate.passed
     fail_msg: "{{ candidate.gate.summary }}"
@@ -204,7 +232,7 @@ try:
     from quantshift_ml import operations
     from quantshift_ml.data.sources import make_source
     from quantshift_ml.errors import QuantshiftError
-    from quantshift_ml.gate import GateConfig
+    from quantshift_ml.gate import gate_for
     from quantshift_ml.training.config import TrainConfig, model_params
 except ImportError:
     HAS_QUANTSHIFT = False
@@ -223,16 +251,20 @@ def main():
             symbol=dict(type="str", default="SPY"),
             years=dict(type="float", default=2.0),
             as_of=dict(type="str"),
-            labeler=dict(type="str", default="rules", choices=["rules", "forward"]),
+            labeler=dict(type="str", default="hmm", choices=["hmm", "rules", "forward"]),
             gap=dict(type="int", default=21),
             stress_memory=dict(type="bool", default=True),
+            memory=dict(type="str", default="auto", choices=["auto", "window", "stress", "all"]),
+            estimator=dict(type="str", default="forest", choices=["forest", "ensemble"]),
+            tune=dict(type="bool", default=False),
             model=dict(type="dict", default={}),
-            gate_metric=dict(type="str", default="test_accuracy",
-                             choices=["test_accuracy", "balanced_accuracy"]),
-            min_accuracy=dict(type="float", default=0.75),
+            gate_metric=dict(type="str", choices=["test_accuracy", "balanced_accuracy"]),
+            min_accuracy=dict(type="float"),
             max_regression=dict(type="float", default=0.05),
-            beat_baseline=dict(type="str", default="majority",
-                               choices=["majority", "persistence", "rule", "none"]),
+            beat_baseline=dict(type="str", choices=[
+                "strongest", "majority", "persistence", "rule", "rv20_threshold", "hmm_filter",
+                "hmm_filter_tuned", "har_rv", "none"]),
+            baseline_tolerance=dict(type="float"),
             promote=dict(type="bool", default=False),
             keep_backups=dict(type="int", default=3),
             keep_logs=dict(type="int", default=10),
@@ -253,12 +285,13 @@ def main():
             source,
             root=root,
             config=TrainConfig(years=p["years"], labeler=p["labeler"], gap=p["gap"],
-                               stress_memory=p["stress_memory"],
+                               stress_memory=p["stress_memory"], memory=p["memory"],
+                               estimator=p["estimator"], tune=p["tune"],
                                model=model_params(p["model"])),
-            gate=GateConfig(metric=p["gate_metric"], floor=p["min_accuracy"],
-                            max_regression=p["max_regression"],
-                            beat_baseline=None if p["beat_baseline"] == "none"
-                            else p["beat_baseline"]),
+            gate=gate_for(p["labeler"], {"metric": p["gate_metric"], "floor": p["min_accuracy"],
+                                         "max_regression": p["max_regression"],
+                                         "beat_baseline": p["beat_baseline"],
+                                         "baseline_tolerance": p["baseline_tolerance"]}),
             as_of=p["as_of"],
             promote=p["promote"],
             check_mode=module.check_mode,

@@ -21,7 +21,7 @@ from quantshift_ml import __version__
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import QuantshiftError, UsageError
-from quantshift_ml.gate import GateConfig
+from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS, GateConfig, gate_for
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
 from quantshift_ml.monitor import (
     EXIT,
@@ -32,7 +32,7 @@ from quantshift_ml.monitor import (
     write_outputs,
 )
 from quantshift_ml.store import ModelStore, default_root
-from quantshift_ml.training.config import TrainConfig, model_params
+from quantshift_ml.training.config import ESTIMATORS, MEMORIES, TrainConfig, model_params
 
 log = logging.getLogger("quantshift_ml")
 
@@ -65,14 +65,27 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeler", choices=sorted(LABELERS), default=DEFAULT_LABELER)
     p.add_argument("--gap", type=int, default=21, help="embargo bars (>= label horizon)")
     p.add_argument("--no-stress-memory", action="store_true",
-                   help="train on the window only (see docs/model.md)")
-    p.add_argument("--min-accuracy", type=float, default=0.75, help="gate floor")
-    p.add_argument("--max-regression", type=float, default=0.05,
-                   help="max drop vs the active model on the same holdout")
-    p.add_argument("--gate-metric", choices=["test_accuracy", "balanced_accuracy"],
-                   default="test_accuracy")
-    p.add_argument("--beat-baseline", choices=["majority", "persistence", "rule", "none"],
-                   default="majority", help="baseline the candidate must beat on the holdout")
+                   help="train on the window only (same as --memory window)")
+    p.add_argument("--memory", choices=MEMORIES, default="auto",
+                   help="labeled rows from before the window to train on: none (window), "
+                        "stress rows, or all (auto: all for hmm, stress otherwise)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="forest",
+                   help="forest or a soft-voting ensemble (forest, boosting, logistic)")
+    p.add_argument("--tune", action="store_true",
+                   help="search the forest's parameters by time-series CV in the training rows")
+    p.add_argument("--tune-trials", type=int, default=8, help="candidates tried by --tune")
+    gate = p.add_argument_group("gate (defaults per labeler: docs/model.md)")
+    gate.add_argument("--min-accuracy", type=float, default=None,
+                      help="absolute floor of the gate metric (hmm 0, rules 0.75)")
+    gate.add_argument("--max-regression", type=float, default=None,
+                      help="max drop vs the active model on the same holdout (0.05)")
+    gate.add_argument("--gate-metric", choices=list(GATE_METRICS), default=None,
+                      help="hmm: balanced_accuracy, rules: test_accuracy")
+    gate.add_argument("--beat-baseline", choices=[*BASELINE_CHOICES, "none"], default=None,
+                      help="baseline the candidate must not trail on the holdout "
+                           "(hmm: strongest, rules: majority)")
+    gate.add_argument("--baseline-tolerance", type=float, default=None,
+                      help="how far the candidate may trail that baseline (hmm 0.05)")
     forest = p.add_argument_group("Random Forest (defaults in docs/model.md)")
     forest.add_argument("--n-estimators", metavar="N", help="trees (default 100)")
     forest.add_argument("--max-depth", metavar="N|none", help="tree depth (default 10)")
@@ -83,6 +96,8 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     forest.add_argument("--class-weight", metavar="W",
                         help="none, balanced or balanced_subsample (default none)")
     forest.add_argument("--seed", metavar="N", help="random_state (default 42)")
+    forest.add_argument("--max-samples", metavar="F",
+                        help="share of the training rows each tree is grown on (docs/model.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
     p.add_argument("--no-live", action="store_true", help="skip the live-accuracy check")
     for f in fields(Thresholds):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
-                       default=f.default, dest=f"t_{f.name}")
+        kind = float if f.default is None else type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind,
+                       default=f.default, dest=f"t_{f.name}",
+                       help="default: the labeler's (docs/monitoring.md)" if f.default is None
+                       else f"default {f.default}")
 
     p = sub.add_parser("notify", help="send an alert (email, Slack, Discord)")
     p.add_argument("--root", type=Path, default=None)
@@ -170,15 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     given = {"n_estimators": a.n_estimators, "max_depth": a.max_depth,
              "max_features": a.max_features, "min_samples_leaf": a.min_samples_leaf,
-             "class_weight": a.class_weight, "random_state": a.seed}
+             "class_weight": a.class_weight, "random_state": a.seed,
+             "max_samples": a.max_samples}
     return TrainConfig(years=a.years, labeler=a.labeler, gap=a.gap,
                        stress_memory=not a.no_stress_memory,
+                       memory="window" if a.no_stress_memory else a.memory,
+                       estimator=a.estimator, tune=a.tune, tune_trials=a.tune_trials,
                        model=model_params({k: v for k, v in given.items() if v is not None}))
 
 
 def _gate(a: argparse.Namespace) -> GateConfig:
-    return GateConfig(metric=a.gate_metric, floor=a.min_accuracy, max_regression=a.max_regression,
-                      beat_baseline=None if a.beat_baseline == "none" else a.beat_baseline)
+    return gate_for(a.labeler, {"metric": a.gate_metric, "floor": a.min_accuracy,
+                                "max_regression": a.max_regression,
+                                "beat_baseline": a.beat_baseline,
+                                "baseline_tolerance": a.baseline_tolerance})
 
 
 def _source(a: argparse.Namespace, root: Path) -> Any:
@@ -265,6 +288,8 @@ def _human(cmd: str, result: dict[str, Any]) -> str:
                  "CV Accuracy: " + ("n/a" if m["cv_accuracy"] is None
                                     else f"{m['cv_accuracy']:.3f}"),
                  f"Balanced Accuracy: {m['balanced_accuracy']:.3f}",
+                 "Baselines: " + ", ".join(f"{k} {v['balanced_accuracy']:.3f}"
+                                           for k, v in result["baselines"].items()),
                  "Features: " + ", ".join(f["feature"] for f in m["top_features"]),
                  g["summary"]]
         if result.get("promoted"):
@@ -286,12 +311,17 @@ def _human(cmd: str, result: dict[str, Any]) -> str:
         m = result["model"]
         rows = [f"walk-forward {result['first_month']}..{result['last_month']} "
                 f"({result['months']} monthly retrains, labeler {result['labeler']['name']})",
-                f"{'':12}{'accuracy':>9}{'balanced':>9}",
-                f"{'model':12}{m['accuracy']:9.3f}{m['balanced_accuracy']:9.3f}"]
+                f"{'':18}{'accuracy':>9}{'balanced':>9}",
+                f"{'model':18}{m['accuracy']:9.3f}{m['balanced_accuracy']:9.3f}"]
         for k, v in result["baselines"].items():
-            rows.append(f"{k:12}{v['accuracy']:9.3f}{v['balanced_accuracy']:9.3f}")
+            rows.append(f"{k:18}{v['accuracy']:9.3f}{v['balanced_accuracy']:9.3f}")
         rows.append("recall: " + ", ".join(f"{c} {v['recall']}" for c, v in
                                            m["per_class"].items()))
+        sb = result["strongest_baseline"]
+        rows.append(f"margin over the strongest baseline ({sb['name']}): {sb['margin']:+.3f} "
+                    f"balanced, 95 % interval {sb['ci95'][0]:+.3f}..{sb['ci95'][1]:+.3f}")
+        for name, half in result["halves"].items():
+            rows.append(f"  {name}: {half['margin_vs_strongest']['margin']:+.3f}")
         rows.append(f"gate pass rate: {result['gate_pass_rate']:.1%}")
         return "\n".join(rows)
     return json.dumps(result, indent=2, sort_keys=True)

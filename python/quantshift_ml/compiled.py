@@ -61,21 +61,29 @@ class OnnxPredictor:
 
 
 def parity(predictor: OnnxPredictor, model: Any, x: np.ndarray) -> dict[str, Any]:
-    """Compare ONNX with scikit-learn on the same rows (JSON-native report)."""
-    labels, proba = predictor.run(x)
-    sk_labels = np.asarray([str(v) for v in model.predict(x)], dtype=object)
-    sk_proba = model.predict_proba(x)
+    """Compare ONNX with scikit-learn on the same rows (JSON-native report).
+
+    ``model`` is a ``RegimeModel``: its estimator's probabilities are compared,
+    and the regimes the service would answer (``finish`` of each side's
+    probabilities), which is what the bots see.
+    """
+    _, proba = predictor.run(x)
+    sk_proba = model.estimator.predict_proba(x)
+    labels, _ = model.finish(proba, x)
+    sk_labels, _ = model.finish(sk_proba, x)
     diff = float(np.abs(proba - sk_proba).max()) if len(x) else 0.0
-    same = bool((labels == sk_labels).all())
+    same = bool((np.asarray(labels, dtype=object) == np.asarray(sk_labels, dtype=object)).all())
     return {"rows": len(x), "labels_identical": same, "max_probability_diff": diff,
             "tolerance": PARITY_TOLERANCE, "ok": same and diff <= PARITY_TOLERANCE}
 
 
 def compile_checked(model: Any, x_holdout: np.ndarray) -> tuple[bytes | None, dict[str, Any]]:
-    """Export and parity-check; ``(None, reason)`` when it cannot be trusted."""
+    """Export ``model.estimator`` (of a ``RegimeModel``) and parity-check it;
+    ``(None, reason)`` when it cannot be trusted."""
+    est = model.estimator
     try:
-        data = export(model, x_holdout.shape[1])
-        report = parity(OnnxPredictor.from_bytes(data, [str(c) for c in model.classes_]),
+        data = export(est, x_holdout.shape[1])
+        report = parity(OnnxPredictor.from_bytes(data, [str(c) for c in est.classes_]),
                         model, x_holdout)
     except CompiledUnavailable as exc:
         return None, {"ok": False, "error": str(exc)}

@@ -25,6 +25,13 @@ FEATURES: tuple[str, ...] = (
     "close_vs_sma50",
     "close_vs_sma200",
     "realized_vol_20",
+    "realized_vol_5",
+    "realized_vol_10",
+    "realized_vol_60",
+    "parkinson_vol_5",
+    "parkinson_vol_20",
+    "drawdown_252",
+    "return_20",
 )
 """Feature columns, in the order the model sees them."""
 
@@ -33,6 +40,8 @@ ATR_BASELINE = 100
 """ATR ratio = ATR(14) / mean ATR(14) over the last 100 bars: >1 means more range than usual."""
 SLOPE_LAG = 5
 """SMA slope = relative change of the SMA over 5 bars (one trading week)."""
+DRAWDOWN_WINDOW = 252
+"""Drawdown = close / highest close of the last 252 bars (one year) - 1."""
 WARMUP_ROWS = 260
 """Bars needed before the first usable feature row: SMA-200 + slope lag + EWM settling."""
 
@@ -81,9 +90,26 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     vol = bars["Volume"].replace(0.0, np.nan)
     out["volume_ratio"] = (vol / vol.rolling(20, min_periods=20).mean()).fillna(1.0)
 
-    log_ret = np.log(close).diff()
-    out["realized_vol_20"] = log_ret.rolling(20, min_periods=20).std() * np.sqrt(252.0)
+    _volatility(out, bars)
+    out["drawdown_252"] = close / close.rolling(DRAWDOWN_WINDOW, min_periods=DRAWDOWN_WINDOW
+                                                ).max() - 1.0
+    out["return_20"] = close / close.shift(20) - 1.0
     return out[list(FEATURES)]
+
+
+def _volatility(out: pd.DataFrame, bars: pd.DataFrame) -> None:
+    """Annualised close-to-close and Parkinson (high-low range) volatilities.
+
+    The range estimator sees intraday swings that closes hide; it is what lets a
+    model tell a turbulent day from a calm one sooner than returns alone (the
+    regime HMM sees only close-to-close returns).
+    """
+    log_ret = np.log(bars["Close"]).diff()
+    for n in (20, 5, 10, 60):
+        out[f"realized_vol_{n}"] = log_ret.rolling(n, min_periods=n).std() * np.sqrt(252.0)
+    hl = np.log(bars["High"] / bars["Low"]) ** 2 / (4.0 * np.log(2.0))
+    for n in (5, 20):
+        out[f"parkinson_vol_{n}"] = np.sqrt(hl.rolling(n, min_periods=n).mean() * 252.0)
 
 
 def usable(features: pd.DataFrame) -> pd.Series:

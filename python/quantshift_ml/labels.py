@@ -1,6 +1,14 @@
 """Labelers: what "the regime" of a day means.
 
-Two labelers, chosen with ``--labeler``:
+Three labelers, chosen with ``--labeler``:
+
+``hmm`` (default, horizon 20) is a hindsight nowcast: the volatility state of a
+two-state Gaussian HMM of daily returns (``quantshift_ml.hmm``), smoothed
+forward-backward and fitted only on the bars available at training time,
+composed with a causal trend rule into the five regime names
+(``quantshift_ml.regimes``). The forest learns the volatility state, which no
+causal feature contains; the trend part is ruled. A smoothed state is used as a
+label once it is ``horizon`` bars old; the newest ``horizon`` rows are NaN.
 
 ``rules`` (horizon 0) is the old runbook's same-day rule, kept for continuity:
     ATR ratio > 2.0 -> Crisis; > 1.5 -> High Vol; SMA-50 slope > 0.005 with ATR
@@ -28,7 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quantshift_ml import hmm
 from quantshift_ml.errors import UsageError
+from quantshift_ml.regimes import CALM, TURBULENT, RegimeRule
 
 
 @dataclass(frozen=True)
@@ -42,11 +52,23 @@ class RulesLabeler:
     name: str = "rules"
     horizon: int = 0
 
-    def label(self, bars: pd.DataFrame, features: pd.DataFrame) -> pd.Series:
+    def label(self, bars: pd.DataFrame, features: pd.DataFrame, fitted: Any = None
+              ) -> pd.Series:
         """Labels aligned with ``features``; NaN where features are undefined."""
         atr = features["atr_ratio"]
         slope = features["sma50_slope"]
         return pd.Series(self._apply(atr.to_numpy(), slope.to_numpy()), index=features.index)
+
+    def fit(self, bars: pd.DataFrame, warm: Any = None) -> None:
+        """Nothing to fit: the rule is fixed."""
+        return None
+
+    def target(self, bars: pd.DataFrame, features: pd.DataFrame, fitted: Any = None
+               ) -> pd.Series:
+        """What the estimator learns: the regimes themselves."""
+        return self.label(bars, features)
+
+    rule = None
 
     def predict_from_features(self, features: pd.DataFrame) -> np.ndarray:
         """The rule applied directly to feature rows: the "rule" baseline."""
@@ -75,8 +97,19 @@ class ForwardLabeler:
     high_vol: float = 0.22
     trend_return: float = 0.02
     name: str = "forward"
+    rule = None
 
-    def label(self, bars: pd.DataFrame, features: pd.DataFrame) -> pd.Series:
+    def fit(self, bars: pd.DataFrame, warm: Any = None) -> None:
+        """Nothing to fit: the thresholds are fixed."""
+        return None
+
+    def target(self, bars: pd.DataFrame, features: pd.DataFrame, fitted: Any = None
+               ) -> pd.Series:
+        """What the estimator learns: the regimes themselves."""
+        return self.label(bars, features)
+
+    def label(self, bars: pd.DataFrame, features: pd.DataFrame, fitted: Any = None
+              ) -> pd.Series:
         close = bars["Close"].to_numpy(dtype=float)
         n, h = len(close), self.horizon
         log_ret = np.diff(np.log(close), prepend=np.nan)
@@ -102,10 +135,59 @@ class ForwardLabeler:
         return asdict(self)
 
 
-Labeler = RulesLabeler | ForwardLabeler
+@dataclass(frozen=True)
+class HmmLabeler:
+    """Hindsight volatility state of the regime HMM, composed with a ruled trend.
 
-LABELERS: dict[str, Callable[[], Labeler]] = {"rules": RulesLabeler, "forward": ForwardLabeler}
-DEFAULT_LABELER = "rules"
+    ``threshold``: smoothed P(turbulent) above which a day is turbulent.
+    ``crisis_drawdown`` and ``trend_slope``: the ruled axis (``RegimeRule``).
+    """
+
+    horizon: int = hmm.SETTLE_BARS
+    threshold: float = 0.5
+    crisis_drawdown: float = -0.20
+    trend_slope: float = 0.0
+    name: str = "hmm"
+
+    @property
+    def rule(self) -> RegimeRule:
+        return RegimeRule(crisis_drawdown=self.crisis_drawdown, trend_slope=self.trend_slope)
+
+    def fit(self, bars: pd.DataFrame, warm: hmm.HmmParams | None = None) -> hmm.HmmParams:
+        """Fit the HMM on every bar given (the caller truncates to what is known)."""
+        return hmm.fit(hmm.returns_pct(bars["Close"])[1:], warm=warm)
+
+    def target(self, bars: pd.DataFrame, features: pd.DataFrame,
+               fitted: hmm.HmmParams | None = None) -> pd.Series:
+        """calm / turbulent per bar; NaN for the newest ``horizon`` bars (not settled)."""
+        params = fitted if fitted is not None else self.fit(bars)
+        p = np.full(len(bars), np.nan)
+        p[1:] = hmm.smoothed(params, hmm.returns_pct(bars["Close"])[1:])
+        out = np.where(p > self.threshold, TURBULENT, CALM).astype(object)
+        out[np.isnan(p)] = np.nan
+        if self.horizon:
+            out[-self.horizon:] = np.nan
+        return pd.Series(out, index=bars.index).reindex(features.index)
+
+    def label(self, bars: pd.DataFrame, features: pd.DataFrame,
+              fitted: hmm.HmmParams | None = None) -> pd.Series:
+        """The five regimes: ``target`` composed with the rule; NaN where either is."""
+        state = self.target(bars, features, fitted)
+        known = state.notna().to_numpy() & features.notna().all(axis=1).to_numpy()
+        out = np.full(len(state), np.nan, dtype=object)
+        out[known] = self.rule.compose_frame(state.to_numpy()[known] == TURBULENT,
+                                             features[known])
+        return pd.Series(out, index=features.index)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Labeler = RulesLabeler | ForwardLabeler | HmmLabeler
+
+LABELERS: dict[str, Callable[[], Labeler]] = {
+    "hmm": HmmLabeler, "rules": RulesLabeler, "forward": ForwardLabeler}
+DEFAULT_LABELER = "hmm"
 
 
 def make_labeler(name: str, **params: Any) -> Labeler:

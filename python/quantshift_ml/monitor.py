@@ -18,7 +18,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,19 @@ LOG_DAYS_KEPT = 30
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Defaults from the runbook; every one is a CLI option."""
+    """Every one is a CLI option; the accuracy ones default per labeler.
 
-    accuracy_warn: float = 0.85
-    accuracy_crit: float = 0.75
-    live_accuracy_warn: float = 0.85
-    live_accuracy_crit: float = 0.75
+    ``None`` for an accuracy threshold means the active model's labeler's value
+    (``ACCURACY_BY_LABELER``): the runbook's 0.85 / 0.75 for ``rules``, and for
+    ``hmm`` the 10th and 2nd percentiles of the monthly walk-forward accuracy of
+    the default model (docs/monitoring.md), so a warning means "worse than nine
+    months in ten", not "an ordinary month".
+    """
+
+    accuracy_warn: float | None = None
+    accuracy_crit: float | None = None
+    live_accuracy_warn: float | None = None
+    live_accuracy_crit: float | None = None
     live_min_samples: int = 20
     age_warn_days: float = 30.0
     age_crit_days: float = 45.0
@@ -54,8 +61,26 @@ class Thresholds:
     backups_min: int = 3
 
 
+ACCURACY_BY_LABELER: dict[str, tuple[float, float]] = {
+    "rules": (0.85, 0.75), "forward": (0.40, 0.30), "hmm": (0.70, 0.55)}
+"""(warn, critical) accuracy thresholds per labeler (see ``Thresholds``)."""
+
+
+def resolve(t: Thresholds, labeler: str | None) -> Thresholds:
+    """``t`` with every unset accuracy threshold taken from the labeler's defaults."""
+    warn, crit = ACCURACY_BY_LABELER.get(labeler or "rules", ACCURACY_BY_LABELER["rules"])
+    defaults: dict[str, Any] = {"accuracy_warn": warn, "accuracy_crit": crit,
+                                "live_accuracy_warn": warn, "live_accuracy_crit": crit}
+    return replace(t, **{k: v for k, v in defaults.items() if getattr(t, k) is None})
+
+
 def _check(name: str, status: str, value: Any, message: str) -> dict[str, Any]:
     return {"name": name, "status": status, "value": value, "message": message}
+
+
+def _f(value: float | None) -> float:
+    assert value is not None, "thresholds are resolved first"
+    return value
 
 
 def _low(value: float, warn: float, crit: float) -> str:
@@ -130,13 +155,15 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
         except QuantshiftError:
             meta = None
 
+    t = resolve(t, ((meta or {}).get("labeler") or {}).get("name"))
+    report["thresholds"] = asdict(t)
     if meta is not None:
         acc = (meta.get("metrics") or {}).get("test_accuracy")
         if acc is None:
             checks.append(_check("holdout_accuracy", UNKNOWN, None, "not in metadata"))
         else:
-            checks.append(_check("holdout_accuracy", _low(float(acc), t.accuracy_warn,
-                                 t.accuracy_crit), float(acc),
+            checks.append(_check("holdout_accuracy", _low(float(acc), _f(t.accuracy_warn),
+                                 _f(t.accuracy_crit)), float(acc),
                                  f"{float(acc):.3f} (warn < {t.accuracy_warn}, "
                                  f"critical < {t.accuracy_crit})"))
         trained = meta.get("trained_at")
@@ -159,7 +186,8 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
                                          f"(< {t.live_min_samples} needed)"))
                 else:
                     checks.append(_check(
-                        "live_accuracy", _low(live, t.live_accuracy_warn, t.live_accuracy_crit),
+                        "live_accuracy", _low(live, _f(t.live_accuracy_warn),
+                                              _f(t.live_accuracy_crit)),
                         round(live, 4), f"{live:.3f} over {n} predictions"))
 
     st = os.statvfs(store.layout.models)

@@ -21,12 +21,17 @@ from quantshift_ml.compiled import compile_checked
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError
 from quantshift_ml.features import FEATURES, compute_features, usable
-from quantshift_ml.gate import GateConfig, decide
+from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, gate_for
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import meta_for, onnx_for
 from quantshift_ml.training.config import TrainConfig
-from quantshift_ml.training.model import predict, predict_proba
-from quantshift_ml.training.pipeline import check_history, train_candidate
+from quantshift_ml.training.model import predict, predict_proba, regime_model
+from quantshift_ml.training.pipeline import (
+    Prepared,
+    check_history,
+    score_incumbent,
+    train_candidate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,28 +83,28 @@ def train(
     gate raises ``GateRefused`` after the candidate is staged and logged.
     """
     config = config or TrainConfig()
-    gate = gate or GateConfig()
+    gate = gate or gate_for(config.labeler)
     bars = source.load()
     origin = str(source.describe().get("path", source.name))
     # enough history? checked before anything is created on disk
-    check_history(bars, config, as_of=as_of, origin=origin)
+    prepared = check_history(bars, config, as_of=as_of, origin=origin)
     store = ModelStore(root, keep_backups=keep_backups)
     if check_mode:
-        return _train_locked(store, bars, source, config, gate, as_of, promote, True, keep_logs)
+        return _train_locked(store, prepared, source, config, gate, promote, True, keep_logs)
     store.layout.ensure()
     with store.lock("train"):
-        return _train_locked(store, bars, source, config, gate, as_of, promote, False, keep_logs)
+        return _train_locked(store, prepared, source, config, gate, promote, False, keep_logs)
 
 
-def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: TrainConfig,
-                  gate: GateConfig, as_of: str | None, promote: bool, check_mode: bool,
+def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
+                  config: TrainConfig, gate: GateConfig, promote: bool, check_mode: bool,
                   keep_logs: int) -> dict[str, Any]:
     if not check_mode:
         store.recover()
     incumbent_bundle, incumbent_ref = _load_incumbent(store)
-    result = train_candidate(bars, config, as_of=as_of, incumbent=incumbent_bundle,
+    result = train_candidate(prepared.ds.bars, config, incumbent=incumbent_bundle,
                              origin=str(source.describe().get("path", source.name)),
-                             source=source.describe())
+                             source=source.describe(), prepared=prepared)
     incumbent = result.incumbent
     if incumbent is not None and incumbent_ref is not None:
         incumbent = {**incumbent_ref, **incumbent}
@@ -141,7 +146,7 @@ def _train_locked(store: ModelStore, bars: Any, source: DataSource, config: Trai
         return out
     # the bundle names its own version, so every training is a distinct artifact (sha)
     result.bundle["version"] = version
-    onnx, onnx_report = compile_checked(result.bundle["model"],
+    onnx, onnx_report = compile_checked(regime_model(result.bundle),
                                         result.holdout_features.to_numpy(dtype=float))
     meta["onnx"] = {"parity": onnx_report} if onnx is not None else {"error": onnx_report.get(
         "error"), "parity": onnx_report}
@@ -214,23 +219,34 @@ def verify(root: Path, target: str = "active") -> dict[str, Any]:
 
 
 def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
-                      config: TrainConfig | None = None, as_of: str | None = None
-                      ) -> dict[str, Any]:
+                      config: TrainConfig | None = None, as_of: str | None = None,
+                      floor: float | None = None) -> dict[str, Any]:
     """Score an existing artifact (e.g. a backup before rollback) on fresh data.
 
     The artifact is verified before it is unpickled; it is scored on the same
-    holdout a fresh candidate would be, with its own labeler.
+    holdout a fresh candidate would be, with its own labeler, and compared with
+    the floor of that labeler's gate (``floor`` overrides it): ``meets_floor``
+    is the rollback decision, made here once for the CLI and the playbook.
     """
     store = ModelStore(root)
     bundle, art = store.load_model(pkl)
     base = config or TrainConfig()
     labeler_name = (art.meta.get("labeler") or {}).get("name", base.labeler)
     cfg = replace(base, labeler=labeler_name)
-    result = train_candidate(source.load(), cfg, as_of=as_of, incumbent=bundle,
-                             origin=source.name, source=source.describe())
-    rep = result.incumbent or {}
+    # the same holdout a fresh candidate would get, without training one
+    prep = check_history(source.load(), cfg, as_of=as_of, origin=source.name)
+    rep = score_incumbent(bundle, prep.ds, prep.split) or {}
+    idx = prep.ds.features.index
+    holdout = {**source.describe(), "holdout_start": str(idx[prep.split.holdout[0]].date()),
+               "holdout_end": str(idx[prep.split.holdout[-1]].date()),
+               "last_bar": str(prep.ds.bars.index[-1].date())}
+    gate = gate_for(labeler_name, {"floor": floor})
+    value = rep.get(GATE_METRICS[gate.metric])
     return {"version": art.version, "sha256": art.sha256, "accuracy": rep.get("accuracy"),
-            "balanced_accuracy": rep.get("balanced_accuracy"), "holdout": result.data,
+            "balanced_accuracy": rep.get("balanced_accuracy"), "holdout": holdout,
+            "labeler": labeler_name, "metric": gate.metric, "value": value,
+            "floor": gate.floor,
+            "meets_floor": value is not None and float(value) >= gate.floor,
             "error": rep.get("error")}
 
 

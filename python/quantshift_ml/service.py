@@ -42,6 +42,7 @@ from quantshift_ml.compiled import PARITY_TOLERANCE, CompiledUnavailable, OnnxPr
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError, IntegrityError, QuantshiftError, UsageError
 from quantshift_ml.features import compute_features, usable
+from quantshift_ml.regimes import regime_model
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import onnx_for
 from quantshift_ml.store.store import Artifact
@@ -88,12 +89,13 @@ class Loaded:
         ``RandomForestClassifier.predict`` returns, so the scikit-learn path walks
         the trees once instead of twice.
         """
+        model = regime_model(self.bundle)
         if self.compiled is not None:
-            labels, proba = self.compiled.run(x)
-            regime, row = str(labels[0]), proba[0]
+            _, est_proba = self.compiled.run(x)
         else:
-            row = self.bundle["model"].predict_proba(x)[0]
-            regime = self.classes[int(np.argmax(row))]
+            est_proba = model.estimator.predict_proba(x)
+        labels, proba = model.finish(est_proba, x)
+        regime, row = str(labels[0]), proba[0]
         return regime, {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)}
 
 
@@ -101,7 +103,7 @@ def _smoke_test(bundle: Any) -> None:
     """A loaded object must be a bundle that predicts one row of its own features."""
     if not isinstance(bundle, dict) or not {"model", "features", "classes"} <= bundle.keys():
         raise ValueError("artifact is not a quantshift model bundle")
-    bundle["model"].predict_proba(np.zeros((1, len(bundle["features"]))))
+    regime_model(bundle).predict_proba(np.zeros((1, len(bundle["features"]))))
 
 
 def _compiled_for(art: Artifact, bundle: dict[str, Any]) -> tuple[OnnxPredictor | None, str]:
@@ -121,18 +123,20 @@ def _compiled_for(art: Artifact, bundle: dict[str, Any]) -> tuple[OnnxPredictor 
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != info["sha256"]:
         raise IntegrityError(f"{path}: sha256 does not match metadata; refusing it")
+    model = regime_model(bundle)
+    estimator = model.estimator
     try:
-        predictor = OnnxPredictor.from_bytes(data, bundle["classes"])
+        predictor = OnnxPredictor.from_bytes(data, [str(c) for c in estimator.classes_])
         x = np.zeros((1, len(bundle["features"])))
-        labels, proba = predictor.run(x)
-        sk = bundle["model"].predict_proba(x)
+        _, proba = predictor.run(x)
+        sk = estimator.predict_proba(x)
     except CompiledUnavailable as exc:
         return None, str(exc)
     except Exception as exc:  # onnxruntime raises its own exception types
         return None, f"onnxruntime cannot run the compiled model: {type(exc).__name__}: {exc}"
-    sk_label = str(bundle["classes"][int(np.argmax(sk[0]))])
     diff = float(np.abs(proba - sk).max())
-    if str(labels[0]) != sk_label or diff > PARITY_TOLERANCE:
+    if str(model.finish(proba, x)[0][0]) != str(model.finish(sk, x)[0][0]) \
+            or diff > PARITY_TOLERANCE:
         return None, f"compiled model disagrees with scikit-learn on load (max |dp| {diff:.1e})"
     worst = float(parity.get("max_probability_diff", 0.0))
     return predictor, (f"compiled model passed parity at training on {parity.get('rows')} "

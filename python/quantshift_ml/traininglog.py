@@ -24,7 +24,8 @@ def render(meta: dict[str, Any]) -> str:
         f"Data: {meta['data'].get('source')} {meta['data'].get('symbol')} "
         f"window {meta['data'].get('window_start')}..{meta['data'].get('last_bar')}",
         f"Labeler: {meta['labeler']['name']} (horizon {meta['labeler']['horizon']})",
-        f"Train rows: {m['train_rows']} (+{m['stress_memory_rows']} stress memory), "
+        f"Train rows: {m['train_rows']} (+{m['stress_memory_rows']} "
+        f"{m.get('memory', 'stress')} memory), "
         f"embargo {m['gap_rows']}, holdout {m['holdout_rows']}",
         f"Test Accuracy: {_fmt(m['test_accuracy'])}",
         f"CV Accuracy: {_fmt(m['cv_accuracy'])}",
@@ -35,7 +36,13 @@ def render(meta: dict[str, Any]) -> str:
                                for c, v in m["per_class"].items()),
         "Baselines: " + ", ".join(f"{k} {_fmt(v['accuracy'])}"
                                   for k, v in meta["baselines"].items()),
+        "Baselines Balanced: " + ", ".join(f"{k} {_fmt(v['balanced_accuracy'])}"
+                                           for k, v in meta["baselines"].items()),
     ]
+    axis = m.get("learned_axis")
+    if axis:
+        lines.append(f"Learned Axis ({axis['target']}): accuracy {_fmt(axis['accuracy'])}, "
+                     f"balanced {_fmt(axis['balanced_accuracy'])}")
     inc = meta.get("incumbent")
     if inc and "error" not in inc:
         lines.append(f"Incumbent Accuracy: {_fmt(inc['accuracy'])}")

@@ -90,11 +90,11 @@ def test_forest_options_reach_the_model_and_its_metadata(tmp_path: Path,
     assert code == 0, res
     meta = json.loads((tmp_path / "models/regime_classifier.json").read_text())
     assert meta["params"]["model"] == {
-        "n_estimators": 20, "max_depth": None, "max_features": "sqrt", "min_samples_leaf": 1,
-        "class_weight": None, "random_state": 7, "n_jobs": 1}
+        "n_estimators": 20, "max_depth": None, "max_features": "sqrt", "min_samples_leaf": 5,
+        "class_weight": None, "random_state": 7, "max_samples": None, "n_jobs": 1}
     import joblib
 
-    forest = joblib.load(tmp_path / "models/regime_classifier.pkl")["model"]
+    forest = joblib.load(tmp_path / "models/regime_classifier.pkl")["model"].estimator
     assert (len(forest.estimators_), forest.max_depth, forest.max_features,
             forest.random_state) == (20, None, "sqrt", 7)
 

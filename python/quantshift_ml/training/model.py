@@ -1,8 +1,10 @@
-"""The model bundle: a fitted Random Forest plus what is needed to use it safely.
+"""The model bundle: a fitted estimator plus what is needed to use it safely.
 
 The bundle is what gets pickled (joblib). It carries its feature list and class
 list so a host can refuse to score rows with the wrong columns instead of
-silently producing nonsense.
+silently producing nonsense. ``bundle["model"]`` is a ``RegimeModel``: the
+estimator (a Random Forest by default) and, for the ``hmm`` labeler, the rule
+that composes the five regimes from the learned volatility state.
 """
 
 from __future__ import annotations
@@ -14,19 +16,69 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from quantshift_ml.training.config import ModelParams
+from quantshift_ml.regimes import RegimeModel, RegimeRule, regime_model
+from quantshift_ml.training.config import ModelParams, TrainConfig
 
-BUNDLE_FORMAT = 1
+__all__ = ["regime_model"]
+
+BUNDLE_FORMAT = 2
+"""2: ``model`` is a RegimeModel (1: a bare RandomForestClassifier)."""
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    return np.asarray([str(v) for v in y], dtype=object)
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, params: ModelParams) -> RandomForestClassifier:
     """Fit a seeded Random Forest; labels are strings, features float64."""
     model = RandomForestClassifier(**asdict(params))
-    model.fit(x, np.asarray([str(v) for v in y], dtype=object))
+    model.fit(x, _labels(y))
     return model
 
 
-def make_bundle(model: RandomForestClassifier, features: list[str], labeler: dict[str, Any]
+def make_ensemble(params: ModelParams) -> Any:
+    """Soft vote of the forest, histogram gradient boosting and a regularised logistic
+    regression (the old runbook's "multi-model ensemble"), all seeded."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, VotingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return VotingClassifier(voting="soft", estimators=[
+        ("forest", RandomForestClassifier(**asdict(params))),
+        ("hgb", HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05,
+                                               max_leaf_nodes=15, l2_regularization=1.0,
+                                               random_state=params.random_state)),
+        ("logit", make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))),
+    ])
+
+
+def fit_estimator(x: np.ndarray, y: np.ndarray, config: TrainConfig, *, gap: int = 0
+                  ) -> tuple[Any, dict[str, Any] | None]:
+    """The configured estimator, fitted; and the tuning report when ``config.tune``."""
+    params, tuning = config.model, None
+    if config.tune:
+        from quantshift_ml.training.tuning import tune_forest
+
+        params, tuning = tune_forest(x, _labels(y), config, gap=gap)
+    if config.estimator == "ensemble":
+        model = make_ensemble(params)
+        model.fit(x, _labels(y))
+        return model, tuning
+    return fit_forest(x, y, params), tuning
+
+
+def wrap(estimator: Any, features: list[str], rule: RegimeRule | None,
+         y: np.ndarray | None = None) -> RegimeModel:
+    """The estimator as a RegimeModel; with a rule, its cut-off is the share of
+    turbulent rows in the training target ``y`` (see ``RegimeModel``)."""
+    threshold = 0.5
+    if rule is not None and y is not None and len(y):
+        threshold = round(float(np.mean(_labels(y) == "turbulent")), 4)
+    return RegimeModel(estimator, features, rule, threshold=threshold)
+
+
+def make_bundle(model: RegimeModel, features: list[str], labeler: dict[str, Any]
                 ) -> dict[str, Any]:
     return {
         "format": BUNDLE_FORMAT,
@@ -43,20 +95,26 @@ def predict(bundle: dict[str, Any], features: pd.DataFrame) -> np.ndarray:
     if missing:
         raise ValueError(f"model expects features {missing} that the data does not provide")
     x = features[bundle["features"]].to_numpy(dtype=float)
-    return np.asarray(bundle["model"].predict(x), dtype=object)
+    return np.asarray(regime_model(bundle).predict(x), dtype=object)
 
 
 def predict_proba(bundle: dict[str, Any], features: pd.DataFrame) -> list[dict[str, float]]:
     """Class probabilities per row as plain dicts (JSON-native)."""
     x = features[bundle["features"]].to_numpy(dtype=float)
-    proba = bundle["model"].predict_proba(x)
-    classes = [str(c) for c in bundle["model"].classes_]
+    model = regime_model(bundle)
+    proba = model.predict_proba(x)
+    classes = [str(c) for c in model.classes_]
     return [{c: round(float(p), 4) for c, p in zip(classes, row, strict=True)} for row in proba]
 
 
-def top_features(model: RandomForestClassifier, names: list[str], k: int = 5
-                 ) -> list[dict[str, Any]]:
-    """The k most important features by mean decrease in impurity."""
-    imp = np.asarray(model.feature_importances_, dtype=float)
+def top_features(model: Any, names: list[str], k: int = 5) -> list[dict[str, Any]]:
+    """The k most important features by mean decrease in impurity (the forest's, also
+    inside an ensemble)."""
+    est = getattr(model, "estimator", model)
+    if hasattr(est, "named_estimators_"):
+        est = est.named_estimators_["forest"]
+    if not hasattr(est, "feature_importances_"):
+        return []
+    imp = np.asarray(est.feature_importances_, dtype=float)
     order = np.argsort(imp)[::-1][:k]
     return [{"feature": names[i], "importance": round(float(imp[i]), 4)} for i in order]

@@ -28,10 +28,18 @@ from quantshift_ml.data.validation import require_rows
 from quantshift_ml.data.window import select_window, truncate
 from quantshift_ml.errors import DataError
 from quantshift_ml.features import FEATURES, WARMUP_ROWS, compute_features, usable
-from quantshift_ml.labels import Labeler, RulesLabeler, make_labeler
+from quantshift_ml.labels import Labeler, make_labeler
+from quantshift_ml.training import baselines as bl
 from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training.config import TrainConfig
-from quantshift_ml.training.model import fit_forest, make_bundle, predict, top_features
+from quantshift_ml.training.model import (
+    fit_estimator,
+    fit_forest,
+    make_bundle,
+    predict,
+    top_features,
+    wrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +49,71 @@ MIN_HOLDOUT_ROWS = 20
 
 @dataclass
 class Dataset:
-    """Features and labels for a whole history, computed once (causal, so reusable)."""
+    """Features, regimes and the estimator's target for a whole history.
+
+    ``labels`` are the five regimes (the truth the model is scored on);
+    ``target`` is what the estimator learns (the same for ``rules``/``forward``,
+    calm/turbulent for ``hmm``); ``fitted`` is what the labeler fitted (the HMM's
+    parameters) on exactly these bars. Features are causal, so a Dataset's
+    features are reusable for any cut-off; its labels are not (``relabel``).
+    """
 
     bars: pd.DataFrame
     features: pd.DataFrame
     labels: pd.Series
+    target: pd.Series
     valid: np.ndarray  # usable features and a known label
     labeler: Labeler
+    fitted: Any = None
 
 
-def prepare_dataset(bars: pd.DataFrame, labeler: Labeler) -> Dataset:
-    feats = compute_features(bars)
-    labels = labeler.label(bars, feats)
-    valid = (usable(feats) & labels.notna()).to_numpy()
-    return Dataset(bars=bars, features=feats, labels=labels, valid=valid, labeler=labeler)
+def prepare_dataset(bars: pd.DataFrame, labeler: Labeler, *, fitted: Any = None,
+                    features: pd.DataFrame | None = None) -> Dataset:
+    """Features once, then the labeler (fitted on these bars unless ``fitted`` is given)."""
+    feats = compute_features(bars) if features is None else features
+    if fitted is None:
+        fitted = labeler.fit(bars)
+    target = labeler.target(bars, feats, fitted)
+    labels = labeler.label(bars, feats, fitted)
+    valid = (usable(feats) & labels.notna() & target.notna()).to_numpy()
+    return Dataset(bars=bars, features=feats, labels=labels, target=target, valid=valid,
+                   labeler=labeler, fitted=fitted)
+
+
+def relabel(ds: Dataset, cutoff: int, *, warm: Any = None) -> Dataset:
+    """The Dataset as a training run at row ``cutoff`` would see it.
+
+    Labels of rows after ``cutoff`` are unknown then (NaN). For a labeler that
+    fits (``hmm``), it is refitted on bars up to ``cutoff`` only, warm-started from
+    ``warm``; features are shared, being causal.
+    """
+    bars = ds.bars.iloc[: cutoff + 1]
+    feats = ds.features.iloc[: cutoff + 1]
+    fitted = ds.labeler.fit(bars, warm=warm) if ds.fitted is not None else None
+    part = prepare_dataset(bars, ds.labeler, fitted=fitted, features=feats)
+    n = len(ds.features)
+    pad = pd.Series(np.full(n - len(bars), np.nan, dtype=object), index=ds.features.index[
+        cutoff + 1:])
+    return Dataset(bars=ds.bars, features=ds.features,
+                   labels=pd.concat([part.labels.astype(object), pad]),
+                   target=pd.concat([part.target.astype(object), pad]),
+                   valid=np.concatenate([part.valid, np.zeros(n - len(bars), dtype=bool)]),
+                   labeler=ds.labeler, fitted=fitted)
 
 
 @dataclass
 class Split:
-    """Row positions (into the Dataset) of one train/holdout split."""
+    """Row positions (into the Dataset) of one train/holdout split.
+
+    ``stress`` holds the memory rows from before the window (``TrainConfig.memory``).
+    """
 
     train: np.ndarray
     holdout: np.ndarray
     stress: np.ndarray
     window_start: pd.Timestamp
     gap: int
+    memory: str = "stress"
 
 
 def split_window(ds: Dataset, config: TrainConfig, end_pos: int, *, origin: str) -> Split:
@@ -94,35 +142,43 @@ def split_window(ds: Dataset, config: TrainConfig, end_pos: int, *, origin: str)
         )
     holdout = labeled[-n_hold:]
     train = labeled[labeled < holdout[0] - gap]
-    stress = np.empty(0, dtype=int)
-    if config.stress_memory:
-        lab = ds.labels.to_numpy()
-        known_before = ds.valid & (pos < first_pos) & (pos + ds.labeler.horizon < train[0])
-        is_stress = np.isin(lab.astype(str), list(config.stress_classes))
-        stress = pos[known_before & is_stress]
+    memory = config.memory_for(ds.labeler.name)
+    known_before = ds.valid & (pos < first_pos) & (pos + ds.labeler.horizon < train[0])
+    if memory == "stress":
+        target = ds.target.to_numpy().astype(str)
+        known_before &= np.isin(target, list(config.stress_classes))
+    stress = pos[known_before] if memory != "window" else np.empty(0, dtype=int)
     return Split(train=train, holdout=holdout, stress=stress, window_start=index[first_pos],
-                 gap=gap)
+                 gap=gap, memory=memory)
+
+
+def _x(ds: Dataset, positions: np.ndarray) -> np.ndarray:
+    return ds.features.iloc[positions][list(FEATURES)].to_numpy(dtype=float)
 
 
 def _xy(ds: Dataset, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = ds.features.iloc[positions][list(FEATURES)].to_numpy(dtype=float)
-    y = ds.labels.to_numpy()[positions]
-    return x, y
+    """Features and the estimator's target at ``positions``."""
+    return _x(ds, positions), ds.target.to_numpy()[positions]
 
 
 def walk_forward_cv(ds: Dataset, split: Split, config: TrainConfig) -> list[float]:
-    """Expanding-window CV inside the training rows with the same embargo gap."""
+    """Expanding-window CV inside the training rows with the same embargo gap.
+
+    Scored by accuracy on the five regimes (the training log's "CV Accuracy").
+    """
     n = len(split.train)
     folds = min(config.cv_folds, max(0, (n - split.gap) // MIN_HOLDOUT_ROWS - 1))
     scores: list[float] = []
     if folds < 2:
         return scores
+    labels = ds.labels.to_numpy()
     for tr_idx, te_idx in TimeSeriesSplit(n_splits=folds, gap=split.gap).split(split.train):
-        tr = np.concatenate([split.stress, split.train[tr_idx]])
-        x, y = _xy(ds, tr)
-        xt, yt = _xy(ds, split.train[te_idx])
-        model = fit_forest(x, y, config.model)
-        scores.append(round(ev.accuracy(yt, model.predict(xt)), 4))
+        x, y = _xy(ds, np.concatenate([split.stress, split.train[tr_idx]]))
+        if len(set(map(str, y))) < 2:
+            continue
+        model = wrap(fit_forest(x, y, config.model), list(FEATURES), ds.labeler.rule, y)
+        te = split.train[te_idx]
+        scores.append(round(ev.accuracy(labels[te], model.predict(_x(ds, te))), 4))
     return scores
 
 
@@ -142,70 +198,74 @@ class TrainResult:
     holdout_labels: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
 
+def baseline_predictions(ds: Dataset, train: np.ndarray, rows: np.ndarray,
+                         persist_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every fair baseline's regimes for ``rows`` (see ``training.baselines``)."""
+    inputs = bl.BaselineInputs(bars=ds.bars, features=ds.features,
+                               target=ds.target.to_numpy(), train=train, rows=rows,
+                               labeler=ds.labeler, fitted=ds.fitted, persist_from=persist_from)
+    return bl.finish(inputs, bl.predict_all(inputs))
+
+
 def baselines_on(ds: Dataset, split: Split) -> dict[str, Any]:
-    """Rule-applied-directly, persistence and majority baselines on the holdout."""
-    _, y_hold = _xy(ds, split.holdout)
-    _, y_train = _xy(ds, np.concatenate([split.stress, split.train]))
-    rule = RulesLabeler().predict_from_features(ds.features.iloc[split.holdout])
-    persist = ev.persistence_baseline(ds.labels.to_numpy(), split.holdout, ds.labeler.horizon)
-    major = ev.majority_baseline(y_train, len(split.holdout))
-    return {
-        "rule": ev.classification_report(y_hold, rule),
-        "persistence": ev.classification_report(y_hold, persist),
-        "majority": ev.classification_report(y_hold, major),
-    }
+    """Every baseline's report on the holdout, trained on the model's training rows."""
+    y_hold = ds.labels.to_numpy()[split.holdout]
+    train = np.concatenate([split.stress, split.train])
+    preds = baseline_predictions(ds, train, split.holdout)
+    return {k: ev.classification_report(y_hold, v) for k, v in preds.items()}
 
 
 def score_incumbent(bundle: dict[str, Any] | None, ds: Dataset, split: Split
                     ) -> dict[str, Any] | None:
-    """The active model's numbers on the candidate's holdout (None when there is none)."""
+    """The active model's numbers on the candidate's holdout (None when there is none).
+
+    A model of another labeler predicts other regimes: its numbers against these
+    labels would mean nothing, so it is reported as not comparable.
+    """
     if bundle is None:
         return None
-    _, y_hold = _xy(ds, split.holdout)
+    theirs = (bundle.get("labeler") or {}).get("name", "rules")
+    if theirs != ds.labeler.name:
+        return {"error": f"incumbent uses the {theirs!r} labeler, the candidate "
+                         f"{ds.labeler.name!r}: not comparable, no regression check"}
+    y_hold = ds.labels.to_numpy()[split.holdout]
     try:
         pred = predict(bundle, ds.features.iloc[split.holdout])
-    except (ValueError, KeyError, AttributeError) as exc:
+    except (ValueError, KeyError, AttributeError, IndexError) as exc:
         return {"error": f"incumbent cannot score this data: {exc}"}
     return ev.classification_report(y_hold, pred)
 
 
+@dataclass
+class Prepared:
+    """A Dataset and its split, computed once and shared by the history check and training."""
+
+    ds: Dataset
+    split: Split
+
+
 def check_history(bars: pd.DataFrame, config: TrainConfig, *, as_of: str | None = None,
-                  origin: str = "data") -> None:
-    """Raise DataError when the bars cannot give a full window plus warm-up (cheap)."""
+                  origin: str = "data") -> Prepared:
+    """Features, labels and split; DataError when the bars cannot give a full window.
+
+    Called before anything is written, so bad or short data leaves the store as it
+    was; its result is handed to ``train_candidate`` so nothing is computed twice.
+    """
     bars = truncate(bars, as_of)
+    if len(bars) <= WARMUP_ROWS:
+        require_rows(bars, WARMUP_ROWS + 1, origin=origin, why="indicator warm-up")
     ds = prepare_dataset(bars, make_labeler(config.labeler))
     labeled = np.nonzero(ds.valid)[0]
     if len(labeled) == 0:
         require_rows(bars, WARMUP_ROWS + 1, origin=origin, why="indicator warm-up")
-    split_window(ds, config, int(labeled[-1]), origin=origin)
+    return Prepared(ds, split_window(ds, config, int(labeled[-1]), origin=origin))
 
 
-def train_candidate(
-    bars: pd.DataFrame,
-    config: TrainConfig,
-    *,
-    as_of: str | None = None,
-    incumbent: dict[str, Any] | None = None,
-    origin: str = "data",
-    source: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train and evaluate a candidate on the window ending at ``as_of`` (default: last bar)."""
-    started = time.monotonic()
-    bars = truncate(bars, as_of)
-    labeler = make_labeler(config.labeler)
-    ds = prepare_dataset(bars, labeler)
-    labeled_pos = np.nonzero(ds.valid)[0]
-    if len(labeled_pos) == 0:
-        require_rows(bars, WARMUP_ROWS + 1, origin=origin, why="indicator warm-up")
-    split = split_window(ds, config, int(labeled_pos[-1]) if len(labeled_pos) else len(bars) - 1,
-                         origin=origin)
-    cv_scores = walk_forward_cv(ds, split, config)
-    x, y = _xy(ds, np.concatenate([split.stress, split.train]))
-    model = fit_forest(x, y, config.model)
-    x_hold, y_hold = _xy(ds, split.holdout)
-    pred = np.asarray(model.predict(x_hold), dtype=object)
-    report = ev.classification_report(y_hold, pred)
-    idx = ds.features.index
+def _metrics(ds: Dataset, split: Split, model: Any, cv_scores: list[float]) -> dict[str, Any]:
+    """The candidate's holdout report on the five regimes (and the learned axis)."""
+    y_hold = ds.labels.to_numpy()[split.holdout]
+    x_hold, t_hold = _xy(ds, split.holdout)
+    report = ev.classification_report(y_hold, model.predict(x_hold))
     metrics = {
         "test_accuracy": report["accuracy"],
         "cv_accuracy": round(float(np.mean(cv_scores)), 4) if cv_scores else None,
@@ -217,30 +277,73 @@ def train_candidate(
         "holdout_rows": len(split.holdout),
         "train_rows": len(split.train),
         "stress_memory_rows": len(split.stress),
+        "memory": split.memory,
         "gap_rows": split.gap,
     }
-    labeler_info = {"name": labeler.name, "horizon": labeler.horizon, "params": labeler.params()}
-    bundle = make_bundle(model, list(FEATURES), labeler_info)
-    data = {
+    if ds.labeler.rule is not None:  # the learned axis alone: calm / turbulent
+        states = ds.labeler.rule.states(model.predict(x_hold))
+        metrics["learned_axis"] = {
+            "target": "calm/turbulent", "accuracy": round(ev.accuracy(t_hold, states), 4),
+            "balanced_accuracy": round(bl.balanced_accuracy(t_hold, states), 4),
+            "threshold": model.threshold}
+    return metrics
+
+
+def _data_window(ds: Dataset, split: Split, source: dict[str, Any] | None) -> dict[str, Any]:
+    idx = ds.features.index
+    return {
         **(source or {}),
         "first_bar": str(idx[0].date()),
-        "last_bar": str(bars.index[-1].date()),
+        "last_bar": str(ds.bars.index[-1].date()),
         "window_start": str(split.window_start.date()),
-        "train_start": str(idx[split.train[0]].date()),
+        "train_start": str(idx[np.concatenate([split.stress, split.train]).min()].date()),
         "train_end": str(idx[split.train[-1]].date()),
         "holdout_start": str(idx[split.holdout[0]].date()),
         "holdout_end": str(idx[split.holdout[-1]].date()),
-        "rows": len(bars),
+        "rows": len(ds.bars),
     }
+
+
+def labeler_info(ds: Dataset) -> dict[str, Any]:
+    """What the metadata records of the labeler, including what it fitted."""
+    info: dict[str, Any] = {"name": ds.labeler.name, "horizon": ds.labeler.horizon,
+                            "params": ds.labeler.params()}
+    if ds.fitted is not None:
+        info["fitted"] = ds.fitted.to_dict()
+    return info
+
+
+def train_candidate(
+    bars: pd.DataFrame,
+    config: TrainConfig,
+    *,
+    as_of: str | None = None,
+    incumbent: dict[str, Any] | None = None,
+    origin: str = "data",
+    source: dict[str, Any] | None = None,
+    prepared: Prepared | None = None,
+) -> TrainResult:
+    """Train and evaluate a candidate on the window ending at ``as_of`` (default: last bar)."""
+    started = time.monotonic()
+    prep = prepared or check_history(bars, config, as_of=as_of, origin=origin)
+    ds, split = prep.ds, prep.split
+    cv_scores = walk_forward_cv(ds, split, config)
+    x, y = _xy(ds, np.concatenate([split.stress, split.train]))
+    estimator, tuning = fit_estimator(x, y, config, gap=split.gap)
+    model = wrap(estimator, list(FEATURES), ds.labeler.rule, y)
+    metrics = _metrics(ds, split, model, cv_scores)
+    if tuning is not None:
+        metrics["tuning"] = tuning
+    info = labeler_info(ds)
     return TrainResult(
-        bundle=bundle,
+        bundle=make_bundle(model, list(FEATURES), info),
         metrics=metrics,
         baselines=baselines_on(ds, split),
         incumbent=score_incumbent(incumbent, ds, split),
-        data=data,
+        data=_data_window(ds, split, source),
         config=config.to_dict(),
-        labeler=labeler_info,
+        labeler=info,
         seconds=round(time.monotonic() - started, 3),
         holdout_features=ds.features.iloc[split.holdout][list(FEATURES)],
-        holdout_labels=y_hold,
+        holdout_labels=ds.labels.to_numpy()[split.holdout],
     )

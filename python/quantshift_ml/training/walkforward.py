@@ -1,17 +1,19 @@
 """Monthly walk-forward: what the product would have done, month by month.
 
 For every month M of the history (once warm-up plus a full window exist), the
-model is trained exactly as ``train`` would on the last day before M (trailing
-window, holdout, embargo, stress memory), its gate decision is recorded, and it
-then predicts every day of M. Labels of M's days are only used for scoring,
-never for training: for the ``forward`` labeler the training labels end ``H``
-bars before M starts. Baselines are scored on the same days.
+model is trained exactly as ``train`` would on the last day before M (labels as
+known then: the ``hmm`` labeler is refitted on bars up to that day only,
+warm-started from the previous month; holdout, embargo, memory), its gate
+decision is recorded, and it then predicts every day of M from causal features.
+Truth for M's days is the final label (for ``hmm``: the state smoothed with the
+whole history), never used for training. Every baseline is fitted on the same
+training rows and scored on the same days.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,111 +21,189 @@ import pandas as pd
 
 from quantshift_ml.errors import DataError
 from quantshift_ml.features import FEATURES
-from quantshift_ml.gate import GATE_METRICS, GateConfig
-from quantshift_ml.labels import RulesLabeler, make_labeler
+from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, strongest
+from quantshift_ml.labels import make_labeler
 from quantshift_ml.training import evaluate as ev
+from quantshift_ml.training import report as rp
+from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.config import TrainConfig
-from quantshift_ml.training.model import fit_forest
-from quantshift_ml.training.pipeline import prepare_dataset, split_window
+from quantshift_ml.training.model import fit_estimator, wrap
+from quantshift_ml.training.pipeline import (
+    Dataset,
+    baseline_predictions,
+    prepare_dataset,
+    relabel,
+    split_window,
+)
 
 STRESS_PERIODS: dict[str, tuple[str, str]] = {
     "2008-09..2008-12": ("2008-09-01", "2008-12-31"),
     "2011-08..2011-10": ("2011-08-01", "2011-10-31"),
     "2018-02..2018-03": ("2018-02-01", "2018-03-31"),
 }
+TOLERANCES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
+"""Baseline tolerances whose gate refusal rates the report gives."""
+
+
+@dataclass
+class _Pooled:
+    """Walk-forward rows, appended month by month."""
+
+    truth: list[np.ndarray] = field(default_factory=list)
+    where: list[np.ndarray] = field(default_factory=list)
+    preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    windows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, name: str, p: np.ndarray) -> None:
+        self.preds.setdefault(name, []).append(np.asarray(p, dtype=object))
+
+
+def _month_starts(idx: pd.DatetimeIndex) -> np.ndarray:
+    months = pd.Series(idx.to_period("M"), index=np.arange(len(idx)))
+    return months.groupby(months).head(1).index.to_numpy()
+
+
+def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig,
+               end_known: int, month: np.ndarray, pooled: _Pooled, origin: str) -> None:
+    """Train at the cut-off, gate on the holdout, predict the month; append everything."""
+    split = split_window(ds, config, end_known, origin=origin)
+    tr = np.concatenate([split.stress, split.train])
+    x = ds.features.iloc[tr][list(FEATURES)].to_numpy(dtype=float)
+    y = ds.target.to_numpy()[tr]
+    estimator, _ = fit_estimator(x, y, config, gap=split.gap)
+    model = wrap(estimator, list(FEATURES), ds.labeler.rule, y)
+    xh = ds.features.iloc[split.holdout][list(FEATURES)].to_numpy(dtype=float)
+    y_hold = ds.labels.to_numpy()[split.holdout]
+    hold = ev.classification_report(y_hold, model.predict(xh))
+    hold_base = {k: ev.classification_report(y_hold, v) for k, v in
+                 baseline_predictions(ds, tr, split.holdout).items()}
+    decision = decide({gate.metric: hold[GATE_METRICS[gate.metric]]}, None, gate, hold_base)
+    xm = ds.features.iloc[month][list(FEATURES)].to_numpy(dtype=float)
+    pm = np.asarray(model.predict(xm), dtype=object)
+    pooled.truth.append(full.labels.to_numpy()[month])
+    pooled.where.append(month)
+    pooled.add("model", pm)
+    for name, p in baseline_predictions(ds, tr, month, persist_from=full.target.to_numpy()
+                                        ).items():
+        pooled.add(name, p)
+    best_name, best = strongest(hold_base, gate.metric, gate.labeler)
+    pooled.windows.append({
+        "month": str(ds.features.index[month[0]].to_period("M")),
+        "gate_value": hold[GATE_METRICS[gate.metric]], "gate_passed": decision["passed"],
+        "holdout_strongest": best_name, "holdout_strongest_value": round(best, 4),
+        "month_accuracy": round(ev.accuracy(full.labels.to_numpy()[month], pm), 4)})
+
+
+def _collect(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig, start: str | None,
+             origin: str) -> tuple[Dataset, _Pooled]:
+    labeler = make_labeler(config.labeler)
+    full = prepare_dataset(bars, labeler)
+    idx = pd.DatetimeIndex(full.features.index)
+    starts = _month_starts(idx)
+    pooled = _Pooled()
+    warm = None
+    for k, first in enumerate(starts):
+        end_known = first - 1 - labeler.horizon  # newest row whose label is known before M
+        if (start is not None and idx[first] < pd.Timestamp(start)) or end_known < 0:
+            continue
+        last = starts[k + 1] if k + 1 < len(starts) else len(idx)
+        month = np.arange(first, last)
+        month = month[full.valid[month]]
+        if len(month) == 0 or first - 1 <= 0:
+            continue
+        try:
+            ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
+            warm = ds.fitted
+            _one_month(full, ds, config, gate, end_known, month, pooled, origin)
+        except DataError:
+            continue  # not enough history yet
+    if not pooled.windows:
+        raise DataError(f"{origin}: history too short for a walk-forward "
+                        f"({config.years:g}-year window plus warm-up)")
+    return full, pooled
+
+
+def _refusals(windows: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of months whose gate would refuse, for each baseline tolerance."""
+    out = {}
+    for tol in TOLERANCES:
+        refused = [w["gate_value"] + tol <= w["holdout_strongest_value"] for w in windows]
+        out[f"{tol:g}"] = round(float(np.mean(refused)), 4)
+    return out
+
+
+def _stress(y: np.ndarray, preds: dict[str, np.ndarray], dates: pd.DatetimeIndex
+            ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (a, b) in STRESS_PERIODS.items():
+        m = (dates >= pd.Timestamp(a)) & (dates <= pd.Timestamp(b))
+        if m.any():
+            r = ev.classification_report(y[m], preds["model"][m])
+            out[name] = {**rp.per_period(y, preds, m),
+                         "model_recall": {c: v["recall"] for c, v in r["per_class"].items()
+                                          if v["support"]}}
+    return out
+
+
+def _economics(full: Dataset, pos: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, Any]:
+    close = full.bars["Close"].to_numpy(dtype=float)
+    nxt = np.minimum(pos + 1, len(close) - 1)
+    rets = close[nxt] / close[pos] - 1.0
+    out: dict[str, Any] = {
+        "strategy": "long the index while the predicted regime is Bull or Low Vol, flat in "
+                    "High Vol, Crisis and Bear; decided at the close, executed at the next "
+                    "close; no costs, cash earns 0",
+        "buy_and_hold": rp.performance(rets)}
+    for name, p in preds.items():
+        out[name] = rp.strategy(p, rets)
+    return out
 
 
 def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                     *, start: str | None = None, origin: str = "data") -> dict[str, Any]:
     """Run the monthly walk-forward and return a JSON-native report."""
     started = time.monotonic()
-    labeler = make_labeler(config.labeler)
-    ds = prepare_dataset(bars, labeler)
-    idx = pd.DatetimeIndex(ds.features.index)
-    lab = ds.labels.to_numpy()
-    months = pd.Series(idx.to_period("M"), index=np.arange(len(idx)))
-    month_starts = months.groupby(months).head(1).index.to_numpy()
-    preds: list[np.ndarray] = []
-    truths: list[np.ndarray] = []
-    where: list[np.ndarray] = []
-    base: dict[str, list[np.ndarray]] = {"rule": [], "persistence": [], "majority": []}
-    windows: list[dict[str, Any]] = []
-    rule = RulesLabeler()
-    gap = config.effective_gap(labeler.horizon)
-    for k, first in enumerate(month_starts):
-        if start is not None and idx[first] < pd.Timestamp(start):
-            continue
-        end_known = first - 1 - labeler.horizon  # newest row whose label is known before M
-        if end_known < 0:
-            continue
-        try:
-            split = split_window(ds, config, int(end_known), origin=origin)
-        except DataError:
-            continue  # not enough history yet
-        last = month_starts[k + 1] if k + 1 < len(month_starts) else len(idx)
-        month = np.arange(first, last)
-        month = month[ds.valid[month]]
-        if len(month) == 0:
-            continue
-        tr = np.concatenate([split.stress, split.train])
-        x = ds.features.iloc[tr][list(FEATURES)].to_numpy(dtype=float)
-        model = fit_forest(x, lab[tr], config.model)
-        xh = ds.features.iloc[split.holdout][list(FEATURES)].to_numpy(dtype=float)
-        hold = ev.classification_report(lab[split.holdout], model.predict(xh))
-        gate_value = hold[GATE_METRICS[gate.metric]]
-        xm = ds.features.iloc[month][list(FEATURES)].to_numpy(dtype=float)
-        pm = np.asarray(model.predict(xm), dtype=object)
-        preds.append(pm)
-        truths.append(lab[month])
-        where.append(month)
-        base["rule"].append(rule.predict_from_features(ds.features.iloc[month]))
-        base["persistence"].append(ev.persistence_baseline(lab, month, labeler.horizon))
-        base["majority"].append(ev.majority_baseline(lab[tr], len(month)))
-        windows.append({"month": str(idx[first].to_period("M")), "gate_value": gate_value,
-                        "gate_passed": bool(gate_value >= gate.floor),
-                        "month_accuracy": round(ev.accuracy(lab[month], pm), 4)})
-    if not preds:
-        raise DataError(f"{origin}: history too short for a walk-forward "
-                        f"({config.years:g}-year window plus warm-up)")
-    y = np.concatenate(truths)
-    p = np.concatenate(preds)
-    pos = np.concatenate(where)
-    dates = pd.DatetimeIndex(idx[pos])
+    full, pooled = _collect(bars, config, gate, start, origin)
+    y = np.concatenate(pooled.truth)
+    pos = np.concatenate(pooled.where)
+    preds = {k: np.concatenate(v) for k, v in pooled.preds.items()}
+    dates = pd.DatetimeIndex(full.features.index[pos])
+    months = np.asarray(dates.year * 12 + dates.month)
+    base_reports = {k: ev.classification_report(y, v) for k, v in preds.items() if k != "model"}
+    best_name, best_value = strongest(base_reports, "balanced_accuracy", full.labeler.name)
     report: dict[str, Any] = {
-        "labeler": {"name": labeler.name, "horizon": labeler.horizon, "params": labeler.params()},
+        "labeler": {"name": full.labeler.name, "horizon": full.labeler.horizon,
+                    "params": full.labeler.params()},
         "config": config.to_dict(),
-        "gap_rows": gap,
-        "gate": {"metric": gate.metric, "floor": gate.floor},
-        "months": len(windows),
-        "first_month": windows[0]["month"],
-        "last_month": windows[-1]["month"],
-        "model": ev.classification_report(y, p),
-        "baselines": {k: ev.classification_report(y, np.concatenate(v)) for k, v in base.items()},
-        "gate_pass_rate": round(float(np.mean([w["gate_passed"] for w in windows])), 4),
-        "per_year": {},
-        "stress_periods": {},
-        "windows": windows,
+        "gap_rows": config.effective_gap(full.labeler.horizon),
+        "gate": {"metric": gate.metric, "floor": gate.floor,
+                 "beat_baseline": gate.beat_baseline,
+                 "baseline_tolerance": gate.baseline_tolerance},
+        "months": len(pooled.windows),
+        "first_month": pooled.windows[0]["month"],
+        "last_month": pooled.windows[-1]["month"],
+        "model": ev.classification_report(y, preds["model"]),
+        "baselines": base_reports,
+        "strongest_baseline": {"name": best_name, "balanced_accuracy": round(best_value, 4),
+                               **rp.margin_interval(y, preds["model"], preds[best_name],
+                                                    months)},
+        "halves": {},
+        "gate_pass_rate": round(float(np.mean([w["gate_passed"] for w in pooled.windows])), 4),
+        "gate_refusal_rate_by_tolerance": _refusals(pooled.windows),
+        "per_year": {str(yv): rp.per_period(y, preds, dates.year == yv)
+                     for yv in sorted(set(dates.year))},
+        "stress_periods": _stress(y, preds, dates),
+        "economics": _economics(full, pos, preds),
+        "windows": pooled.windows,
     }
-    years = dates.year
-    for yv in sorted(set(years)):
-        m = years == yv
-        report["per_year"][str(yv)] = {
-            "n": int(m.sum()), "model": round(ev.accuracy(y[m], p[m]), 4),
-            **{k: round(ev.accuracy(y[m], np.concatenate(v)[m]), 4) for k, v in base.items()},
-        }
-    for name, (a, b) in STRESS_PERIODS.items():
-        m = (dates >= pd.Timestamp(a)) & (dates <= pd.Timestamp(b))
-        if m.any():
-            r = ev.classification_report(y[m], p[m])
-            report["stress_periods"][name] = {
-                "n": int(m.sum()), "accuracy": r["accuracy"],
-                "recall": {c: v["recall"] for c, v in r["per_class"].items() if v["support"]},
-                **{f"{k}_accuracy": round(ev.accuracy(y[m], np.concatenate(v)[m]), 4)
-                   for k, v in base.items()},
-            }
+    for name, mask in rp.halves(dates, months):
+        report["halves"][name] = {**rp.per_period(y, preds, mask), "margin_vs_strongest": (
+            rp.margin_interval(y[mask], preds["model"][mask], preds[best_name][mask],
+                               months[mask]))}
+    if full.labeler.rule is not None:
+        states = full.labeler.rule.states
+        t = states(y)
+        report["learned_axis"] = {k: round(balanced_accuracy(t, states(v)), 4)
+                                  for k, v in preds.items()}
     report["seconds"] = round(time.monotonic() - started, 2)
     return report
-
-
-def with_labeler(config: TrainConfig, labeler: str) -> TrainConfig:
-    return replace(config, labeler=labeler)

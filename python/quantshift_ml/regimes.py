@@ -1,0 +1,166 @@
+"""The five regime names from a learned volatility state and a ruled trend.
+
+The ``hmm`` labeler splits "the regime" into two axes because the evidence
+(docs/model.md) says only one of them is learnable:
+
+* **volatility state** (calm / turbulent), learned: the hindsight state of the
+  regime HMM, which no causal feature contains. The forest predicts it.
+* **trend and depth**, ruled: a documented causal rule on today's features,
+  applied identically to the truth, the model and every baseline. Direction
+  over the next weeks showed no skill beyond persistence in any design tried,
+  so no model is asked to guess it.
+
+The composition (``RegimeRule``, thresholds documented in docs/model.md):
+
+=============  ====================================================================
+turbulent      **Crisis** if the close is at least 20 % below its one-year high
+               (``drawdown_252 <= -0.20``, a bear market by the usual definition);
+               else **Bear** if the close is below its 200-day average
+               (``close_vs_sma200 < 0``); else **High Vol**
+calm           **Bull** if the close is above its 200-day average and the 50-day
+               average rises (``close_vs_sma200 > 0`` and ``sma50_slope > 0``);
+               else **Low Vol** (calm, no up-trend)
+=============  ====================================================================
+
+Bear sits on the turbulent side because falling markets are volatile ones (the
+leverage effect): on the S&P 500 1999-2018 a calm day below a falling 200-day
+average was 3.6 % of days, a regime too thin to mean anything to a bot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quantshift_ml import REGIMES
+
+CALM, TURBULENT = "calm", "turbulent"
+STATES: tuple[str, str] = (CALM, TURBULENT)
+"""The learned axis, in the order of a binary estimator's ``classes_``."""
+TURBULENT_REGIMES: tuple[str, ...] = ("Crisis", "Bear", "High Vol")
+RULE_FEATURES: tuple[str, str, str] = ("drawdown_252", "sma50_slope", "close_vs_sma200")
+_COL = {name: REGIMES.index(name) for name in REGIMES}
+
+
+@dataclass(frozen=True)
+class RegimeRule:
+    """Causal composition of a volatility state with today's trend (module docstring)."""
+
+    crisis_drawdown: float = -0.20
+    trend_slope: float = 0.0
+
+    def compose(self, turbulent: np.ndarray, drawdown: np.ndarray, slope: np.ndarray,
+                vs200: np.ndarray) -> np.ndarray:
+        """Regime names for boolean ``turbulent`` and the three rule features (1-D arrays)."""
+        turb = np.asarray(turbulent, dtype=bool)
+        out = np.full(turb.shape, "Low Vol", dtype=object)
+        out[~turb & (vs200 > 0) & (slope > self.trend_slope)] = "Bull"
+        out[turb] = "High Vol"
+        out[turb & (vs200 < 0)] = "Bear"
+        out[turb & (drawdown <= self.crisis_drawdown)] = "Crisis"
+        return out
+
+    def compose_frame(self, turbulent: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+        """``compose`` with the rule features taken from a feature frame by name."""
+        cols = [features[c].to_numpy(dtype=float) for c in RULE_FEATURES]
+        return self.compose(turbulent, *cols)
+
+    def states(self, regimes: np.ndarray) -> np.ndarray:
+        """The volatility state of regime names (Crisis, Bear and High Vol are turbulent).
+
+        Applied to another labeler's regimes (the old rule's), Bear there is a
+        trend, not a volatility, so only its Crisis and High Vol map to turbulent:
+        use ``from_volatility`` for those.
+        """
+        names = np.asarray([str(v) for v in regimes], dtype=object)
+        return np.where(np.isin(names, TURBULENT_REGIMES), TURBULENT, CALM).astype(object)
+
+    @staticmethod
+    def from_volatility(regimes: np.ndarray) -> np.ndarray:
+        """calm/turbulent of regimes whose Crisis and High Vol are the volatile ones."""
+        names = np.asarray([str(v) for v in regimes], dtype=object)
+        return np.where(np.isin(names, ["Crisis", "High Vol"]), TURBULENT, CALM).astype(object)
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RegimeModel:
+    """A fitted estimator plus the step that turns its outputs into regimes.
+
+    Without a rule the estimator predicts the regimes itself (``rules`` and
+    ``forward`` labelers) and this class only forwards. With a rule the estimator
+    predicts calm/turbulent and ``finish`` composes the five regimes, so the
+    scikit-learn and the ONNX paths share one composition (the service runs the
+    estimator in onnxruntime, then ``finish`` in numpy).
+
+    ``predict_proba`` puts P(turbulent) on the one of Crisis / Bear / High Vol and
+    P(calm) on the one of Bull / Low Vol that the rule picks: the others get 0.
+
+    ``threshold``: a day is turbulent when P(turbulent) exceeds it. Training sets it
+    to the training rows' share of turbulent days, the decision rule that
+    maximises balanced accuracy for calibrated probabilities (each state weighs
+    the same however rare it is), chosen without looking at any holdout.
+    """
+
+    def __init__(self, estimator: Any, features: list[str], rule: RegimeRule | None = None,
+                 threshold: float = 0.5) -> None:
+        self.estimator = estimator
+        self.features = list(features)
+        self.rule = rule
+        self.threshold = threshold
+        self._rule_cols = [self.features.index(c) for c in RULE_FEATURES] if rule else []
+
+    @property
+    def classes_(self) -> np.ndarray:
+        if self.rule is None:
+            return np.asarray(self.estimator.classes_, dtype=object)
+        return np.asarray(REGIMES, dtype=object)
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        return np.asarray(getattr(self.estimator, "feature_importances_", np.zeros(
+            len(self.features))), dtype=float)
+
+    def p_turbulent(self, estimator_proba: np.ndarray) -> np.ndarray:
+        classes = [str(c) for c in self.estimator.classes_]
+        if TURBULENT not in classes:  # trained on calm rows only
+            return np.zeros(len(estimator_proba))
+        return np.asarray(estimator_proba, dtype=float)[:, classes.index(TURBULENT)]
+
+    def finish(self, estimator_proba: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and class probabilities (columns ``classes_``) from the estimator's output."""
+        proba = np.asarray(estimator_proba, dtype=float)
+        if self.rule is None:
+            classes = self.classes_
+            return classes[np.argmax(np.round(proba, 6), axis=1)], proba
+        # rounded so that float32 (ONNX) and float64 (scikit-learn) agree on a tie:
+        # an even number of trees can vote exactly 0.5
+        p = np.round(self.p_turbulent(proba), 6)
+        turb = p > self.threshold
+        x = np.asarray(x, dtype=float)
+        labels = self.rule.compose(turb, *(x[:, i] for i in self._rule_cols))
+        calm_label = self.rule.compose(np.zeros(len(p), bool), *(x[:, i] for i in self._rule_cols))
+        turb_label = self.rule.compose(np.ones(len(p), bool), *(x[:, i] for i in self._rule_cols))
+        out = np.zeros((len(p), len(REGIMES)))
+        rows = np.arange(len(p))
+        out[rows, [_COL[c] for c in calm_label]] += 1.0 - p
+        out[rows, [_COL[c] for c in turb_label]] += p
+        return labels, out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.finish(self.estimator.predict_proba(x), x)[1]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.finish(self.estimator.predict_proba(x), x)[0]
+
+
+def regime_model(bundle: dict[str, Any]) -> RegimeModel:
+    """The bundle's RegimeModel; a format-1 bundle's bare forest is wrapped on the fly."""
+    model = bundle["model"]
+    if isinstance(model, RegimeModel):
+        return model
+    return RegimeModel(model, list(bundle["features"]))

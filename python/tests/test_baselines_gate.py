@@ -1,0 +1,72 @@
+"""Fair baselines on the candidate's rows, and a gate held to the strongest of them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantshift_ml.errors import UsageError
+from quantshift_ml.gate import decide, gate_for, strongest
+from quantshift_ml.labels import make_labeler
+from quantshift_ml.training import baselines as bl
+from quantshift_ml.training.pipeline import prepare_dataset, train_candidate
+
+from .conftest import FAST
+
+
+def test_tuned_threshold_finds_the_split_and_its_classes() -> None:
+    v = np.r_[np.linspace(0, 1, 50), np.linspace(2, 3, 20)]
+    y = np.array(["calm"] * 50 + ["turbulent"] * 20, dtype=object)
+    q, below, above = bl.tune_threshold(v, y)
+    assert 1.0 <= q < 2.0 and (below, above) == ("calm", "turbulent")
+    assert list(bl.apply_threshold(np.array([0.5, 2.5]), (q, below, above))) == [
+        "calm", "turbulent"]
+
+
+def test_persistence_reads_the_newest_settled_label(bars: pd.DataFrame) -> None:
+    ds = prepare_dataset(bars.iloc[:3000], make_labeler("hmm"))
+    target = ds.target.to_numpy()
+    rows = np.arange(2700, 2750)
+    inputs = bl.BaselineInputs(bars=ds.bars, features=ds.features, target=target,
+                               train=np.arange(300, 2600), rows=rows, labeler=ds.labeler,
+                               fitted=ds.fitted)
+    got = bl.predict_all(inputs)["persistence"]
+    np.testing.assert_array_equal(got, target[rows - 21])  # horizon 20: known 21 bars back
+
+
+def test_every_baseline_is_scored_on_the_candidates_holdout(bars: pd.DataFrame) -> None:
+    res = train_candidate(bars, FAST, as_of="2011-12-30")
+    assert set(res.baselines) == {"majority", "persistence", "rule", "rv20_threshold",
+                                  "hmm_filter", "hmm_filter_tuned"}
+    for rep in res.baselines.values():
+        assert rep["n"] == res.metrics["holdout_rows"]
+        assert rep["balanced_accuracy"] < 0.99  # the target is not a function of today
+    fwd = train_candidate(bars, replace(FAST, labeler="forward"), as_of="2011-12-30")
+    assert "har_rv" in fwd.baselines and "hmm_filter" not in fwd.baselines
+
+
+def test_gate_refuses_a_candidate_that_trails_the_strongest_baseline() -> None:
+    gate = gate_for("hmm")
+    assert (gate.metric, gate.floor, gate.beat_baseline) == ("balanced_accuracy", 0.0,
+                                                             "strongest")
+    bases = {"persistence": {"accuracy": 0.8, "balanced_accuracy": 0.70},
+             "hmm_filter": {"accuracy": 0.9, "balanced_accuracy": 0.82}}
+    tol = gate.baseline_tolerance
+    ok = decide({"balanced_accuracy": 0.82 - tol + 0.001}, None, gate, bases)
+    assert ok["passed"] and ok["baseline_name"] == "hmm_filter"
+    bad = decide({"balanced_accuracy": 0.82 - tol - 0.001}, None, gate, bases)
+    assert not bad["passed"] and "trails the hmm_filter baseline 0.820" in bad["reasons"][0]
+    assert "hmm_filter baseline 0.820" in bad["summary"]
+
+
+def test_rules_labeler_keeps_the_seed_gate_and_never_counts_its_own_rule() -> None:
+    gate = gate_for("rules")
+    assert (gate.metric, gate.floor, gate.beat_baseline) == ("test_accuracy", 0.75, "majority")
+    bases = {"rule": {"accuracy": 1.0}, "persistence": {"accuracy": 0.93}}
+    assert strongest(bases, "test_accuracy", "rules") == ("persistence", 0.93)
+    assert gate_for("hmm", {"floor": 0.6, "beat_baseline": "none"}).beat_baseline is None
+    with pytest.raises(UsageError, match="unknown baseline"):
+        gate_for("hmm", {"beat_baseline": "oracle"})

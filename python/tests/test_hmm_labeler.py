@@ -1,0 +1,96 @@
+"""The hmm labeler: ordered states, causal filter, settled labels, the ruled composition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantshift_ml import hmm
+from quantshift_ml.errors import DataError
+from quantshift_ml.features import compute_features
+from quantshift_ml.labels import HmmLabeler, make_labeler
+from quantshift_ml.regimes import RegimeModel, RegimeRule
+from quantshift_ml.training.pipeline import prepare_dataset, relabel
+
+
+@pytest.fixture(scope="module")
+def fitted(bars: pd.DataFrame) -> hmm.HmmParams:
+    return HmmLabeler().fit(bars)
+
+
+def test_states_are_ordered_calm_then_turbulent(fitted: hmm.HmmParams) -> None:
+    calm, turbulent = fitted.annual_vol()
+    assert 0.08 < calm < 0.14 and 0.22 < turbulent < 0.36  # docs/model.md: ~11 % and ~29 %
+    assert fitted.transmat[0][0] > 0.95 and fitted.transmat[1][1] > 0.9  # regimes persist
+    assert hmm.HmmParams.from_dict(fitted.to_dict()) == fitted  # metadata round trip
+
+
+def test_filter_is_causal_and_smoothing_is_not(bars: pd.DataFrame,
+                                               fitted: hmm.HmmParams) -> None:
+    r = hmm.returns_pct(bars["Close"])[1:]
+    full = hmm.filtered(fitted, r)
+    part = hmm.filtered(fitted, r[:2400])
+    np.testing.assert_allclose(part, full[:2400])  # later returns never change day t
+    sm_full, sm_part = hmm.smoothed(fitted, r), hmm.smoothed(fitted, r[:2400])
+    assert np.abs(sm_full[:2400] - sm_part).max() > 0.1  # hindsight: it does change
+
+
+def test_labels_known_cases_and_last_horizon_unsettled(bars: pd.DataFrame) -> None:
+    lab = HmmLabeler()
+    feats = compute_features(bars)
+    labels = lab.label(bars, feats)
+    assert labels.iloc[-lab.horizon:].isna().all() and labels.iloc[-lab.horizon - 1:
+                                                                   -lab.horizon].notna().all()
+    assert labels.loc["2008-10-10"] == "Crisis"  # turbulent, 20 %+ below the one-year high
+    assert labels.loc["2017-06-30"] == "Bull"  # the calmest year on record, rising
+    target = lab.target(bars, feats)
+    assert set(target.dropna()) == {"calm", "turbulent"}
+    assert 0.2 < (target == "turbulent").mean() < 0.5
+
+
+def test_training_labels_use_only_bars_up_to_the_cutoff(bars: pd.DataFrame) -> None:
+    """A training run at the cut-off must not see later bars: changing them changes nothing."""
+    ds = prepare_dataset(bars, make_labeler("hmm"))
+    cut = 2500
+    a = relabel(ds, cut)
+    shocked = bars.copy()
+    shocked.iloc[cut + 1:, :4] *= np.linspace(1.0, 0.3, len(bars) - cut - 1)[:, None]
+    b = relabel(prepare_dataset(shocked, make_labeler("hmm")), cut)
+    pd.testing.assert_series_equal(a.target, b.target)
+    assert a.target.iloc[cut - HmmLabeler().horizon + 1:].isna().all()  # not settled yet
+
+
+def test_too_few_returns_is_a_data_error(bars: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="at least 250"):
+        HmmLabeler().fit(bars.iloc[:100])
+
+
+def test_rule_composes_the_five_regimes() -> None:
+    rule = RegimeRule()
+    turbulent = np.array([True, True, False, False, False])
+    drawdown = np.array([-0.25, -0.05, -0.01, -0.01, -0.3])
+    slope = np.array([0.0, 0.0, 0.002, -0.002, 0.001])
+    vs200 = np.array([-0.1, 0.1, 0.05, -0.05, -0.1])
+    got = list(rule.compose(turbulent, drawdown, slope, vs200))
+    assert got == ["Crisis", "High Vol", "Bull", "Bear", "Low Vol"]
+    assert list(rule.states(np.array(got))) == ["turbulent", "turbulent", "calm", "calm", "calm"]
+
+
+def test_regime_model_probabilities_follow_the_rule() -> None:
+    class Stub:
+        classes_ = np.array(["calm", "turbulent"], dtype=object)
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            return np.c_[1 - x[:, 0], x[:, 0]]
+
+    features = ["p", "drawdown_252", "sma50_slope", "close_vs_sma200"]
+    model = RegimeModel(Stub(), features, RegimeRule())
+    x = np.array([[0.8, -0.3, 0.01, -0.1], [0.2, -0.01, 0.01, 0.1], [0.5, -0.01, 0.01, 0.1]])
+    labels, proba = model.finish(model.estimator.predict_proba(x), x)
+    assert list(labels) == ["Crisis", "Bull", "Bull"]  # a tie at 0.5 is calm
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    classes = list(model.classes_)
+    assert proba[0, classes.index("Crisis")] == pytest.approx(0.8)
+    assert proba[0, classes.index("Low Vol")] == pytest.approx(0.2)  # calm would be Low Vol
+    assert list(model.predict(x)) == list(labels)
