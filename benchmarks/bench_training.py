@@ -36,7 +36,7 @@ import pandas as pd
 from quantshift_ml import __version__
 from quantshift_ml.data.sources import BundledSource
 from quantshift_ml.features import WARMUP_ROWS, compute_features
-from quantshift_ml.gate import GateConfig
+from quantshift_ml.gate import gate_for
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.pipeline import TrainResult, train_candidate
 from quantshift_ml.training.walkforward import run_walkforward
@@ -118,7 +118,8 @@ def run(quick: bool, repeat: int | None, wf_repeat: int | None) -> dict[str, Any
     start = str((bars.index[-1] - pd.DateOffset(years=2)).date()) if quick else None
     cpu0 = time.process_time()
     timing, report = measure(
-        lambda: run_walkforward(bars, default, GateConfig(), start=start, origin="bundled"),
+        lambda: run_walkforward(bars, default, gate_for(default.labeler), start=start,
+                                origin="bundled"),
         wf_reps, warmup=False)
     cpu = (time.process_time() - cpu0) / max(1, wf_reps)
     months = int(report["months"])

@@ -8,6 +8,8 @@ the S&P 500 index applies to SPY (a tenth of the level) unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -32,6 +34,10 @@ FEATURES: tuple[str, ...] = (
     "parkinson_vol_20",
     "drawdown_252",
     "return_20",
+    "ewma_vol_fast",
+    "ewma_vol_slow",
+    "abs_return",
+    "range_today",
 )
 """Feature columns, in the order the model sees them."""
 
@@ -110,8 +116,43 @@ def _volatility(out: pd.DataFrame, bars: pd.DataFrame) -> None:
     hl = np.log(bars["High"] / bars["Low"]) ** 2 / (4.0 * np.log(2.0))
     for n in (5, 20):
         out[f"parkinson_vol_{n}"] = np.sqrt(hl.rolling(n, min_periods=n).mean() * 252.0)
+    # what a volatility filter reacts to: today's move and exponentially weighted
+    # variance (half-lives of 3 and 11 days; 11 is RiskMetrics' lambda = 0.94)
+    sq = log_ret**2
+    out["ewma_vol_fast"] = np.sqrt(sq.ewm(halflife=3, min_periods=20).mean() * 252.0)
+    out["ewma_vol_slow"] = np.sqrt(sq.ewm(halflife=11, min_periods=20).mean() * 252.0)
+    out["abs_return"] = log_ret.abs() * np.sqrt(252.0)
+    out["range_today"] = np.sqrt(hl * 252.0)
 
 
 def usable(features: pd.DataFrame) -> pd.Series:
     """Boolean mask of rows whose features are all defined (past the warm-up)."""
     return features.notna().all(axis=1)
+
+
+HMM_FILTER = "hmm_filter"
+"""Model input of the ``hmm`` labeler: the regime HMM's causal P(turbulent) at t."""
+
+
+def with_hmm_filter(features: pd.DataFrame, bars: pd.DataFrame, fitted: Any) -> pd.DataFrame:
+    """``features`` plus the ``hmm_filter`` column computed with the fitted HMM.
+
+    ``fitted``: the labeler's ``HmmParams`` (or its ``to_dict()`` from a bundle's
+    metadata), or None (then ``features`` is returned as is). The filter at row t
+    reads returns up to t only, so the column is as causal as the others; it is
+    the classic counterpart the forest must beat, given to it as one more input.
+    """
+    if fitted is None:
+        return features
+    from quantshift_ml import hmm
+
+    params = fitted if isinstance(fitted, hmm.HmmParams) else hmm.HmmParams.from_dict(fitted)
+    p = np.full(len(bars), np.nan)  # over every bar, then aligned: same start as training
+    p[1:] = hmm.filtered(params, hmm.returns_pct(bars["Close"])[1:])
+    return features.assign(**{HMM_FILTER: pd.Series(p, index=bars.index).reindex(
+        features.index).to_numpy()})
+
+
+def model_frame(bars: pd.DataFrame, bundle_labeler: dict[str, Any] | None) -> pd.DataFrame:
+    """Every input a stored model may ask for: ``FEATURES`` and, for ``hmm``, the filter."""
+    return with_hmm_filter(compute_features(bars), bars, (bundle_labeler or {}).get("fitted"))

@@ -20,7 +20,7 @@ from quantshift_ml import __version__, traininglog
 from quantshift_ml.compiled import compile_checked
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError
-from quantshift_ml.features import FEATURES, compute_features, usable
+from quantshift_ml.features import model_frame, usable
 from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, gate_for
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import meta_for, onnx_for
@@ -118,7 +118,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         "trained_at": _utcnow().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "labeler": result.labeler,
-        "features": list(FEATURES),
+        "features": list(result.bundle["features"]),
         "params": result.config,
         "metrics": result.metrics,
         "baselines": result.baselines,
@@ -255,7 +255,7 @@ def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:
     store = ModelStore(root)
     bundle, art = store.load_model(store.layout.active_pkl)
     bars = source.load()
-    feats = compute_features(bars)
+    feats = model_frame(bars, bundle.get("labeler"))[bundle["features"]]
     ok = usable(feats)
     if not ok.any():
         from quantshift_ml.errors import DataError

@@ -41,7 +41,7 @@ from quantshift_ml import predlog
 from quantshift_ml.compiled import PARITY_TOLERANCE, CompiledUnavailable, OnnxPredictor
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError, IntegrityError, QuantshiftError, UsageError
-from quantshift_ml.features import compute_features, usable
+from quantshift_ml.features import HMM_FILTER, compute_features, usable, with_hmm_filter
 from quantshift_ml.regimes import regime_model
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import onnx_for
@@ -219,22 +219,26 @@ class MarketCache:
         self._at = float("-inf")
         self._refreshing = False
         self._features: pd.DataFrame | None = None
-        self._rows: dict[tuple[str, ...], Snapshot] = {}
+        self._bars: pd.DataFrame | None = None
+        self._rows: dict[tuple[Any, ...], Snapshot] = {}
         self.refreshed_at: str | None = None
         self.error: str | None = None
 
-    def _load(self) -> pd.DataFrame:
-        feats = compute_features(self.source.load())
+    def _load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        bars = self.source.load()
+        feats = compute_features(bars)
         feats = feats[usable(feats)]
         if feats.empty:
             raise DataError(f"{self.source.name}: not enough history to compute features")
-        return feats
+        return bars, feats
 
-    def _install(self, feats: pd.DataFrame | None, exc: BaseException | None) -> None:
-        """Swap in fresh features, or record why not (call under the lock)."""
+    def _install(self, loaded: tuple[pd.DataFrame, pd.DataFrame] | None,
+                 exc: BaseException | None) -> None:
+        """Swap in fresh bars and features, or record why not (call under the lock)."""
         self._refreshing = False
-        if feats is not None:
-            self._features, self._rows = feats, {}
+        if loaded is not None:
+            self._bars, self._features = loaded
+            self._rows = {}
             self.refreshed_at, self.error = _utcnow(), None
             return
         self.error = f"refresh failed: {type(exc).__name__}: {exc}"
@@ -243,17 +247,24 @@ class MarketCache:
                         self._features.index[-1].date())
 
     def _refresh_in_background(self) -> None:
-        feats: pd.DataFrame | None = None
+        loaded: tuple[pd.DataFrame, pd.DataFrame] | None = None
         error: BaseException | None = None
         try:
-            feats = self._load()
+            loaded = self._load()
         except Exception as exc:
             error = exc
         with self._lock:
-            self._install(feats, error)
+            self._install(loaded, error)
 
-    def snapshot(self, features: Sequence[str]) -> Snapshot:
-        key = tuple(features)
+    def snapshot(self, features: Sequence[str], fitted: dict[str, Any] | None = None
+                 ) -> Snapshot:
+        """The newest row of ``features``; ``fitted`` (the model's HMM) adds ``hmm_filter``.
+
+        Rows are cached per feature list and HMM until the next refresh, so a
+        request costs a dict lookup, not a feature computation.
+        """
+        fit_key = None if not fitted else (fitted.get("log_likelihood"), fitted.get("n_obs"))
+        key = (tuple(features), fit_key)
         with self._lock:
             if self._features is None:
                 self._at = time.monotonic()
@@ -270,10 +281,13 @@ class MarketCache:
             assert self._features is not None
             snap = self._rows.get(key)
             if snap is None:
-                missing = [f for f in key if f not in self._features.columns]
+                frame = self._features
+                if HMM_FILTER in features and fitted and self._bars is not None:
+                    frame = with_hmm_filter(frame, self._bars, fitted)
+                missing = [f for f in features if f not in frame.columns]
                 if missing:
                     raise DataError(f"model expects features {missing} the data does not provide")
-                row = self._features[list(key)].iloc[[-1]]
+                row = frame[list(features)].iloc[[-1]]
                 snap = Snapshot(bar_date=str(row.index[0].date()),
                                 x=np.ascontiguousarray(row.to_numpy(dtype=float)))
                 self._rows[key] = snap
@@ -431,7 +445,7 @@ class RegimeService:
             return 503, {"status": "unhealthy", "error": err}
         if symbol.upper() != self.symbol.upper():
             return 404, {"error": f"this service scores {self.symbol}, not {symbol}"}
-        snap = self.market.snapshot(cur.features)
+        snap = self.market.snapshot(cur.features, cur.bundle["labeler"].get("fitted"))
         started = time.perf_counter()
         regime, proba = cur.infer(snap.x)
         elapsed = time.perf_counter() - started
@@ -459,7 +473,7 @@ class RegimeService:
         cur, _ = self.holder.get()
         try:
             if cur is not None:
-                self.market.snapshot(cur.features)
+                self.market.snapshot(cur.features, cur.bundle["labeler"].get("fitted"))
         except Exception as exc:
             log.warning("market data not available yet: %s: %s", type(exc).__name__, exc)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from quantshift_ml.errors import DataError
-from quantshift_ml.gate import GateConfig, decide
+from quantshift_ml.gate import GateConfig, decide, gate_for
 from quantshift_ml.training.pipeline import train_candidate
 from quantshift_ml.training.walkforward import run_walkforward
 
@@ -24,10 +24,11 @@ def test_holdout_is_after_train_with_embargo(bars: pd.DataFrame) -> None:
     train_end = idx.get_loc(pd.Timestamp(d["train_end"]))
     hold_start = idx.get_loc(pd.Timestamp(d["holdout_start"]))
     assert hold_start - train_end > res.metrics["gap_rows"]
-    assert d["holdout_end"] == "2018-12-31"
-    json.dumps(res.metrics), json.dumps(res.baselines)  # JSON-native throughout
-    assert set(res.baselines) == {"rule", "persistence", "majority"}
+    json.dumps(res.metrics), json.dumps(res.baselines), json.dumps(res.labeler)  # JSON-native
+    assert {"rule", "persistence", "majority", "hmm_filter"} <= set(res.baselines)
     assert len(res.metrics["top_features"]) == 5
+    # hmm: the last 20 bars are not settled, so the holdout ends 20 bars before the data
+    assert d["holdout_end"] == str(idx[-21].date())
 
 
 def test_forward_labeler_gap_covers_horizon(bars: pd.DataFrame) -> None:
@@ -48,16 +49,28 @@ def test_reproducible_with_fixed_seed(bars: pd.DataFrame) -> None:
 
 
 def test_calm_window_without_rare_classes_does_not_crash(bars: pd.DataFrame) -> None:
-    cfg = replace(FAST, stress_memory=False)
+    cfg = replace(FAST, labeler="rules", stress_memory=False)
     res = train_candidate(bars, cfg, as_of="2006-12-29")  # 2005-2006: no Crisis days
     assert res.metrics["per_class"]["Crisis"]["support"] == 0
     assert res.metrics["per_class"]["Crisis"]["recall"] is None
 
 
 def test_stress_memory_brings_rare_regimes_into_calm_windows(bars: pd.DataFrame) -> None:
-    res = train_candidate(bars, FAST, as_of="2006-12-29")
-    assert res.metrics["stress_memory_rows"] > 0
+    res = train_candidate(bars, replace(FAST, labeler="rules"), as_of="2006-12-29")
+    assert res.metrics["stress_memory_rows"] > 0 and res.metrics["memory"] == "stress"
     assert "High Vol" in res.bundle["classes"]
+
+
+def test_hmm_trains_on_all_settled_history_and_records_its_fit(bars: pd.DataFrame) -> None:
+    res = train_candidate(bars, FAST, as_of="2006-12-29")  # a calm window: 2005-2006
+    m = res.metrics
+    assert m["memory"] == "all" and m["stress_memory_rows"] > 1000
+    assert res.data["train_start"] < "2001-01-01"
+    assert [str(c) for c in res.bundle["model"].estimator.classes_] == ["calm", "turbulent"]
+    assert 0.1 < m["learned_axis"]["threshold"] < 0.6  # the training share of turbulent days
+    fitted = res.labeler["fitted"]
+    assert fitted["n_obs"] == len(bars.loc[:"2006-12-29"]) - 1  # fitted on known bars only
+    assert fitted["annual_vol"][0] < fitted["annual_vol"][1]
 
 
 def test_incumbent_scored_on_the_same_holdout(bars: pd.DataFrame) -> None:
@@ -74,7 +87,8 @@ def test_too_short_history_is_a_data_error(bars: pd.DataFrame) -> None:
 
 
 def test_gate_states_the_numbers() -> None:
-    gate = GateConfig(floor=0.75, max_regression=0.05)
+    gate = GateConfig(metric="test_accuracy", floor=0.75, max_regression=0.05,
+                      beat_baseline="majority", baseline_tolerance=0.0)
     ok = decide({"test_accuracy": 0.9}, {"accuracy": 0.92}, gate)
     assert ok["passed"]
     low = decide({"test_accuracy": 0.7}, None, gate)
@@ -86,12 +100,49 @@ def test_gate_states_the_numbers() -> None:
 
 
 def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
-    rep = run_walkforward(bars, FAST, GateConfig(), start="2018-01-01")
-    assert rep["months"] == 12
-    assert set(rep["baselines"]) == {"rule", "persistence", "majority"}
+    rep = run_walkforward(bars, FAST, gate_for("hmm"), start="2017-07-01")
+    assert rep["months"] == 18
+    assert {"rule", "persistence", "majority", "rv20_threshold", "hmm_filter",
+            "hmm_filter_tuned"} == set(rep["baselines"])
     assert "2018-02..2018-03" in rep["stress_periods"]
     assert 0.0 <= rep["gate_pass_rate"] <= 1.0
+    sb = rep["strongest_baseline"]
+    assert sb["name"] in rep["baselines"]
+    assert sb["ci95"][0] <= sb["margin"] <= sb["ci95"][1]
+    assert sb["margin"] == pytest.approx(rep["model"]["balanced_accuracy"]
+                                         - rep["baselines"][sb["name"]]["balanced_accuracy"],
+                                         abs=2e-4)
+    assert list(rep["halves"]) == ["2017-2018", "2018"]
+    assert set(rep["gate_refusal_rate_by_tolerance"]) == {"0", "0.02", "0.05", "0.1", "0.15",
+                                                          "0.2"}
+    eco = rep["economics"]
+    assert {"buy_and_hold", "model", "hmm_filter"} <= set(eco)
+    assert eco["buy_and_hold"]["exposure"] == 1.0 and eco["model"]["max_drawdown"] <= 0.0
+    for name in rep["baselines"]:
+        assert rep["baselines"][name]["balanced_accuracy"] < 0.99
     json.dumps(rep)
+
+
+def test_walkforward_trains_each_month_on_labels_known_before_it(bars: pd.DataFrame,
+                                                                  monkeypatch) -> None:
+    """Every monthly fit sees only rows whose label settled before the month began."""
+    from quantshift_ml.training import walkforward as wf
+
+    seen: list[tuple[int, int]] = []
+    real = wf.split_window
+
+    def spy(ds, config, end_pos, *, origin):
+        split = real(ds, config, end_pos, origin=origin)
+        known = np.nonzero(ds.valid)[0]
+        seen.append((int(max(split.train.max(), split.holdout.max())), int(known.max())))
+        return split
+
+    monkeypatch.setattr(wf, "split_window", spy)
+    rep = wf.run_walkforward(bars, FAST, gate_for("hmm"), start="2018-07-01")
+    idx = bars.index
+    for (used, known), window in zip(seen, rep["windows"], strict=True):
+        month_start = idx.get_loc(idx[idx.to_period("M") == window["month"]][0])
+        assert used <= known < month_start - 20  # settled (20 bars) before the month
 
 
 def test_model_params_checks_every_key_and_keeps_the_defaults() -> None:
@@ -112,3 +163,36 @@ def test_model_params_checks_every_key_and_keeps_the_defaults() -> None:
                 {"max_features": 0}, {"max_features": -0.2}, {"random_state": "x"}):
         with pytest.raises(UsageError):
             model_params(bad)
+
+
+def test_ensemble_is_a_soft_vote_of_three_seeded_models(bars: pd.DataFrame) -> None:
+    cfg = replace(FAST, estimator="ensemble")
+    a = train_candidate(bars, cfg, as_of="2012-06-29")
+    est = a.bundle["model"].estimator
+    assert est.voting == "soft" and [n for n, _ in est.estimators] == ["forest", "hgb", "logit"]
+    b = train_candidate(bars, cfg, as_of="2012-06-29")
+    assert a.metrics == b.metrics  # fixed seeds
+    assert a.metrics["top_features"]  # the forest's importances, inside the ensemble
+
+
+def test_tuning_searches_inside_the_training_rows_only(bars: pd.DataFrame, monkeypatch) -> None:
+    from quantshift_ml.training import tuning
+
+    sizes: list[int] = []
+    real = tuning.tune_forest
+
+    def spy(x, y, config, *, gap):
+        sizes.append(len(x))
+        return real(x, y, config, gap=gap)
+
+    monkeypatch.setattr(tuning, "tune_forest", spy)
+    res = train_candidate(bars, replace(FAST, tune=True, tune_trials=3), as_of="2012-06-29")
+    m = res.metrics
+    assert sizes == [m["train_rows"] + m["stress_memory_rows"]]  # never the holdout's rows
+    trials = m["tuning"]["trials"]
+    assert len(trials) == 3 and trials[0]["params"] == {
+        "max_depth": 10, "max_features": 0.5, "min_samples_leaf": 5}  # the default competes
+    best = m["tuning"]["best"]
+    assert best["cv_balanced_accuracy"] == max(t["cv_balanced_accuracy"] for t in trials)
+    forest = res.bundle["model"].estimator
+    assert forest.min_samples_leaf == best["params"]["min_samples_leaf"]

@@ -60,19 +60,28 @@ def tune_threshold(values: np.ndarray, y: np.ndarray) -> tuple[float, Any, Any]:
 
     The classes on each side are the training majority there, so the same code
     serves a binary target (calm below, turbulent above) and five regimes.
+    Vectorised on class codes: the walk-forward tunes two of these every month.
     """
     v = np.asarray(values, dtype=float)
-    y = np.asarray([str(t) for t in y], dtype=object)
-    best: tuple[float, float, Any, Any] = (-1.0, float(np.median(v)), majority(y), majority(y))
-    for q in np.unique(np.quantile(v, TUNE_QUANTILES)):
-        lo, hi = y[v <= q], y[v > q]
-        if not len(lo) or not len(hi):
+    names, codes = np.unique(np.asarray([str(t) for t in y], dtype=object), return_inverse=True)
+    k = len(names)
+    support = np.bincount(codes, minlength=k).astype(float)
+    present = support > 0
+    overall = int(np.argmax(support))
+    best: tuple[float, float, int, int] = (-1.0, float(np.median(v)) if len(v) else 0.0,
+                                           overall, overall)
+    for q in np.unique(np.quantile(v, TUNE_QUANTILES)) if len(v) else []:
+        above = v > q
+        if above.all() or not above.any():
             continue
-        below, above = majority(lo), majority(hi)
-        score = balanced_accuracy(y, np.where(v > q, above, below))
+        lo = int(np.argmax(np.bincount(codes[~above], minlength=k)))
+        hi = int(np.argmax(np.bincount(codes[above], minlength=k)))
+        pred = np.where(above, hi, lo)
+        hits = np.bincount(codes[pred == codes], minlength=k)
+        score = float(np.mean(hits[present] / support[present]))
         if score > best[0]:
-            best = (score, float(q), below, above)
-    return best[1], best[2], best[3]
+            best = (score, float(q), lo, hi)
+    return best[1], names[best[2]], names[best[3]]
 
 
 def apply_threshold(values: np.ndarray, fitted: tuple[float, Any, Any]) -> np.ndarray:
@@ -119,6 +128,8 @@ def _rule(b: BaselineInputs) -> np.ndarray:
 
 def _filtered(b: BaselineInputs) -> np.ndarray:
     """P(turbulent) filtered causally with the HMM fitted at training time."""
+    if "hmm_filter" in b.features.columns:  # computed with these very parameters
+        return b.features["hmm_filter"].to_numpy(dtype=float)
     last = int(max(b.rows.max(), b.train.max())) + 1
     p = np.full(len(b.features), np.nan)
     p[1:last] = hmm.filtered(b.fitted, hmm.returns_pct(b.bars["Close"].iloc[:last])[1:])

@@ -27,7 +27,14 @@ from sklearn.model_selection import TimeSeriesSplit
 from quantshift_ml.data.validation import require_rows
 from quantshift_ml.data.window import select_window, truncate
 from quantshift_ml.errors import DataError
-from quantshift_ml.features import FEATURES, WARMUP_ROWS, compute_features, usable
+from quantshift_ml.features import (
+    FEATURES,
+    HMM_FILTER,
+    WARMUP_ROWS,
+    compute_features,
+    usable,
+    with_hmm_filter,
+)
 from quantshift_ml.labels import Labeler, make_labeler
 from quantshift_ml.training import baselines as bl
 from quantshift_ml.training import evaluate as ev
@@ -66,6 +73,11 @@ class Dataset:
     labeler: Labeler
     fitted: Any = None
 
+    @property
+    def inputs(self) -> list[str]:
+        """The model's input columns: ``FEATURES`` (+ ``hmm_filter`` for ``hmm``)."""
+        return list(FEATURES) + ([HMM_FILTER] if HMM_FILTER in self.features.columns else [])
+
 
 def prepare_dataset(bars: pd.DataFrame, labeler: Labeler, *, fitted: Any = None,
                     features: pd.DataFrame | None = None) -> Dataset:
@@ -73,6 +85,7 @@ def prepare_dataset(bars: pd.DataFrame, labeler: Labeler, *, fitted: Any = None,
     feats = compute_features(bars) if features is None else features
     if fitted is None:
         fitted = labeler.fit(bars)
+    feats = with_hmm_filter(feats, bars, fitted)
     target = labeler.target(bars, feats, fitted)
     labels = labeler.label(bars, feats, fitted)
     valid = (usable(feats) & labels.notna() & target.notna()).to_numpy()
@@ -88,13 +101,16 @@ def relabel(ds: Dataset, cutoff: int, *, warm: Any = None) -> Dataset:
     ``warm``; features are shared, being causal.
     """
     bars = ds.bars.iloc[: cutoff + 1]
-    feats = ds.features.iloc[: cutoff + 1]
     fitted = ds.labeler.fit(bars, warm=warm) if ds.fitted is not None else None
-    part = prepare_dataset(bars, ds.labeler, fitted=fitted, features=feats)
+    # the filter input over every bar with this cut-off's HMM: what the model
+    # trained now would be fed later (causal, so its first rows are as in ``part``)
+    features = with_hmm_filter(ds.features, ds.bars, fitted)
+    part = prepare_dataset(bars, ds.labeler, fitted=fitted,
+                           features=features.iloc[: cutoff + 1])
     n = len(ds.features)
     pad = pd.Series(np.full(n - len(bars), np.nan, dtype=object), index=ds.features.index[
         cutoff + 1:])
-    return Dataset(bars=ds.bars, features=ds.features,
+    return Dataset(bars=ds.bars, features=features,
                    labels=pd.concat([part.labels.astype(object), pad]),
                    target=pd.concat([part.target.astype(object), pad]),
                    valid=np.concatenate([part.valid, np.zeros(n - len(bars), dtype=bool)]),
@@ -153,7 +169,7 @@ def split_window(ds: Dataset, config: TrainConfig, end_pos: int, *, origin: str)
 
 
 def _x(ds: Dataset, positions: np.ndarray) -> np.ndarray:
-    return ds.features.iloc[positions][list(FEATURES)].to_numpy(dtype=float)
+    return ds.features.iloc[positions][ds.inputs].to_numpy(dtype=float)
 
 
 def _xy(ds: Dataset, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +192,7 @@ def walk_forward_cv(ds: Dataset, split: Split, config: TrainConfig) -> list[floa
         x, y = _xy(ds, np.concatenate([split.stress, split.train[tr_idx]]))
         if len(set(map(str, y))) < 2:
             continue
-        model = wrap(fit_forest(x, y, config.model), list(FEATURES), ds.labeler.rule, y)
+        model = wrap(fit_forest(x, y, config.model), ds.inputs, ds.labeler.rule, y)
         te = split.train[te_idx]
         scores.append(round(ev.accuracy(labels[te], model.predict(_x(ds, te))), 4))
     return scores
@@ -273,7 +289,7 @@ def _metrics(ds: Dataset, split: Split, model: Any, cv_scores: list[float]) -> d
         "balanced_accuracy": report["balanced_accuracy"],
         "per_class": report["per_class"],
         "confusion_matrix": report["confusion_matrix"],
-        "top_features": top_features(model, list(FEATURES)),
+        "top_features": top_features(model, ds.inputs),
         "holdout_rows": len(split.holdout),
         "train_rows": len(split.train),
         "stress_memory_rows": len(split.stress),
@@ -330,13 +346,13 @@ def train_candidate(
     cv_scores = walk_forward_cv(ds, split, config)
     x, y = _xy(ds, np.concatenate([split.stress, split.train]))
     estimator, tuning = fit_estimator(x, y, config, gap=split.gap)
-    model = wrap(estimator, list(FEATURES), ds.labeler.rule, y)
+    model = wrap(estimator, ds.inputs, ds.labeler.rule, y)
     metrics = _metrics(ds, split, model, cv_scores)
     if tuning is not None:
         metrics["tuning"] = tuning
     info = labeler_info(ds)
     return TrainResult(
-        bundle=make_bundle(model, list(FEATURES), info),
+        bundle=make_bundle(model, ds.inputs, info),
         metrics=metrics,
         baselines=baselines_on(ds, split),
         incumbent=score_incumbent(incumbent, ds, split),
@@ -344,6 +360,6 @@ def train_candidate(
         config=config.to_dict(),
         labeler=info,
         seconds=round(time.monotonic() - started, 3),
-        holdout_features=ds.features.iloc[split.holdout][list(FEATURES)],
+        holdout_features=ds.features.iloc[split.holdout][ds.inputs],
         holdout_labels=ds.labels.to_numpy()[split.holdout],
     )

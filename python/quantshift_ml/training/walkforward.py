@@ -13,14 +13,13 @@ training rows and scored on the same days.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from quantshift_ml.errors import DataError
-from quantshift_ml.features import FEATURES
 from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, strongest
 from quantshift_ml.labels import make_labeler
 from quantshift_ml.training import evaluate as ev
@@ -68,17 +67,18 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     """Train at the cut-off, gate on the holdout, predict the month; append everything."""
     split = split_window(ds, config, end_known, origin=origin)
     tr = np.concatenate([split.stress, split.train])
-    x = ds.features.iloc[tr][list(FEATURES)].to_numpy(dtype=float)
+    cols = ds.inputs
+    x = ds.features.iloc[tr][cols].to_numpy(dtype=float)
     y = ds.target.to_numpy()[tr]
     estimator, _ = fit_estimator(x, y, config, gap=split.gap)
-    model = wrap(estimator, list(FEATURES), ds.labeler.rule, y)
-    xh = ds.features.iloc[split.holdout][list(FEATURES)].to_numpy(dtype=float)
+    model = wrap(estimator, cols, ds.labeler.rule, y)
+    xh = ds.features.iloc[split.holdout][cols].to_numpy(dtype=float)
     y_hold = ds.labels.to_numpy()[split.holdout]
     hold = ev.classification_report(y_hold, model.predict(xh))
     hold_base = {k: ev.classification_report(y_hold, v) for k, v in
                  baseline_predictions(ds, tr, split.holdout).items()}
     decision = decide({gate.metric: hold[GATE_METRICS[gate.metric]]}, None, gate, hold_base)
-    xm = ds.features.iloc[month][list(FEATURES)].to_numpy(dtype=float)
+    xm = ds.features.iloc[month][cols].to_numpy(dtype=float)
     pm = np.asarray(model.predict(xm), dtype=object)
     pooled.truth.append(full.labels.to_numpy()[month])
     pooled.where.append(month)
@@ -163,6 +163,8 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                     *, start: str | None = None, origin: str = "data") -> dict[str, Any]:
     """Run the monthly walk-forward and return a JSON-native report."""
     started = time.monotonic()
+    # a report, not a training: every core grows trees (the forest is the same)
+    config = replace(config, model=replace(config.model, n_jobs=-1))
     full, pooled = _collect(bars, config, gate, start, origin)
     y = np.concatenate(pooled.truth)
     pos = np.concatenate(pooled.where)
