@@ -102,6 +102,9 @@ options:
     description: Ticker for O(source=yfinance).
     type: str
     default: SPY
+  as_of:
+    description: Last bar of the data the model is scored on for O(state=evaluated) (YYYY-MM-DD); default the newest.
+    type: str
   min_accuracy:
     description:
       - Floor of the evaluated model's gate metric for O(state=evaluated); RV(evaluation.meets_floor)
@@ -285,7 +288,7 @@ def run(module, store):
                else store.resolve_backup(p["to"]).pkl)
         source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=store.layout.root)
         ev = operations.evaluate_artifact(pkl, source, root=store.layout.root,
-                                          floor=p["min_accuracy"])
+                                          floor=p["min_accuracy"], as_of=p["as_of"])
         files = [str(pkl), str(pkl.with_suffix(".json"))]
         if pkl.with_suffix(".onnx").exists():
             files.append(str(pkl.with_suffix(".onnx")))
@@ -352,6 +355,7 @@ def main():
             data=dict(type="path"),
             symbol=dict(type="str", default="SPY"),
             min_accuracy=dict(type="float"),
+            as_of=dict(type="str"),
             owner=dict(type="str"),
             lease_ttl=dict(type="int", default=7200),
             lease_takeover=dict(type="str"),

@@ -97,8 +97,9 @@ def _to_params(model: Any, n: int, score: float) -> HmmParams:
 def _model(params: HmmParams | None, seed: int) -> Any:
     from hmmlearn.hmm import GaussianHMM
 
+    # "scaling": the same fixed point as the log-space recursion, twice as fast here
     m = GaussianHMM(n_components=2, covariance_type="diag", n_iter=200, tol=1e-4,
-                    random_state=seed)
+                    random_state=seed, implementation="scaling")
     if params is not None:  # start EM from these parameters instead of a random init
         m.init_params = ""
         m.startprob_ = np.asarray(params.startprob)

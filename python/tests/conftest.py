@@ -9,10 +9,15 @@ import pandas as pd
 import pytest
 
 from quantshift_ml.data import BundledSource
+from quantshift_ml.gate import gate_for
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
 FAST = TrainConfig(model=ModelParams(n_estimators=25), cv_folds=3)
 """A smaller forest keeps the suite quick; the procedure under test is unchanged."""
+OPEN = gate_for("hmm", {"beat_baseline": "none", "max_regression": 1.0})
+"""A gate that lets every candidate through: for tests of the store, service and
+monitor mechanics, which promote models at dates whose holdouts the default gate
+may refuse (the gate itself is tested in test_baselines_gate and test_training)."""
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def test_train_promote_json_then_status(tmp_path: Path, capsys: pytest.CaptureFi
     # a refused gate: exit 3, the numbers in the message, the active model untouched
     before = tree_digest(tmp_path / "models")
     code, bad = _run(capsys, "train", "--root", str(tmp_path), "--promote", "--json",
-                     "--min-accuracy", "0.99")
+                     "--min-accuracy", "0.99", "--as-of", "2011-10-31")
     assert code == 3 and not bad["ok"] and "floor 0.990" in bad["error"]
     after = tree_digest(tmp_path / "models")
     assert {k: v for k, v in after.items() if not k.startswith("staging")} == {

@@ -14,13 +14,13 @@ from quantshift_ml import compiled, operations
 from quantshift_ml.compiled import OnnxPredictor, compile_checked
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
-from quantshift_ml.features import compute_features, usable
+from quantshift_ml.features import model_frame, usable
 from quantshift_ml.service import RegimeService, load_verified
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
 from quantshift_ml.training.pipeline import train_candidate
 
-from .conftest import FAST
+from .conftest import FAST, OPEN
 
 
 def test_parity_with_scikit_learn(bars) -> None:
@@ -42,10 +42,11 @@ def test_parity_with_scikit_learn(bars) -> None:
 
 def test_onnx_sha_recorded_and_follows_stage_promote_backups_prune_rollback(
         tmp_path: Path) -> None:
-    a = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+    a = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True,
                          as_of="2018-06-29", keep_backups=1)
     # a staged candidate carries regime_classifier_<version>.onnx with its sha
-    b = operations.train(BundledSource(), root=tmp_path, config=FAST, as_of="2018-09-28")
+    b = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN,
+                         as_of="2018-09-28")
     staged_onnx = tmp_path / f"models/staging/regime_classifier_{b['version']}.onnx"
     assert str(staged_onnx) in b["files"]
     assert b["compiled"]["sha256"] == sha256_file(staged_onnx)
@@ -60,7 +61,7 @@ def test_onnx_sha_recorded_and_follows_stage_promote_backups_prune_rollback(
     assert sha256_file(backup_a) == json.loads(
         backup_a.with_suffix(".json").read_text())["onnx"]["sha256"]
     # a third promotion prunes A's backup, its onnx with it (keep 1)
-    c = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+    c = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True,
                          keep_backups=1)
     assert not backup_a.exists() and not backup_a.with_suffix(".pkl").exists()
     assert sorted(p.name for p in (tmp_path / "models/backups").iterdir()) == [
@@ -75,7 +76,7 @@ def test_onnx_sha_recorded_and_follows_stage_promote_backups_prune_rollback(
 
 
 def test_tampered_onnx_is_refused(tmp_path: Path) -> None:
-    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     onnx = tmp_path / "models/regime_classifier.onnx"
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -91,7 +92,7 @@ def test_tampered_onnx_is_refused(tmp_path: Path) -> None:
 
 
 def test_service_serves_the_compiled_model_with_the_same_answers(tmp_path: Path) -> None:
-    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     service = RegimeService(tmp_path, BundledSource(), "SPY")
     assert service.reload()
     code, health = service.health()
@@ -107,7 +108,7 @@ def test_service_serves_the_compiled_model_with_the_same_answers(tmp_path: Path)
     store = ModelStore(tmp_path)
     fast, slow = (load_verified(store, store.layout.active_pkl, engine=e)
                   for e in ("auto", "sklearn"))
-    feats = compute_features(BundledSource().load())
+    feats = model_frame(BundledSource().load(), fast.bundle["labeler"])
     x = feats[usable(feats)][fast.features].to_numpy(dtype=float)[-300:]
     for row in x:
         assert fast.infer(row[None, :]) == slow.infer(row[None, :])
@@ -116,7 +117,7 @@ def test_service_serves_the_compiled_model_with_the_same_answers(tmp_path: Path)
 def test_without_skl2onnx_training_succeeds_and_service_uses_sklearn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "skl2onnx", None)  # import fails as if not installed
-    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     assert out["promoted"] and "skl2onnx is not installed" in out["compiled"]["error"]
     assert not any(f.endswith(".onnx") for f in out["files"])
     assert not (tmp_path / "models/regime_classifier.onnx").exists()
@@ -132,7 +133,7 @@ def test_without_skl2onnx_training_succeeds_and_service_uses_sklearn(
 
 def test_failed_parity_is_not_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compiled, "PARITY_TOLERANCE", -1.0)  # nothing can pass
-    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     assert out["compiled"]["error"] == "parity check failed"
     assert out["compiled"]["parity"]["ok"] is False
     assert not (tmp_path / "models/regime_classifier.onnx").exists()
@@ -142,7 +143,7 @@ def test_failed_parity_is_not_shipped(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_without_onnxruntime_at_serve_time_falls_back_to_sklearn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     service = RegimeService(tmp_path, BundledSource(), "SPY")
     assert service.reload()

@@ -68,13 +68,15 @@ def test_too_few_returns_is_a_data_error(bars: pd.DataFrame) -> None:
 
 def test_rule_composes_the_five_regimes() -> None:
     rule = RegimeRule()
-    turbulent = np.array([True, True, False, False, False])
-    drawdown = np.array([-0.25, -0.05, -0.01, -0.01, -0.3])
-    slope = np.array([0.0, 0.0, 0.002, -0.002, 0.001])
-    vs200 = np.array([-0.1, 0.1, 0.05, -0.05, -0.1])
+    turbulent = np.array([True, True, True, False, False, False])
+    drawdown = np.array([-0.25, -0.05, -0.12, -0.01, -0.01, -0.3])
+    slope = np.array([0.0, 0.0, -0.001, 0.002, -0.002, 0.001])
+    vs200 = np.array([-0.1, 0.1, -0.03, 0.05, -0.05, -0.1])
     got = list(rule.compose(turbulent, drawdown, slope, vs200))
-    assert got == ["Crisis", "High Vol", "Bull", "Bear", "Low Vol"]
-    assert list(rule.states(np.array(got))) == ["turbulent", "turbulent", "calm", "calm", "calm"]
+    assert got == ["Crisis", "High Vol", "Bear", "Bull", "Low Vol", "Low Vol"]
+    assert list(rule.states(np.array(got))) == ["turbulent"] * 3 + ["calm"] * 3
+    # the old rule's Bear is a trend, not a volatility: mapped by Crisis/High Vol only
+    assert list(rule.from_volatility(np.array(["Bear", "High Vol"]))) == ["calm", "turbulent"]
 
 
 def test_regime_model_probabilities_follow_the_rule() -> None:
@@ -88,7 +90,7 @@ def test_regime_model_probabilities_follow_the_rule() -> None:
     model = RegimeModel(Stub(), features, RegimeRule())
     x = np.array([[0.8, -0.3, 0.01, -0.1], [0.2, -0.01, 0.01, 0.1], [0.5, -0.01, 0.01, 0.1]])
     labels, proba = model.finish(model.estimator.predict_proba(x), x)
-    assert list(labels) == ["Crisis", "Bull", "Bull"]  # a tie at 0.5 is calm
+    assert list(labels) == ["Crisis", "Bull", "Bull"]  # a tie at the cut-off is calm
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     classes = list(model.classes_)
     assert proba[0, classes.index("Crisis")] == pytest.approx(0.8)

@@ -18,14 +18,14 @@ from quantshift_ml.errors import IntegrityError
 from quantshift_ml.store import ModelStore, release
 from quantshift_ml.store.release import release_metadata, unpack_release
 
-from .conftest import FAST, tree_digest
+from .conftest import FAST, OPEN, tree_digest
 
 
 @pytest.fixture(scope="module")
 def candidate(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real trained candidate (pkl, json, onnx) staged in a scratch store."""
     root = tmp_path_factory.mktemp("trainer")
-    out = operations.train(BundledSource(), root=root, config=FAST, gate=None)
+    out = operations.train(BundledSource(), root=root, config=FAST, gate=OPEN)
     assert len(out["files"]) == 3
     return out
 

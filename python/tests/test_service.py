@@ -22,7 +22,7 @@ from quantshift_ml import operations, predlog
 from quantshift_ml.data import BundledSource
 from quantshift_ml.service import RegimeService, build_server, install_signal_handlers
 
-from .conftest import FAST
+from .conftest import FAST, OPEN
 
 
 @pytest.fixture()
@@ -60,7 +60,7 @@ def test_unhealthy_until_a_verified_model_is_loaded(running, tmp_path: Path) -> 
     code, body = _get(url + "/healthz")
     assert code == 503 and "cannot load" in json.loads(body)["error"]
     assert _get(url + "/regime?symbol=SPY")[0] == 503
-    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     assert service.reload()
     code, body = _get(url + "/healthz")
     health = json.loads(body)
@@ -72,7 +72,7 @@ def test_unhealthy_until_a_verified_model_is_loaded(running, tmp_path: Path) -> 
 
 def test_regime_metrics_and_prediction_log(running, tmp_path: Path) -> None:
     service, url = running
-    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     service.reload()
     code, body = _get(url + "/regime?symbol=SPY")
     res = json.loads(body)
@@ -103,7 +103,7 @@ def test_regime_metrics_and_prediction_log(running, tmp_path: Path) -> None:
 def test_tampered_model_is_refused_and_previous_kept_on_reload(
         running, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     service, url = running
-    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    first = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     service.reload()
     pkl = tmp_path / "models/regime_classifier.pkl"
     data = bytearray(pkl.read_bytes())
@@ -126,7 +126,7 @@ def test_tampered_model_is_refused_and_previous_kept_on_reload(
 
 
 def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
-    out = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     pkl = tmp_path / "models/regime_classifier.pkl"
     pkl.write_bytes(b"cnonexistent_quantshift_module\nBroken\n(tR.")
     meta_path = tmp_path / "models/regime_classifier.json"
@@ -143,10 +143,10 @@ def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
 def test_sighup_swaps_the_model_without_dropping_requests(running, tmp_path: Path) -> None:
     """SIGHUP to this very process (handler installed first), under steady traffic."""
     service, url = running
-    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+    first = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True,
                              as_of="2018-11-30")
     assert service.reload()
-    second = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    second = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     statuses: list[int] = []
     versions: set[str] = set()
     stop = threading.Event()
@@ -178,7 +178,7 @@ def test_sighup_swaps_the_model_without_dropping_requests(running, tmp_path: Pat
 
 
 def test_cli_serve_on_port_zero_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
-    first = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True,
+    first = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True,
                              as_of="2018-11-30")
     proc = subprocess.Popen(
         [sys.executable, "-m", "quantshift_ml", "serve", "--root", str(tmp_path),
@@ -199,7 +199,8 @@ def test_cli_serve_on_port_zero_reloads_on_sighup_and_stops_on_sigterm(tmp_path:
             return json.loads(_get(url + "/healthz")[1])
 
         assert healthz()["sha256"] == first["sha256"]
-        second = operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+        second = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN,
+                                  promote=True)
         proc.send_signal(signal.SIGHUP)
         assert _wait_for(lambda: healthz()["sha256"] == second["sha256"])
         assert proc.poll() is None  # same process: reloaded, not restarted
@@ -233,7 +234,7 @@ def test_market_data_cached_refreshed_in_background_and_kept_on_failure(tmp_path
         def describe(self) -> dict:
             return {"source": self.name}
 
-    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     source = Flaky()
     source.slow.set()
     service = RegimeService(tmp_path, source, "SPY", refresh_seconds=3600)
@@ -260,7 +261,7 @@ def test_market_data_cached_refreshed_in_background_and_kept_on_failure(tmp_path
 
 def test_prediction_log_failure_does_not_fail_requests(running, tmp_path: Path) -> None:
     service, url = running
-    operations.train(BundledSource(), root=tmp_path, config=FAST, promote=True)
+    operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     service.reload()
     predlog.db_path(tmp_path).mkdir(parents=True)  # a directory: sqlite cannot open it
     assert _get(url + "/regime?symbol=SPY")[0] == 200

@@ -101,7 +101,7 @@ def test_gate_states_the_numbers() -> None:
 
 def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     rep = run_walkforward(bars, FAST, gate_for("hmm"), start="2017-07-01")
-    assert rep["months"] == 18
+    assert rep["months"] == 17  # Dec 2018: its labels are not settled yet (20 bars)
     assert {"rule", "persistence", "majority", "rv20_threshold", "hmm_filter",
             "hmm_filter_tuned"} == set(rep["baselines"])
     assert "2018-02..2018-03" in rep["stress_periods"]
@@ -112,7 +112,8 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     assert sb["margin"] == pytest.approx(rep["model"]["balanced_accuracy"]
                                          - rep["baselines"][sb["name"]]["balanced_accuracy"],
                                          abs=2e-4)
-    assert list(rep["halves"]) == ["2017-2018", "2018"]
+    assert len(rep["halves"]) == 2 and sum(h["n"] for h in rep["halves"].values()) == rep[
+        "model"]["n"]
     assert set(rep["gate_refusal_rate_by_tolerance"]) == {"0", "0.02", "0.05", "0.1", "0.15",
                                                           "0.2"}
     eco = rep["economics"]
