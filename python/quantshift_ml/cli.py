@@ -85,7 +85,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
                       help="baseline the candidate must not trail on the holdout "
                            "(hmm: strongest, rules: majority)")
     gate.add_argument("--baseline-tolerance", type=float, default=None,
-                      help="how far the candidate may trail that baseline (hmm 0.05)")
+                      help="how far the candidate may trail that baseline (hmm 0.10)")
     forest = p.add_argument_group("Random Forest (defaults in docs/model.md)")
     forest.add_argument("--n-estimators", metavar="N", help="trees (default 100)")
     forest.add_argument("--max-depth", metavar="N|none", help="tree depth (default 10)")

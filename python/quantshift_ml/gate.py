@@ -8,8 +8,9 @@ backed by the walk-forward report (docs/model.md):
 * ``hmm`` (default): balanced accuracy, no absolute floor (0.75 would refuse most
   retrains of a target whose best classic baseline scores about 0.75 itself), and
   the candidate may trail the strongest baseline on its ~100-day holdout by at
-  most ``baseline_tolerance``: such a holdout is noisy, and the tolerance was
-  chosen from the refusal rates the walk-forward reports for each value.
+  most ``baseline_tolerance`` (0.10): such a holdout is noisy, and 0.10 was chosen
+  from the refusal rates the walk-forward reports for each value (S&P 500: 21 % of
+  monthly retrains refused at 0.05, 14 % at 0.10, 6 % at 0.20; NASDAQ 14 %, 8 %, 4 %).
 * ``rules``: the seed's gate (test accuracy, floor 0.75, beat majority), kept for
   continuity: its "rule" baseline is the label itself, which no model can beat.
 * ``forward``: balanced accuracy, strongest baseline, no floor.
@@ -39,7 +40,7 @@ class GateConfig:
     beat_baseline: str | None = "strongest"
     """A baseline the candidate must not trail on the holdout (by more than
     ``baseline_tolerance``), ``strongest`` for the best of them, or None."""
-    baseline_tolerance: float = 0.05
+    baseline_tolerance: float = 0.10
     labeler: str = "hmm"
 
     def __post_init__(self) -> None:
@@ -60,9 +61,9 @@ class GateConfig:
 
 LABELER_DEFAULTS: dict[str, dict[str, Any]] = {
     "hmm": {"metric": "balanced_accuracy", "floor": 0.0, "beat_baseline": "strongest",
-            "baseline_tolerance": 0.05},
+            "baseline_tolerance": 0.10},
     "forward": {"metric": "balanced_accuracy", "floor": 0.0, "beat_baseline": "strongest",
-                "baseline_tolerance": 0.05},
+                "baseline_tolerance": 0.10},
     "rules": {"metric": "test_accuracy", "floor": 0.75, "beat_baseline": "majority",
               "baseline_tolerance": 0.0},
 }

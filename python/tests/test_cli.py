@@ -90,7 +90,7 @@ def test_forest_options_reach_the_model_and_its_metadata(tmp_path: Path,
     assert code == 0, res
     meta = json.loads((tmp_path / "models/regime_classifier.json").read_text())
     assert meta["params"]["model"] == {
-        "n_estimators": 20, "max_depth": None, "max_features": "sqrt", "min_samples_leaf": 5,
+        "n_estimators": 20, "max_depth": None, "max_features": "sqrt", "min_samples_leaf": 1,
         "class_weight": None, "random_state": 7, "max_samples": None, "n_jobs": 1}
     import joblib
 

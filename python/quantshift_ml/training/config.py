@@ -13,12 +13,7 @@ from quantshift_ml.errors import UsageError
 @dataclass(frozen=True)
 class ModelParams:
     """Random Forest hyper-parameters: the seed runbook's (100 trees, depth 10,
-    seed 42) but for ``max_features`` and ``min_samples_leaf``.
-
-    ``min_samples_leaf=5``: with the ``hmm`` target the forest trains on every
-    settled day since 1999 (``memory="all"``); leaves of five days smooth its
-    probabilities, which the turbulent/calm cut-off reads (walk-forward learned-axis
-    balanced accuracy 0.833 with 1, 0.835 with 5 or 10: docs/model.md).
+    seed 42) but for ``max_features``.
 
     ``max_features=0.5`` (half the features tried at each split) instead of
     scikit-learn's ``"sqrt"`` (3 of 13): the regimes hinge on single features
@@ -31,7 +26,7 @@ class ModelParams:
     n_estimators: int = 100
     max_depth: int | None = 10
     max_features: float | str | None = 0.5
-    min_samples_leaf: int = 5
+    min_samples_leaf: int = 1
     class_weight: str | None = None
     random_state: int = 42
     max_samples: float | None = None

@@ -30,7 +30,10 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 
 TREE_ROWS = 1000
-"""Rows each tree's bootstrap sample holds at most, unless ``max_samples`` is set."""
+"""Rows each tree's bootstrap sample holds at most, unless ``max_samples`` is set..."""
+CAP_ABOVE = 2000
+"""...for training sets larger than this (the ``hmm`` target's expanding history;
+a 2-year window with stress memory stays below it and keeps the full bootstrap)."""
 
 
 def forest_kwargs(params: ModelParams, n_rows: int) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def forest_kwargs(params: ModelParams, n_rows: int) -> dict[str, Any]:
     walk-forward must retrain 200 times within two minutes.
     """
     kw = asdict(params)
-    if kw["max_samples"] is None and n_rows > TREE_ROWS:
+    if kw["max_samples"] is None and n_rows > CAP_ABOVE:
         kw["max_samples"] = TREE_ROWS / n_rows
     return kw
 
