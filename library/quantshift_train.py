@@ -213,7 +213,8 @@ gate:
   description: Gate decision with the numbers it used.
   returned: always
   type: dict
-  sample: {"passed": true, "candidate": 0.95, "floor": 0.75, "incumbent": 0.93, "summary": "gate PASSED ..."}
+  sample: {"passed": true, "candidate": 0.83, "floor": 0.0, "incumbent": 0.81, "baseline": 0.80,
+           "baseline_name": "hmm_filter_tuned", "baseline_tolerance": 0.1, "summary": "gate PASSED ..."}
 data:
   description: Data window used (source, first/last bar, train and holdout dates).
   returned: always
