@@ -60,6 +60,12 @@ VARIANTS: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
     "zero price": (_set("Low", "0"), f"row {ROW + 1} (.*): non-positive Low 0.0"),
     "negative price": (_set("Open", "-3.5"), f"row {ROW + 1} (.*): non-positive Open -3.5"),
     "unparseable date": (_set("Date", "2017-13-45"), f"row {ROW + 1}: unparseable date"),
+    "infinite close": (_set("Close", "inf"),
+                       f"row {ROW + 1} (.*): Close 'inf' is not a finite value"),
+    "infinite high": (_set("High", "-inf"),
+                      f"row {ROW + 1} (.*): High '-inf' is not a finite value"),
+    "absurd volume": (_set("Volume", "1e300"),
+                      f"row {ROW + 1} (.*): Volume '1e300' is not a finite value below 1e\\+15"),
 }
 
 

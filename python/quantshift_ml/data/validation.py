@@ -7,12 +7,17 @@ reading the error has to open the file and fix it.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from quantshift_ml.errors import DataError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("Date", "Open", "High", "Low", "Close", "Volume")
 PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close")
+
+
+MAX_VALUE = 1e15
+"""Largest price or volume accepted (absurd beyond: a unit or export error)."""
 
 
 def _first(mask: pd.Series) -> int:
@@ -79,6 +84,15 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
             pos = _first(values.isna())
             raise DataError(
                 f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} is NaN/empty"
+            )
+        # inf parses as a number but breaks every ratio after it, and a value past
+        # 1e15 is a unit or export error, not a price or a day's volume
+        absurd = ~np.isfinite(values) | (values.abs() > MAX_VALUE)
+        if absurd.any():
+            pos = _first(absurd)
+            raise DataError(
+                f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} "
+                f"{raw_col.iloc[pos]!r} is not a finite value below {MAX_VALUE:g}"
             )
         out[col] = values.to_numpy(dtype=float)
 
