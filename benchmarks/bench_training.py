@@ -37,6 +37,7 @@ from quantshift_ml import __version__
 from quantshift_ml.data.sources import BundledSource
 from quantshift_ml.features import WARMUP_ROWS, compute_features
 from quantshift_ml.gate import gate_for
+from quantshift_ml.labels import HmmLabeler
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.pipeline import TrainResult, train_candidate
 from quantshift_ml.training.walkforward import run_walkforward
@@ -63,10 +64,14 @@ def measure(fn: Callable[[], T], repeat: int, *, warmup: bool = True
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}, out
 
 
-def full_history_years(bars: pd.DataFrame) -> float:
-    """Longest window (years, 2 decimals) that still leaves the indicator warm-up."""
+def full_history_years(bars: pd.DataFrame, horizon: int = HmmLabeler().horizon) -> float:
+    """Longest window (years, 2 decimals) that still leaves the indicator warm-up.
+
+    The window ends at the newest labeled bar, ``horizon`` bars before the data's
+    end for a labeler that needs its labels to settle (``hmm``: 20).
+    """
     first_usable = bars.index[WARMUP_ROWS + 1]
-    days = (bars.index[-1] - first_usable).days
+    days = (bars.index[-1 - horizon] - first_usable).days
     return int(days / 365.25 * 100) / 100
 
 
