@@ -100,6 +100,25 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
                         help="share of the training rows each tree is grown on (docs/model.md)")
 
 
+def _monitor_parser(sub: Any) -> None:
+    """``monitor``: its checks' thresholds are options named after ``Thresholds``."""
+    p = sub.add_parser("monitor", help="daily health check (Nagios exit codes 0/1/2/3)")
+    _common(p)
+    _source_opts(p)
+    p.add_argument("--textfile", type=Path, default=None,
+                   help="write a Prometheus textfile for node_exporter (atomically)")
+    p.add_argument("--service-url", default=None, help="check URL/healthz")
+    p.add_argument("--notify", action="store_true", help="alert on WARNING or CRITICAL")
+    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
+    p.add_argument("--no-live", action="store_true", help="skip the live-accuracy check")
+    for f in fields(Thresholds):
+        kind = float if f.default is None else type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind,
+                       default=f.default, dest=f"t_{f.name}",
+                       help="default: the labeler's (docs/monitoring.md)" if f.default is None
+                       else f"default {f.default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=__version__)
@@ -144,21 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _source_opts(p)
 
-    p = sub.add_parser("monitor", help="daily health check (Nagios exit codes 0/1/2/3)")
-    _common(p)
-    _source_opts(p)
-    p.add_argument("--textfile", type=Path, default=None,
-                   help="write a Prometheus textfile for node_exporter (atomically)")
-    p.add_argument("--service-url", default=None, help="check URL/healthz")
-    p.add_argument("--notify", action="store_true", help="alert on WARNING or CRITICAL")
-    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
-    p.add_argument("--no-live", action="store_true", help="skip the live-accuracy check")
-    for f in fields(Thresholds):
-        kind = float if f.default is None else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind,
-                       default=f.default, dest=f"t_{f.name}",
-                       help="default: the labeler's (docs/monitoring.md)" if f.default is None
-                       else f"default {f.default}")
+    _monitor_parser(sub)
 
     p = sub.add_parser("notify", help="send an alert (email, Slack, Discord)")
     p.add_argument("--root", type=Path, default=None)

@@ -126,6 +126,44 @@ def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[s
     return _check("service", OK, sha, f"healthy, serving {body.get('version')}")
 
 
+def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: Path,
+                  source: DataSource | None) -> list[dict[str, Any]]:
+    """holdout_accuracy, age_days and live_accuracy of the active model's metadata."""
+    checks: list[dict[str, Any]] = []
+    acc = (meta.get("metrics") or {}).get("test_accuracy")
+    if acc is None:
+        checks.append(_check("holdout_accuracy", UNKNOWN, None, "not in metadata"))
+    else:
+        checks.append(_check("holdout_accuracy", _low(float(acc), _f(t.accuracy_warn),
+                             _f(t.accuracy_crit)), float(acc),
+                             f"{float(acc):.3f} (warn < {t.accuracy_warn}, "
+                             f"critical < {t.accuracy_crit})"))
+    trained = meta.get("trained_at")
+    if trained:
+        age = (now - dt.datetime.fromisoformat(str(trained))).total_seconds() / 86400
+        status = (CRITICAL if age > t.age_crit_days else
+                  WARNING if age > t.age_warn_days else OK)
+        checks.append(_check("age_days", status, round(age, 2),
+                             f"{age:.1f} days (warn > {t.age_warn_days:g}, "
+                             f"critical > {t.age_crit_days:g})"))
+    if source is not None:
+        try:
+            live, n = live_accuracy(root, meta.get("labeler") or {}, source)
+        except QuantshiftError as exc:
+            checks.append(_check("live_accuracy", UNKNOWN, None, f"unknown: {exc}"))
+        else:
+            if live is None or n < t.live_min_samples:
+                checks.append(_check("live_accuracy", UNKNOWN, None,
+                                     f"unknown: {n} scored predictions "
+                                     f"(< {t.live_min_samples} needed)"))
+            else:
+                checks.append(_check(
+                    "live_accuracy", _low(live, _f(t.live_accuracy_warn),
+                                          _f(t.live_accuracy_crit)),
+                    round(live, 4), f"{live:.3f} over {n} predictions"))
+    return checks
+
+
 def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
                 service_url: str | None = None, source: DataSource | None = None,
                 now: dt.datetime | None = None) -> dict[str, Any]:
@@ -158,37 +196,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     t = resolve(t, ((meta or {}).get("labeler") or {}).get("name"))
     report["thresholds"] = asdict(t)
     if meta is not None:
-        acc = (meta.get("metrics") or {}).get("test_accuracy")
-        if acc is None:
-            checks.append(_check("holdout_accuracy", UNKNOWN, None, "not in metadata"))
-        else:
-            checks.append(_check("holdout_accuracy", _low(float(acc), _f(t.accuracy_warn),
-                                 _f(t.accuracy_crit)), float(acc),
-                                 f"{float(acc):.3f} (warn < {t.accuracy_warn}, "
-                                 f"critical < {t.accuracy_crit})"))
-        trained = meta.get("trained_at")
-        if trained:
-            age = (now - dt.datetime.fromisoformat(str(trained))).total_seconds() / 86400
-            status = (CRITICAL if age > t.age_crit_days else
-                      WARNING if age > t.age_warn_days else OK)
-            checks.append(_check("age_days", status, round(age, 2),
-                                 f"{age:.1f} days (warn > {t.age_warn_days:g}, "
-                                 f"critical > {t.age_crit_days:g})"))
-        if source is not None:
-            try:
-                live, n = live_accuracy(root, meta.get("labeler") or {}, source)
-            except QuantshiftError as exc:
-                checks.append(_check("live_accuracy", UNKNOWN, None, f"unknown: {exc}"))
-            else:
-                if live is None or n < t.live_min_samples:
-                    checks.append(_check("live_accuracy", UNKNOWN, None,
-                                         f"unknown: {n} scored predictions "
-                                         f"(< {t.live_min_samples} needed)"))
-                else:
-                    checks.append(_check(
-                        "live_accuracy", _low(live, _f(t.live_accuracy_warn),
-                                              _f(t.live_accuracy_crit)),
-                        round(live, 4), f"{live:.3f} over {n} predictions"))
+        checks += _model_checks(meta, t, now, root, source)
 
     st = os.statvfs(store.layout.models)
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0

@@ -25,6 +25,33 @@ def _first(mask: pd.Series) -> int:
     return int(mask.to_numpy().nonzero()[0][0])
 
 
+def _numeric(raw_col: pd.Series, col: str, dates: pd.Series, origin: str) -> np.ndarray:
+    """One column as floats: refuse non-numeric, NaN/empty, infinite and absurd values."""
+    values = pd.to_numeric(raw_col, errors="coerce")
+    bad = values.isna() & raw_col.notna()
+    if bad.any():
+        pos = _first(bad)
+        raise DataError(
+            f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): "
+            f"non-numeric {col} {raw_col.iloc[pos]!r}"
+        )
+    if values.isna().any():
+        pos = _first(values.isna())
+        raise DataError(
+            f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} is NaN/empty"
+        )
+    # inf parses as a number but breaks every ratio after it, and a value past
+    # 1e15 is a unit or export error, not a price or a day's volume
+    absurd = ~np.isfinite(values) | (values.abs() > MAX_VALUE)
+    if absurd.any():
+        pos = _first(absurd)
+        raise DataError(
+            f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} "
+            f"{raw_col.iloc[pos]!r} is not a finite value below {MAX_VALUE:g}"
+        )
+    return values.to_numpy(dtype=float)
+
+
 def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
     """Check a raw Yahoo-format frame and return it indexed by date.
 
@@ -71,30 +98,7 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
 
     out = pd.DataFrame(index=pd.DatetimeIndex(dates.to_numpy(), name="Date"))
     for col in (*PRICE_COLUMNS, "Volume"):
-        values = pd.to_numeric(frame[col], errors="coerce")
-        raw_col = frame[col]
-        bad = values.isna() & raw_col.notna()
-        if bad.any():
-            pos = _first(bad)
-            raise DataError(
-                f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): "
-                f"non-numeric {col} {raw_col.iloc[pos]!r}"
-            )
-        if values.isna().any():
-            pos = _first(values.isna())
-            raise DataError(
-                f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} is NaN/empty"
-            )
-        # inf parses as a number but breaks every ratio after it, and a value past
-        # 1e15 is a unit or export error, not a price or a day's volume
-        absurd = ~np.isfinite(values) | (values.abs() > MAX_VALUE)
-        if absurd.any():
-            pos = _first(absurd)
-            raise DataError(
-                f"{origin}: row {pos + 1} ({dates.iloc[pos].date()}): {col} "
-                f"{raw_col.iloc[pos]!r} is not a finite value below {MAX_VALUE:g}"
-            )
-        out[col] = values.to_numpy(dtype=float)
+        out[col] = _numeric(frame[col], col, dates, origin)
 
     for col in PRICE_COLUMNS:
         bad = out[col] <= 0

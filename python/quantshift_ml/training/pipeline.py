@@ -81,11 +81,16 @@ class Dataset:
 
 def prepare_dataset(bars: pd.DataFrame, labeler: Labeler, *, fitted: Any = None,
                     features: pd.DataFrame | None = None) -> Dataset:
-    """Features once, then the labeler (fitted on these bars unless ``fitted`` is given)."""
+    """Features once, then the labeler (fitted on these bars unless ``fitted`` is given).
+
+    ``features`` given with an ``hmm_filter`` column must have it computed with
+    ``fitted`` (``relabel`` does): it is then not computed a second time.
+    """
     feats = compute_features(bars) if features is None else features
     if fitted is None:
         fitted = labeler.fit(bars)
-    feats = with_hmm_filter(feats, bars, fitted)
+    if HMM_FILTER not in feats.columns:
+        feats = with_hmm_filter(feats, bars, fitted)
     target = labeler.target(bars, feats, fitted)
     labels = labeler.label(bars, feats, fitted)
     valid = (usable(feats) & labels.notna() & target.notna()).to_numpy()
