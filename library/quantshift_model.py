@@ -28,6 +28,12 @@ description:
   - O(state=evaluated) verifies a backup (or the active model), loads it and scores it on
     fresh data without changing anything, so a playbook can refuse a bad rollback.
   - O(state=pruned) removes old backups beyond O(keep_backups).
+  - O(state=inspected) diagnoses the store without changing it (active model, interrupted
+    promotion, backups, keys) and returns C(diagnosis), the same report as
+    C(quantshift-ml doctor), with the command that fixes each problem.
+  - Every model is trusted only when its metadata is signed by a key in O(keys) and its
+    files match the sha256s it names; an active file that does not check out is never
+    "current": promoting or rolling back moves it to C(models/quarantine/).
   - O(state=locked) / O(state=unlocked) take and release the fleet operation lease (stale
     after O(lease_ttl) seconds) so two retrains or rollbacks never run at once.
 version_added: "0.1.0"
@@ -43,7 +49,15 @@ options:
     description: Desired state, see the description.
     type: str
     required: true
-    choices: [promoted, rolled_back, restored, verified, evaluated, pruned, locked, unlocked]
+    choices: [promoted, rolled_back, restored, verified, evaluated, pruned, locked, unlocked,
+              inspected]
+  keys:
+    description:
+      - Keys directory on the host (C(trusted/*.pub), and C(signing.key) on the training
+        host). Every model is loaded only after its metadata's signature checks out against
+        a trusted key there.
+    type: path
+    default: /etc/quantshift/keys
   artifact:
     description: Candidate pickle on the host for O(state=promoted) (metadata beside it).
     type: path
@@ -223,6 +237,7 @@ try:
     from quantshift_ml.store import ModelStore
     from quantshift_ml.store import lease as leases
     from quantshift_ml.store.files import sha256_file
+    from quantshift_ml.store.signing import Keyring
 except ImportError:
     HAS_QUANTSHIFT = False
     IMPORT_ERROR = traceback.format_exc()
@@ -306,7 +321,15 @@ def run(module, store):
         res["diff"] = _diff(res["previous"], res["current"])
         return res
 
-    before = store.active()
+    if state == "inspected":
+        from quantshift_ml.doctor import diagnose
+
+        return {"changed": False, "diagnosis": diagnose(store)}
+
+    # the active model's trusted identity: a file that does not check out is no
+    # "current" model, so promoting or rolling back onto it always repairs it
+    active = store.inspect_active()
+    before = active.artifact if active.state == "ok" else None
     if state == "promoted":
         if p["archive"]:
             from quantshift_ml.store.release import release_metadata, unpack_release
@@ -339,9 +362,10 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             root=dict(type="path", default="/opt/quantshift"),
+            keys=dict(type="path", default="/etc/quantshift/keys"),
             state=dict(type="str", required=True,
                        choices=["promoted", "rolled_back", "restored", "verified", "evaluated",
-                                "pruned", "locked", "unlocked"]),
+                                "pruned", "locked", "unlocked", "inspected"]),
             prune=dict(type="bool"),
             discard_backup=dict(type="bool", default=False),
             artifact=dict(type="path"),
@@ -371,7 +395,8 @@ def main():
         module.fail_json(msg=missing_required_lib("quantshift_ml (run with the venv's python)"),
                          exception=IMPORT_ERROR)
     try:
-        store = ModelStore(Path(module.params["root"]), keep_backups=module.params["keep_backups"])
+        store = ModelStore(Path(module.params["root"]), keep_backups=module.params["keep_backups"],
+                           keys=Keyring(Path(module.params["keys"])))
         result = run(module, store)
     except QuantshiftError as exc:
         module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)

@@ -27,6 +27,13 @@ options:
     description: Store root on the host (models/, logs/, data/ below it).
     type: path
     default: /opt/quantshift
+  keys:
+    description:
+      - Keys directory on the training host. The staged model's metadata is signed with
+        C(signing.key) there (the fleet key, installed from Vault by site.yml on the
+        primary only); the incumbent is trusted only when signed by a key in C(trusted/).
+    type: path
+    default: /etc/quantshift/keys
   source:
     description: Market-data source.
     type: str
@@ -225,6 +232,7 @@ promoted:
   type: bool
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -247,6 +255,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             root=dict(type="path", default="/opt/quantshift"),
+            keys=dict(type="path", default="/etc/quantshift/keys"),
             source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
             data=dict(type="path"),
             symbol=dict(type="str", default="SPY"),
@@ -280,6 +289,7 @@ def main():
     from pathlib import Path
 
     root = Path(p["root"])
+    os.environ["QUANTSHIFT_KEYS"] = p["keys"]  # read by every store this run opens
     try:
         source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=root)
         result = operations.train(

@@ -1,8 +1,12 @@
 """``quantshift-ml``: the command line other parts of the product and users rely on.
 
-Exit codes: 0 ok, 1 anything else, 2 bad input or usage, 3 gate refused,
-4 integrity failure (sha mismatch, lock held). With ``--json`` exactly one JSON
-object is printed on stdout; logs always go to stderr.
+Exit codes: 0 ok, 1 anything else, 2 bad input or usage, 3 the gate refused the
+candidate (``train``, with or without ``--promote``: nothing is promoted),
+4 integrity failure (unsigned or forged model, sha mismatch, lock held; ``status``,
+``verify`` and ``doctor`` exit 4 when they find one). With ``--json`` exactly one
+JSON object is printed on stdout: ``ok`` is false exactly when the exit code is not
+0, ``exit_code`` repeats it, and for ``train`` ``gate.passed`` is the decision.
+Logs always go to stderr.
 """
 
 from __future__ import annotations
@@ -19,19 +23,19 @@ from typing import Any
 
 from quantshift_ml import __version__
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
+from quantshift_ml.cli_text import human
 from quantshift_ml.data.sources import make_source
-from quantshift_ml.errors import QuantshiftError, UsageError
+from quantshift_ml.errors import GateRefused, IntegrityError, QuantshiftError, UsageError
 from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS, GateConfig, gate_for
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
 from quantshift_ml.monitor import (
     EXIT,
     Thresholds,
     alert_text,
-    render_table,
     run_monitor,
     write_outputs,
 )
-from quantshift_ml.store import ModelStore, default_root
+from quantshift_ml.store import ModelStore, default_root, signing
 from quantshift_ml.training.config import ESTIMATORS, MEMORIES, TrainConfig, model_params
 
 log = logging.getLogger("quantshift_ml")
@@ -47,6 +51,9 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=None,
                    help="store root (default $QUANTSHIFT_ROOT or /opt/quantshift)")
+    p.add_argument("--keys", type=Path, default=None,
+                   help="keys directory: trusted/*.pub, and signing.key on the training host "
+                        "(default $QUANTSHIFT_KEYS or /etc/quantshift/keys)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
 
@@ -165,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _monitor_parser(sub)
 
+    p = sub.add_parser("doctor", help="diagnose the store and name the command that fixes it")
+    _common(p)
+    p.add_argument("--repair", action="store_true",
+                   help="apply the fixes that only restore trusted files (docs/reliability.md)")
+
+    p = sub.add_parser("keys", help="fleet signing keys: generate, show, public")
+    _common(p)
+    p.add_argument("action", choices=["generate", "show", "public"],
+                   help="generate a key pair in --keys (never overwrites); show the trusted "
+                        "keys; print the public key of --key")
+    p.add_argument("--key", type=Path, default=None, help="private key file (for public)")
+
     p = sub.add_parser("notify", help="send an alert (email, Slack, Discord)")
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--json", action="store_true")
@@ -223,9 +242,33 @@ def _alert_config(a: argparse.Namespace) -> AlertConfig:
     return AlertConfig.from_env(env)
 
 
+def _keys(a: argparse.Namespace) -> dict[str, Any]:
+    ring = signing.Keyring.default()
+    if a.action == "generate":
+        return signing.generate(ring.directory)
+    if a.action == "public":
+        key = a.key or ring.signing_key_file
+        return {"public_key": signing.public_pem(key).decode(), "key": str(key)}
+    return {"keys": str(ring.directory), "trusted": sorted(ring.trusted()),
+            "signing_key": ring.require_signer() if ring.can_sign() else None}
+
+
+def _doctor(a: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from quantshift_ml import doctor
+
+    store = ModelStore(root)
+    return doctor.repair(store) if a.repair else doctor.diagnose(store)
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     root: Path = a.root or default_root()
     cmd = a.command
+    if getattr(a, "keys", None) is not None:
+        os.environ[signing.KEYS_ENV] = str(a.keys)  # every store this run opens reads it
+    if cmd == "keys":
+        return _keys(a)
+    if cmd == "doctor":
+        return _doctor(a, root)
     if cmd == "monitor":
         thresholds = Thresholds(**{f.name: getattr(a, f"t_{f.name}") for f in fields(Thresholds)})
         report = run_monitor(root, thresholds=thresholds, service_url=a.service_url,
@@ -283,55 +326,6 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
 
 
-def _human(cmd: str, result: dict[str, Any]) -> str:
-    if cmd == "monitor":
-        return render_table(result)
-    if cmd == "train":
-        m, g = result["metrics"], result["gate"]
-        lines = [f"version {result['version']}",
-                 f"Test Accuracy: {m['test_accuracy']:.3f}",
-                 "CV Accuracy: " + ("n/a" if m["cv_accuracy"] is None
-                                    else f"{m['cv_accuracy']:.3f}"),
-                 f"Balanced Accuracy: {m['balanced_accuracy']:.3f}",
-                 "Baselines: " + ", ".join(f"{k} {v['balanced_accuracy']:.3f}"
-                                           for k, v in result["baselines"].items()),
-                 "Features: " + ", ".join(f["feature"] for f in m["top_features"]),
-                 g["summary"]]
-        if result.get("promoted"):
-            lines.append(f"promoted {result['current']['version']} ({result['sha256'][:12]})")
-        elif result.get("artifact"):
-            lines.append(f"staged {result['artifact']}")
-        return "\n".join(lines)
-    if cmd == "status":
-        act = result["active"]
-        if act is None:
-            head = f"{result['root']}: no active model"
-        else:
-            head = (f"{result['root']}: {act['version']} sha {act['sha256'][:12]} "
-                    f"age {act['age_days']} d test accuracy {act['test_accuracy']} "
-                    f"integrity {act['integrity']}")
-        return head + "\nbackups: " + (", ".join(b["version"] for b in result["backups"])
-                                       or "none")
-    if cmd == "walkforward":
-        m = result["model"]
-        rows = [f"walk-forward {result['first_month']}..{result['last_month']} "
-                f"({result['months']} monthly retrains, labeler {result['labeler']['name']})",
-                f"{'':18}{'accuracy':>9}{'balanced':>9}",
-                f"{'model':18}{m['accuracy']:9.3f}{m['balanced_accuracy']:9.3f}"]
-        for k, v in result["baselines"].items():
-            rows.append(f"{k:18}{v['accuracy']:9.3f}{v['balanced_accuracy']:9.3f}")
-        rows.append("recall: " + ", ".join(f"{c} {v['recall']}" for c, v in
-                                           m["per_class"].items()))
-        sb = result["strongest_baseline"]
-        rows.append(f"margin over the strongest baseline ({sb['name']}): {sb['margin']:+.3f} "
-                    f"balanced, 95 % interval {sb['ci95'][0]:+.3f}..{sb['ci95'][1]:+.3f}")
-        for name, half in result["halves"].items():
-            rows.append(f"  {name}: {half['margin_vs_strongest']['margin']:+.3f}")
-        rows.append(f"gate pass rate: {result['gate_pass_rate']:.1%}")
-        return "\n".join(rows)
-    return json.dumps(result, indent=2, sort_keys=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
@@ -344,8 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuantshiftError as exc:
         print(f"quantshift-ml: error: {exc}", file=sys.stderr)
         if as_json:
-            print(json.dumps({"ok": False, "error": str(exc), "error_type": type(exc).__name__,
-                              "exit_code": exc.exit_code}))
+            print(json.dumps({**exc.details, "ok": False, "error": str(exc),
+                              "error_type": type(exc).__name__, "exit_code": exc.exit_code},
+                             sort_keys=True, default=str))
         return exc.exit_code
     except OSError as exc:
         # disk full, permissions, a vanished file: one line, not a traceback
@@ -357,13 +352,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # pragma: no cover
         return 130
+    code = exit_code(args.command, result)
     if as_json:
-        print(json.dumps({"ok": True, **result}, sort_keys=True, default=str))
+        print(json.dumps({**result, "ok": code == 0, "exit_code": code}, sort_keys=True,
+                         default=str))
     else:
-        print(_human(args.command, result))
-    if args.command == "monitor":
+        print(human(args.command, result))
+    return code
+
+
+def exit_code(cmd: str, result: dict[str, Any]) -> int:
+    """The exit code of a command that ran to its end (module docstring: the contract)."""
+    if cmd == "monitor":
         return EXIT[result["status"]]  # Nagios plugin convention
-    if args.command == "notify" and result["channels"] and not result["sent"] \
+    if cmd == "train" and not result["gate"]["passed"]:
+        return GateRefused.exit_code
+    if cmd == "status" and result.get("integrity", "ok") != "ok" and result["active"]:
+        return IntegrityError.exit_code
+    if (cmd == "verify" and not result["ok"]) or (cmd == "doctor" and not result["healthy"]):
+        return IntegrityError.exit_code
+    if cmd == "notify" and result["channels"] and not result["sent"] \
             and not result["suppressed"]:
         return 1  # every configured channel failed
     return 0

@@ -2,16 +2,24 @@
 
 The exit codes are a contract with cron, Ansible and AWX:
 0 ok, 1 anything else, 2 bad input or usage, 3 gate refused, 4 integrity failure
-(sha mismatch, lock held).
+(unsigned or forged model, sha mismatch, lock held).
 """
 
 from __future__ import annotations
 
 
 class QuantshiftError(Exception):
-    """Base class: a failure the user can act on, reported without a traceback."""
+    """Base class: a failure the user can act on, reported without a traceback.
+
+    ``details``: what the command had found before it failed (e.g. a refused
+    candidate's metrics and gate decision), printed with ``--json``.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 class UsageError(QuantshiftError):

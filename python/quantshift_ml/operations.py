@@ -19,11 +19,13 @@ import numpy as np
 from quantshift_ml import __version__, traininglog
 from quantshift_ml.compiled import compile_checked
 from quantshift_ml.data.sources import DataSource
-from quantshift_ml.errors import GateRefused, IntegrityError
+from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
 from quantshift_ml.features import model_frame, usable
 from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, gate_for
+from quantshift_ml.served import serving_spec
 from quantshift_ml.store import ModelStore
-from quantshift_ml.store.layout import meta_for, onnx_for
+from quantshift_ml.store.files import sha256_file
+from quantshift_ml.store.layout import VERSION_RE, meta_for, onnx_for
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import predict, predict_proba, regime_model
 from quantshift_ml.training.pipeline import (
@@ -51,16 +53,20 @@ def _utcnow() -> dt.datetime:
 
 
 def _load_incumbent(store: ModelStore) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The active model, verified; a broken one is reported, never unpickled."""
-    active = store.active()
-    if active is None:
+    """The active model, verified; a broken one is reported, never unpickled.
+
+    A file copied by hand from a backup is that backup (the gate compares with
+    the model really in place); anything else untrusted is no incumbent.
+    """
+    state = store.inspect_active()
+    if state.state == "missing":
         return None, None
-    try:
-        bundle, art = store.load_model(store.layout.active_pkl)
-    except IntegrityError as exc:
-        log.warning("active model not usable as incumbent: %s", exc)
-        return None, {"error": str(exc)}
-    return bundle, {"version": art.version, "sha256": art.sha256}
+    if state.artifact is None:
+        log.warning("active model not usable as incumbent: %s", state.detail)
+        return None, {"error": state.detail}
+    bundle, art = store.load_model(state.artifact.pkl)
+    return bundle, {"version": art.version, "sha256": art.sha256,
+                    **({"state": state.state} if state.state != "ok" else {})}
 
 
 def train(
@@ -142,7 +148,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         out.update({"training_log": str(log_path), "changed": True})
         if promote:
             raise GateRefused(decision["summary"] + ": " + "; ".join(decision["reasons"]) +
-                              f". Nothing was staged or promoted; see {log_path}")
+                              f". Nothing was staged or promoted; see {log_path}", details=out)
         return out
     # the bundle names its own version, so every training is a distinct artifact (sha)
     result.bundle["version"] = version
@@ -150,6 +156,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
                                         result.holdout_features.to_numpy(dtype=float))
     meta["onnx"] = {"parity": onnx_report} if onnx is not None else {"error": onnx_report.get(
         "error"), "parity": onnx_report}
+    meta["serving"] = serving_spec(regime_model(result.bundle), list(result.bundle["classes"]))
     if onnx is None:
         log.warning("no compiled (ONNX) model, the service will use scikit-learn: %s",
                     onnx_report.get("error"))
@@ -173,27 +180,34 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
 
 
 def status(root: Path) -> dict[str, Any]:
-    """What is active on this root, its age and integrity, and the backups."""
+    """What is active on this root, its age and integrity, and the backups.
+
+    ``integrity`` is "ok" or why not; ``file_sha256`` is the file's own sha256,
+    beside the metadata's ``sha256``, so a mismatch is visible (the CLI exits 4).
+    """
     store = ModelStore(root)
+    store.recover_if_interrupted()
     active = store.active()
-    info: dict[str, Any] = {"root": str(root), "active": None, "backups": []}
-    if active is not None:
-        integrity = "ok"
-        try:
-            store.verify(store.layout.active_pkl)
-        except IntegrityError as exc:
-            integrity = str(exc)
-        trained = active.meta.get("trained_at")
+    state = store.inspect_active()
+    info: dict[str, Any] = {"root": str(root), "active": None, "backups": [],
+                            "integrity": state.state if state.state != "ok" else "ok"}
+    pkl = store.layout.active_pkl
+    file_sha = sha256_file(pkl) if pkl.is_file() and not pkl.is_symlink() else None
+    if active is not None or file_sha is not None:
+        meta = active.meta if active is not None else {}
+        trained = meta.get("trained_at")
         age_days = None
         if trained:
             age = _utcnow() - dt.datetime.fromisoformat(str(trained))
             age_days = round(age.total_seconds() / 86400, 2)
-        m = active.meta.get("metrics", {})
+        m = meta.get("metrics", {})
         info["active"] = {
-            "version": active.version, "sha256": active.sha256, "trained_at": trained,
+            "version": meta.get("version"), "sha256": meta.get("sha256"),
+            "file_sha256": file_sha, "trained_at": trained,
             "age_days": age_days, "test_accuracy": m.get("test_accuracy"),
             "cv_accuracy": m.get("cv_accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
-            "labeler": (active.meta.get("labeler") or {}).get("name"), "integrity": integrity,
+            "labeler": (meta.get("labeler") or {}).get("name"),
+            "integrity": "ok" if state.state == "ok" else f"{state.state}: {state.detail}",
         }
     info["backups"] = [{"version": b.version, "sha256": b.sha256,
                         "test_accuracy": b.meta.get("metrics", {}).get("test_accuracy")}
@@ -202,20 +216,34 @@ def status(root: Path) -> dict[str, Any]:
 
 
 def verify(root: Path, target: str = "active") -> dict[str, Any]:
-    """Verify the active model (default), one backup version, or ``all``."""
+    """Verify the active model (default), one backup version, or ``all``.
+
+    Every file asked for is checked and listed with its state; the result's
+    ``ok`` is false (the CLI exits 4) when any of them does not check out.
+    """
     store = ModelStore(root)
+    store.recover_if_interrupted()
     paths = []
     if target in ("active", "all"):
         paths.append(store.layout.active_pkl)
     if target == "all":
         paths += [b.pkl for b in store.backups()]
     elif target != "active":
+        if not VERSION_RE.match(target):
+            raise UsageError(f"--target must be active, all or a version, not {target!r}")
         paths.append(store.layout.backup_pkl(target))
     checked = []
     for p in paths:
-        art = store.verify(p)
-        checked.append({"file": str(p), "version": art.version, "sha256": art.sha256})
-    return {"ok": True, "verified": checked}
+        try:
+            art = store.verify(p)
+            checked.append({"file": str(p), "version": art.version, "sha256": art.sha256,
+                            "state": "ok"})
+        except IntegrityError as exc:
+            checked.append({"file": str(p), "state": "failed", "error": str(exc)})
+    bad = [c for c in checked if c["state"] != "ok"]
+    if bad and target != "all":
+        raise IntegrityError(bad[0]["error"])
+    return {"ok": not bad, "verified": checked, "failed": len(bad)}
 
 
 def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
@@ -253,6 +281,7 @@ def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
 def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:
     """Regime of the newest bar with the active (verified) model."""
     store = ModelStore(root)
+    store.recover_if_interrupted()
     bundle, art = store.load_model(store.layout.active_pkl)
     bars = source.load()
     feats = model_frame(bars, bundle.get("labeler"))[bundle["features"]]
@@ -262,6 +291,10 @@ def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:
         raise DataError(f"{source.name}: not enough history to compute features")
     row = feats[ok].iloc[[-1]]
     regime = str(predict(bundle, row)[0])
+    as_of, last = row.index[0].date(), bars.index[-1].date()
+    if as_of != last:
+        log.warning("the newest bar (%s) has no usable features; answering for %s", last, as_of)
     return {"regime": regime, "probabilities": predict_proba(bundle, row)[0],
-            "as_of": str(row.index[0].date()), "model_version": art.version,
-            "model_sha256": art.sha256}
+            "as_of": str(as_of), "last_bar": str(last),
+            "bar_age_days": (_utcnow().date() - as_of).days,
+            "model_version": art.version, "model_sha256": art.sha256}

@@ -1,16 +1,17 @@
 """``quantshift-ml serve``: the regime service behind the systemd unit.
 
-It loads the active model only after its sha256 (and its compiled ONNX form's
-sha256) matches the metadata and a one-row smoke prediction works; until then
+It loads the active model only after its metadata's signature checks out
+against a trusted fleet key, its compiled ONNX form's sha256 matches that
+metadata and a one-row smoke prediction works (``served.py``: the service never
+unpickles); until then
 ``/healthz`` answers 503 with the reason, so the deploy loop
 (playbooks/tasks/rollout.yml) can tell a host that really runs a new model from
 one that merely has the file. SIGHUP reloads the model without dropping
 requests: the new one is loaded and checked completely, then swapped in under a
 lock; a failed reload keeps serving the previous model and says so.
 
-Engine: the compiled model (onnxruntime) when the metadata records an ONNX file
-that passed its parity check at training and onnxruntime can load it here;
-otherwise scikit-learn. ``/healthz`` names the engine and the reason.
+Engine: always the signed compiled model (onnxruntime), whose parity with
+scikit-learn was checked at training. ``/healthz`` names it and the reason.
 
 Endpoints: ``GET /healthz``, ``GET /regime?symbol=SPY``, ``GET /metrics``
 (Prometheus exposition). See docs/service.md.
@@ -19,7 +20,6 @@ Endpoints: ``GET /healthz``, ``GET /regime?symbol=SPY``, ``GET /metrics``
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import queue
@@ -38,157 +38,22 @@ import numpy as np
 import pandas as pd
 
 from quantshift_ml import predlog
-from quantshift_ml.compiled import PARITY_TOLERANCE, CompiledUnavailable, OnnxPredictor
 from quantshift_ml.data.sources import DataSource
-from quantshift_ml.errors import DataError, IntegrityError, QuantshiftError, UsageError
+from quantshift_ml.errors import DataError, QuantshiftError, UsageError
 from quantshift_ml.features import HMM_FILTER, compute_features, usable, with_hmm_filter
-from quantshift_ml.regimes import regime_model
-from quantshift_ml.store import ModelStore
-from quantshift_ml.store.layout import onnx_for
-from quantshift_ml.store.store import Artifact
+from quantshift_ml.served import Loaded, ModelHolder
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "sklearn")
-"""``auto``: onnxruntime when the compiled model is trusted and loadable, else
-scikit-learn; ``sklearn``: always scikit-learn (benchmarks, kill switch)."""
+
+
+def bar_age_days(bar_date: str) -> int:
+    """Calendar days from the bar a regime describes to today (UTC): stale data shows."""
+    return (dt.datetime.now(dt.timezone.utc).date() - dt.date.fromisoformat(bar_date)).days
 
 
 def _utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# ---- the model --------------------------------------------------------------------
-@dataclass
-class Loaded:
-    """A verified, smoke-tested model ready to serve, compiled when possible."""
-
-    bundle: dict[str, Any]
-    meta: dict[str, Any]
-    loaded_at: str
-    compiled: OnnxPredictor | None = None
-    engine_reason: str = ""
-
-    @property
-    def engine(self) -> str:
-        return "onnxruntime" if self.compiled is not None else "sklearn"
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.bundle["features"])
-
-    @property
-    def classes(self) -> list[str]:
-        return [str(c) for c in self.bundle["classes"]]
-
-    def infer(self, x: np.ndarray) -> tuple[str, dict[str, float]]:
-        """Regime and class probabilities of one row.
-
-        ``x``: float array of shape (1, n_features), columns in ``self.features``
-        order. The label is the class of highest probability, which is exactly what
-        ``RandomForestClassifier.predict`` returns, so the scikit-learn path walks
-        the trees once instead of twice.
-        """
-        model = regime_model(self.bundle)
-        if self.compiled is not None:
-            _, est_proba = self.compiled.run(x)
-        else:
-            est_proba = model.estimator.predict_proba(x)
-        labels, proba = model.finish(est_proba, x)
-        regime, row = str(labels[0]), proba[0]
-        return regime, {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)}
-
-
-def _smoke_test(bundle: Any) -> None:
-    """A loaded object must be a bundle that predicts one row of its own features."""
-    if not isinstance(bundle, dict) or not {"model", "features", "classes"} <= bundle.keys():
-        raise ValueError("artifact is not a quantshift model bundle")
-    regime_model(bundle).predict_proba(np.zeros((1, len(bundle["features"]))))
-
-
-def _compiled_for(art: Artifact, bundle: dict[str, Any]) -> tuple[OnnxPredictor | None, str]:
-    """The onnxruntime session for a verified artifact, or ``None`` and why not.
-
-    The bytes handed to onnxruntime are the bytes whose sha256 is checked here
-    (a file swapped after ``verify`` is refused like a tampered pkl).
-    """
-    info = art.meta.get("onnx") or {}
-    if not info.get("sha256"):
-        why = info.get("error") or "no compiled model in the metadata (trained without it)"
-        return None, f"no compiled model: {why}"
-    parity = info.get("parity") or {}
-    if not parity.get("ok"):
-        return None, "the compiled model did not pass its parity check at training"
-    path = onnx_for(art.pkl)
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != info["sha256"]:
-        raise IntegrityError(f"{path}: sha256 does not match metadata; refusing it")
-    model = regime_model(bundle)
-    estimator = model.estimator
-    try:
-        predictor = OnnxPredictor.from_bytes(data, [str(c) for c in estimator.classes_])
-        x = np.zeros((1, len(bundle["features"])))
-        _, proba = predictor.run(x)
-        sk = estimator.predict_proba(x)
-    except CompiledUnavailable as exc:
-        return None, str(exc)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        return None, f"onnxruntime cannot run the compiled model: {type(exc).__name__}: {exc}"
-    diff = float(np.abs(proba - sk).max())
-    if str(model.finish(proba, x)[0][0]) != str(model.finish(sk, x)[0][0]) \
-            or diff > PARITY_TOLERANCE:
-        return None, f"compiled model disagrees with scikit-learn on load (max |dp| {diff:.1e})"
-    worst = float(parity.get("max_probability_diff", 0.0))
-    return predictor, (f"compiled model passed parity at training on {parity.get('rows')} "
-                       f"holdout rows (max |dp| {worst:.1e})")
-
-
-def load_verified(store: ModelStore, pkl: Path, *, engine: str = "auto") -> Loaded:
-    """Verify (both sha256s), unpickle, smoke-test, and compile when trusted."""
-    if engine not in ENGINES:
-        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    bundle, art = store.load_model(pkl)
-    _smoke_test(bundle)
-    if engine == "sklearn":
-        compiled, reason = None, "scikit-learn requested"
-    else:
-        compiled, reason = _compiled_for(art, bundle)
-    return Loaded(bundle=bundle, meta=art.meta, loaded_at=_utcnow(), compiled=compiled,
-                  engine_reason=reason)
-
-
-class ModelHolder:
-    """The model currently served; reloads are serialised, the swap is one assignment."""
-
-    def __init__(self, root: Path, engine: str = "auto") -> None:
-        self.store = ModelStore(root)
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._reload_lock = threading.Lock()
-        self.current: Loaded | None = None
-        self.error: str | None = "not loaded yet"
-
-    def load(self) -> bool:
-        """Load the active model; keep serving the previous one when that fails."""
-        with self._reload_lock:
-            try:
-                loaded = load_verified(self.store, self.store.layout.active_pkl,
-                                       engine=self.engine)
-            except Exception as exc:  # sha mismatch, missing file, any unpickling failure
-                reason = f"cannot load the active model: {type(exc).__name__}: {exc}"
-                log.error("%s", reason)
-                with self._lock:
-                    self.error = reason
-                return False
-            with self._lock:
-                self.current, self.error = loaded, None
-        log.info("serving model %s (sha256 %s) with %s: %s", loaded.meta.get("version"),
-                 str(loaded.meta.get("sha256"))[:12], loaded.engine, loaded.engine_reason)
-        return True
-
-    def get(self) -> tuple[Loaded | None, str | None]:
-        with self._lock:
-            return self.current, self.error
 
 
 # ---- market data ------------------------------------------------------------------
@@ -419,9 +284,9 @@ class RegimeService:
     """Wires the holder, the market cache, the metrics and the prediction log."""
 
     def __init__(self, root: Path, source: DataSource, symbol: str,
-                 refresh_seconds: float = 300.0, engine: str = "auto") -> None:
+                 refresh_seconds: float = 300.0) -> None:
         self.root = Path(root)
-        self.holder = ModelHolder(self.root, engine)
+        self.holder = ModelHolder(self.root)
         self.market = MarketCache(source, refresh_seconds)
         self.symbol = symbol
         self.metrics = Metrics(self.holder)
@@ -445,7 +310,7 @@ class RegimeService:
             return 503, {"status": "unhealthy", "error": err}
         if symbol.upper() != self.symbol.upper():
             return 404, {"error": f"this service scores {self.symbol}, not {symbol}"}
-        snap = self.market.snapshot(cur.features, cur.bundle["labeler"].get("fitted"))
+        snap = self.market.snapshot(cur.features, cur.fitted)
         started = time.perf_counter()
         regime, proba = cur.infer(snap.x)
         elapsed = time.perf_counter() - started
@@ -456,7 +321,8 @@ class RegimeService:
             ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=regime,
             probabilities=proba, model_version=version))
         return 200, {"symbol": self.symbol, "regime": regime, "probabilities": proba,
-                     "as_of": snap.bar_date, "model_version": version, "engine": cur.engine,
+                     "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),
+                     "model_version": version, "engine": cur.engine,
                      "inference_us": round(elapsed * 1e6, 1)}
 
     def reload(self) -> bool:
@@ -473,7 +339,7 @@ class RegimeService:
         cur, _ = self.holder.get()
         try:
             if cur is not None:
-                self.market.snapshot(cur.features, cur.bundle["labeler"].get("fitted"))
+                self.market.snapshot(cur.features, cur.fitted)
         except Exception as exc:
             log.warning("market data not available yet: %s: %s", type(exc).__name__, exc)
 
@@ -554,9 +420,9 @@ def install_signal_handlers(service: RegimeService, stop: Callable[[], None]
 
 
 def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int = 8787,
-          symbol: str = "SPY", refresh_seconds: float = 300.0, engine: str = "auto") -> None:
+          symbol: str = "SPY", refresh_seconds: float = 300.0) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the model."""
-    service = RegimeService(root, source, symbol, refresh_seconds, engine=engine)
+    service = RegimeService(root, source, symbol, refresh_seconds)
     service.reload()
     server = build_server(service, host, port)
     restore = install_signal_handlers(service, server.shutdown)

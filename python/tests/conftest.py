@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 
 from quantshift_ml.data import BundledSource
 from quantshift_ml.gate import gate_for
+from quantshift_ml.store import signing
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
 FAST = TrainConfig(model=ModelParams(n_estimators=25), cv_folds=3)
@@ -18,6 +21,29 @@ OPEN = gate_for("hmm", {"beat_baseline": "none", "max_regression": 1.0})
 """A gate that lets every candidate through: for tests of the store, service and
 monitor mechanics, which promote models at dates whose holdouts the default gate
 may refuse (the gate itself is tested in test_baselines_gate and test_training)."""
+
+
+@pytest.fixture(scope="session")
+def fleet_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fleet key pair for the session: signing key + its trusted public key."""
+    keys = tmp_path_factory.mktemp("keys")
+    signing.generate(keys)
+    return keys
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _keys_env(fleet_keys: Path) -> Iterator[None]:
+    """Every store in the session trusts (and signs with) the session's fleet key.
+
+    Session-scoped so that module-scoped fixtures which train models see it too.
+    """
+    old = os.environ.get(signing.KEYS_ENV)
+    os.environ[signing.KEYS_ENV] = str(fleet_keys)
+    yield
+    if old is None:
+        os.environ.pop(signing.KEYS_ENV, None)
+    else:
+        os.environ[signing.KEYS_ENV] = old
 
 
 @pytest.fixture(scope="session")

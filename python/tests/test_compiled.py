@@ -1,5 +1,5 @@
 """Compiled (ONNX) inference: parity, sha in metadata, follows the model everywhere,
-and a clear scikit-learn fallback when it cannot be trusted or run."""
+and the service, which never unpickles, refuses clearly when it cannot be trusted or run."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from quantshift_ml.compiled import OnnxPredictor, compile_checked
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
 from quantshift_ml.features import model_frame, usable
-from quantshift_ml.service import RegimeService, load_verified
+from quantshift_ml.served import load_verified
+from quantshift_ml.service import RegimeService
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
 from quantshift_ml.training.pipeline import train_candidate
@@ -101,20 +102,38 @@ def test_service_serves_the_compiled_model_with_the_same_answers(tmp_path: Path)
     code, body = service.regime("SPY")
     assert code == 200 and body["engine"] == "onnxruntime"
     assert body["model_version"] == out["version"]
-    # the scikit-learn engine gives the same regime and probabilities on the same rows
-    sk = RegimeService(tmp_path, BundledSource(), "SPY", engine="sklearn")
-    assert sk.reload() and sk.health()[1]["engine"] == "sklearn"
-    assert sk.regime("SPY")[1]["probabilities"] == body["probabilities"]
+    # scikit-learn (the pickle, loaded after its signature check) gives the same
+    # regime and probabilities on the same rows as what the service serves
     store = ModelStore(tmp_path)
-    fast, slow = (load_verified(store, store.layout.active_pkl, engine=e)
-                  for e in ("auto", "sklearn"))
-    feats = model_frame(BundledSource().load(), fast.bundle["labeler"])
+    fast = load_verified(store, store.layout.active_pkl)
+    bundle, _ = store.load_model(store.layout.active_pkl)
+    feats = model_frame(BundledSource().load(), bundle["labeler"])
     x = feats[usable(feats)][fast.features].to_numpy(dtype=float)[-300:]
+    model = bundle["model"]
     for row in x:
-        assert fast.infer(row[None, :]) == slow.infer(row[None, :])
+        regime, proba = fast.infer(row[None, :])
+        assert regime == str(model.predict(row[None, :])[0])
+        np.testing.assert_allclose(list(proba.values()), model.predict_proba(row[None, :])[0],
+                                   atol=1e-4)
 
 
-def test_without_skl2onnx_training_succeeds_and_service_uses_sklearn(
+def test_service_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
+    import pickle
+
+    import joblib
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the service unpickled something")
+
+    monkeypatch.setattr(joblib, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    service = RegimeService(tmp_path, BundledSource(), "SPY")
+    assert service.reload() and service.regime("SPY")[0] == 200
+
+
+def test_without_skl2onnx_training_succeeds_and_the_service_refuses_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "skl2onnx", None)  # import fails as if not installed
     out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
@@ -124,11 +143,11 @@ def test_without_skl2onnx_training_succeeds_and_service_uses_sklearn(
     meta = json.loads((tmp_path / "models/regime_classifier.json").read_text())
     assert "sha256" not in meta["onnx"] and "skl2onnx" in meta["onnx"]["error"]
     service = RegimeService(tmp_path, BundledSource(), "SPY")
-    assert service.reload()
+    assert not service.reload()
     code, health = service.health()
-    assert code == 200 and health["engine"] == "sklearn"
-    assert "skl2onnx is not installed" in health["engine_reason"]
-    assert service.regime("SPY")[1]["engine"] == "sklearn"
+    assert code == 503 and "never unpickles" in health["error"]
+    assert "skl2onnx is not installed" in health["error"]
+    assert operations.predict_latest(tmp_path, BundledSource())["regime"]  # the CLI still can
 
 
 def test_failed_parity_is_not_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,16 +157,15 @@ def test_failed_parity_is_not_shipped(tmp_path: Path, monkeypatch: pytest.Monkey
     assert out["compiled"]["parity"]["ok"] is False
     assert not (tmp_path / "models/regime_classifier.onnx").exists()
     service = RegimeService(tmp_path, BundledSource(), "SPY")
-    assert service.reload() and service.health()[1]["engine"] == "sklearn"
+    assert not service.reload() and "parity check failed" in service.health()[1]["error"]
 
 
-def test_without_onnxruntime_at_serve_time_falls_back_to_sklearn(
+def test_without_onnxruntime_at_serve_time_the_service_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     service = RegimeService(tmp_path, BundledSource(), "SPY")
-    assert service.reload()
+    assert not service.reload()
     code, health = service.health()
-    assert code == 200 and health["engine"] == "sklearn"
-    assert "onnxruntime is not installed" in health["engine_reason"]
-    assert service.regime("SPY")[0] == 200
+    assert code == 503 and "onnxruntime is not installed" in health["error"]
+    assert service.regime("SPY")[0] == 503

@@ -125,7 +125,7 @@ def test_tampered_model_is_refused_and_previous_kept_on_reload(
     assert fresh.regime("SPY")[0] == 503
 
 
-def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
+def test_forged_pickle_with_matching_sha_is_unhealthy(tmp_path: Path) -> None:
     out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     pkl = tmp_path / "models/regime_classifier.pkl"
     pkl.write_bytes(b"cnonexistent_quantshift_module\nBroken\n(tR.")
@@ -136,7 +136,7 @@ def test_unloadable_bundle_is_unhealthy(tmp_path: Path) -> None:
     service = RegimeService(tmp_path, BundledSource(), "SPY")
     assert not service.reload()
     code, body = service.health()
-    assert code == 503 and "ModuleNotFoundError" in body["error"]
+    assert code == 503 and "forged or altered" in body["error"]
     assert out["sha256"] != meta["sha256"]
 
 

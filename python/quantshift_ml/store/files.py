@@ -64,3 +64,11 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a JSON object")
     return data
+
+
+def append_text(path: Path, text: str, mode: int = 0o640) -> None:
+    """Append to a log file, never through a symlink (O_NOFOLLOW: ELOOP is raised)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)

@@ -48,6 +48,8 @@ def _guard(path: Path) -> Iterator[None]:
 
 def _read(path: Path) -> dict[str, Any] | None:
     """The lease's content, ``None`` when absent; unreadable content counts as live."""
+    if path.is_symlink():  # never read through a planted link; refuse until looked at
+        return {"owner": "unreadable (symlink)", "expires": float("inf")}
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -7,15 +7,17 @@ purpose) only serves the error message of the process that was refused.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
 
-from quantshift_ml.errors import LockHeld
+from quantshift_ml.errors import IntegrityError, LockHeld
 
 
 class StoreLock:
@@ -26,7 +28,19 @@ class StoreLock:
 
     def __enter__(self) -> StoreLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        # O_NOFOLLOW: a symlink planted at the lock's path is refused, never
+        # truncated through; a non-regular file (fifo, device) is refused too
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         0o640)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"{self.path} is a symlink; the store never follows "
+                                     "links: remove it") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IntegrityError(f"{self.path} is not a regular file: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,0 +1,160 @@
+"""The model the service serves: signed metadata + ONNX, never a pickle.
+
+The service runs on every host and answers the bots, so it is the one place a
+forged pickle would run most often. It therefore never unpickles: it loads the
+compiled (ONNX) estimator, whose bytes match the sha256 in the signed metadata,
+and composes the five regimes from the metadata's ``serving`` section (feature
+order, the estimator's classes, the causal rule and its cut-off, the labeler's
+fitted HMM). The ONNX model's parity with scikit-learn was checked once, at
+training, on the holdout, and that report is part of what is signed.
+
+A model without a signed compiled form (trained without the ``serve`` extra, or
+whose parity check failed) is refused with the reason; ``predict`` and the
+other commands that need scikit-learn load the pickle, after the signature check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantshift_ml.compiled import CompiledUnavailable, OnnxPredictor
+from quantshift_ml.errors import IntegrityError
+from quantshift_ml.regimes import RegimeModel, RegimeRule
+from quantshift_ml.store import ModelStore
+from quantshift_ml.store.layout import onnx_for
+
+log = logging.getLogger(__name__)
+ENGINE = "onnxruntime"
+
+
+def serving_spec(model: RegimeModel, classes: list[str]) -> dict[str, Any]:
+    """What the service needs besides the ONNX file, recorded (and signed) at training."""
+    return {"features": list(model.features), "classes": [str(c) for c in classes],
+            "estimator_classes": [str(c) for c in model.estimator.classes_],
+            "rule": model.rule.params() if model.rule is not None else None,
+            "threshold": float(model.threshold)}
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """Stands in for the estimator in ``RegimeModel.finish``, which reads only its classes."""
+
+    classes_: np.ndarray
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Loaded:
+    """A verified compiled model ready to serve."""
+
+    meta: dict[str, Any]
+    loaded_at: str
+    compiled: OnnxPredictor
+    composer: RegimeModel
+    classes: list[str]
+    engine_reason: str = ""
+
+    @property
+    def engine(self) -> str:
+        return ENGINE
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.composer.features)
+
+    @property
+    def fitted(self) -> dict[str, Any] | None:
+        """The labeler's fitted HMM (for the ``hmm_filter`` input), when it has one."""
+        fitted = (self.meta.get("labeler") or {}).get("fitted")
+        return fitted if isinstance(fitted, dict) else None
+
+    def infer(self, x: np.ndarray) -> tuple[str, dict[str, float]]:
+        """Regime and class probabilities of one row (columns in ``features`` order)."""
+        _, est_proba = self.compiled.run(x)
+        labels, proba = self.composer.finish(est_proba, x)
+        regime, row = str(labels[0]), proba[0]
+        return regime, {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)}
+
+
+def _spec(meta: dict[str, Any], where: Path) -> dict[str, Any]:
+    onnx = meta.get("onnx") or {}
+    spec = meta.get("serving")
+    if not onnx.get("sha256") or not (onnx.get("parity") or {}).get("ok"):
+        why = onnx.get("error") or "no compiled model in its metadata"
+        raise IntegrityError(f"{where}: no signed compiled (ONNX) model ({why}); the service "
+                             "never unpickles: retrain with the 'serve' extra installed")
+    if not isinstance(spec, dict):
+        raise IntegrityError(f"{where}: metadata has no 'serving' section (trained by an "
+                             "older release); retrain to serve it without unpickling")
+    return spec
+
+
+def load_verified(store: ModelStore, pkl: Path) -> Loaded:
+    """Signature, sha256s, then onnxruntime on the verified bytes and a one-row smoke test."""
+    store.recover_if_interrupted()
+    art = store.verify(pkl)
+    spec = _spec(art.meta, pkl)
+    path = onnx_for(pkl)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != art.meta["onnx"]["sha256"]:  # swapped since verify
+        raise IntegrityError(f"{path}: sha256 does not match the signed metadata; refusing it")
+    rule = RegimeRule(**spec["rule"]) if spec.get("rule") else None
+    composer = RegimeModel(_Classes(np.asarray(spec["estimator_classes"], dtype=object)),
+                           list(spec["features"]), rule, float(spec.get("threshold", 0.5)))
+    try:
+        predictor = OnnxPredictor.from_bytes(data, list(spec["estimator_classes"]))
+        x = np.zeros((1, len(composer.features)))
+        composer.finish(predictor.run(x)[1], x)
+    except CompiledUnavailable:
+        raise
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise IntegrityError(f"{path}: onnxruntime cannot run it: {type(exc).__name__}: "
+                             f"{exc}") from exc
+    parity = (art.meta.get("onnx") or {}).get("parity") or {}
+    reason = (f"signed compiled model, parity checked at training on {parity.get('rows')} "
+              f"holdout rows (max |dp| {float(parity.get('max_probability_diff', 0)):.1e})")
+    return Loaded(meta=art.meta, loaded_at=_utcnow(), compiled=predictor, composer=composer,
+                  classes=list(spec["classes"]), engine_reason=reason)
+
+
+class ModelHolder:
+    """The model currently served; reloads are serialised, the swap is one assignment."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = ModelStore(root)
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self.current: Loaded | None = None
+        self.error: str | None = "not loaded yet"
+
+    def load(self) -> bool:
+        """Load the active model; keep serving the previous one when that fails."""
+        with self._reload_lock:
+            try:
+                loaded = load_verified(self.store, self.store.layout.active_pkl)
+            except Exception as exc:  # unsigned, forged, missing file, no compiled model
+                reason = f"cannot load the active model: {type(exc).__name__}: {exc}"
+                log.error("%s", reason)
+                with self._lock:
+                    self.error = reason
+                return False
+            with self._lock:
+                self.current, self.error = loaded, None
+        log.info("serving model %s (sha256 %s) with %s: %s", loaded.meta.get("version"),
+                 str(loaded.meta.get("sha256"))[:12], loaded.engine, loaded.engine_reason)
+        return True
+
+    def get(self) -> tuple[Loaded | None, str | None]:
+        with self._lock:
+            return self.current, self.error
