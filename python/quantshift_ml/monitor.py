@@ -7,6 +7,11 @@ Exit codes follow Nagios plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
 (UNKNOWN only when the store itself cannot be read). A check that cannot
 produce a number says "unknown" with the reason (e.g. too few live samples)
 and does not raise the overall status: a made-up number would be worse.
+
+Live accuracy counts one sample per (symbol, bar, model version), scored only
+against bars present in the monitor's data, and the check judges the active
+version alone: otherwise repeated requests or stale data could decide it, and
+after a rollback the bad version's predictions would roll the fleet back again.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import datetime as dt
 import json
 import os
 import socket
+import sqlite3
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,28 +94,118 @@ def _low(value: float, warn: float, crit: float) -> str:
     return CRITICAL if value < crit else WARNING if value < warn else OK
 
 
-def live_accuracy(root: Path, labeler: dict[str, Any], source: DataSource
-                  ) -> tuple[float | None, int]:
-    """Share of logged predictions that match the realised label, and how many count.
+@dataclass
+class LiveScore:
+    """One model version's live record; only ``samples`` and ``hits`` make the accuracy.
 
-    Only predictions whose bar's label is known now are scored (for a forward
-    labeler, H bars must have passed); the rest are waiting, not wrong.
+    ``pending``: bars in the data whose label has not settled yet (waiting, not
+    wrong). ``not_in_data``: bar dates the monitor's data does not have (a
+    service on other or stale data, a typo'd date); they are not samples.
+    ``requests``: logged predictions behind the counted keys, to show how many
+    requests collapsed into one sample.
     """
-    logged = predlog.read(root)
-    if not logged:
-        return None, 0
+
+    samples: int = 0
+    hits: int = 0
+    pending: int = 0
+    not_in_data: int = 0
+    requests: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.hits / self.samples if self.samples else None
+
+    def as_dict(self) -> dict[str, Any]:
+        acc = self.accuracy
+        return {**asdict(self), "accuracy": None if acc is None else round(acc, 4)}
+
+
+def score_live(logged: Iterable[predlog.Sample], known: dict[str, str | None],
+               symbol: str | None = None) -> dict[str, LiveScore]:
+    """Per model version: each logged key scored once against the realised label.
+
+    ``known`` maps every bar date in the monitor's data to its settled label, or
+    ``None`` while it is not settled. Keys are deduplicated here too, so the
+    result never depends on how many requests were logged, whatever the caller
+    passes. ``symbol`` keeps only that symbol's predictions (``None``: all).
+    """
+    scores: dict[str, LiveScore] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for sample in logged:
+        p = sample.prediction
+        if (symbol is not None and p.symbol != symbol) or p.key in seen:
+            continue
+        seen.add(p.key)
+        score = scores.setdefault(p.model_version, LiveScore())
+        score.requests += sample.requests
+        if p.bar_date not in known:
+            score.not_in_data += 1
+        elif known[p.bar_date] is None:
+            score.pending += 1
+        else:
+            score.samples += 1
+            score.hits += int(p.regime == known[p.bar_date])
+    return scores
+
+
+def _realised(labeler: dict[str, Any], source: DataSource) -> dict[str, str | None]:
+    """Every bar date of the monitor's data -> its label by the model's labeler, or None."""
     bars = source.load()
     lab = make_labeler(labeler.get("name", "rules"), **{
         k: v for k, v in (labeler.get("params") or {}).items() if k != "name"})
-    labels = lab.label(bars, compute_features(bars))
-    dates = pd.DatetimeIndex(labels.index).strftime("%Y-%m-%d")
-    known = {d: str(v) for d, v in zip(dates, labels.to_numpy(), strict=True)
-             if isinstance(v, str)}
-    scored = [(p.regime, known[p.bar_date]) for p in logged if p.bar_date in known]
-    if not scored:
-        return None, 0
-    hits = sum(1 for pred, real in scored if pred == real)
-    return hits / len(scored), len(scored)
+    labels = lab.label(bars, compute_features(bars)).reindex(bars.index)
+    dates = pd.DatetimeIndex(bars.index).strftime("%Y-%m-%d")
+    return {d: (str(v) if isinstance(v, str) else None)
+            for d, v in zip(dates, labels.to_numpy(), strict=True)}
+
+
+def live_scores(root: Path, labeler: dict[str, Any], source: DataSource,
+                symbol: str | None = None) -> dict[str, LiveScore]:
+    """Per model version, the prediction log's samples scored on the monitor's data."""
+    logged = predlog.samples(root)
+    if not logged:
+        return {}
+    return score_live(logged, _realised(labeler, source), symbol)
+
+
+def live_accuracy(root: Path, labeler: dict[str, Any], source: DataSource,
+                  version: str | None = None) -> tuple[float | None, int]:
+    """Share of live samples that match the realised label, and how many count.
+
+    ``version``: that model version's samples only (what the monitor's check
+    uses); ``None`` pools every version, each sample still counted once. Only
+    predictions whose bar's label is known now are scored (for a forward
+    labeler, H bars must have passed); the rest are waiting, not wrong.
+    """
+    scores = live_scores(root, labeler, source)
+    chosen = [s for v, s in scores.items() if version is None or v == version]
+    n = sum(s.samples for s in chosen)
+    return (sum(s.hits for s in chosen) / n if n else None), n
+
+
+def _live_check(meta: dict[str, Any], t: Thresholds, root: Path, source: DataSource,
+                symbol: str | None) -> dict[str, Any]:
+    """The live_accuracy check of the active version, with every version's counts."""
+    version = str(meta.get("version"))
+    try:
+        scores = live_scores(root, meta.get("labeler") or {}, source, symbol)
+    except (QuantshiftError, sqlite3.Error) as exc:
+        return {**_check("live_accuracy", UNKNOWN, None, f"unknown: {exc}"),
+                "model_version": version}
+    own = scores.get(version, LiveScore())
+    extra = {"model_version": version, "samples": own.samples,
+             "by_version": {v: s.as_dict() for v, s in sorted(scores.items())}}
+    others = sum(s.samples for v, s in scores.items() if v != version)
+    note = f" ({others} samples of other versions not counted)" if others else ""
+    live = own.accuracy
+    if live is None or own.samples < t.live_min_samples:
+        return {**_check("live_accuracy", UNKNOWN, None,
+                         f"unknown: {own.samples} scored predictions of {version} "
+                         f"(< {t.live_min_samples} needed){note}"), **extra}
+    return {**_check("live_accuracy", _low(live, _f(t.live_accuracy_warn),
+                                           _f(t.live_accuracy_crit)), round(live, 4),
+                     f"{live:.3f} over {own.samples} predictions of {version}, "
+                     f"one per bar{note}"), **extra}
 
 
 def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[str, Any]:
@@ -127,7 +224,8 @@ def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[s
 
 
 def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: Path,
-                  source: DataSource | None) -> list[dict[str, Any]]:
+                  source: DataSource | None, symbol: str | None = None
+                  ) -> list[dict[str, Any]]:
     """holdout_accuracy, age_days and live_accuracy of the active model's metadata."""
     checks: list[dict[str, Any]] = []
     acc = (meta.get("metrics") or {}).get("test_accuracy")
@@ -147,27 +245,19 @@ def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: P
                              f"{age:.1f} days (warn > {t.age_warn_days:g}, "
                              f"critical > {t.age_crit_days:g})"))
     if source is not None:
-        try:
-            live, n = live_accuracy(root, meta.get("labeler") or {}, source)
-        except QuantshiftError as exc:
-            checks.append(_check("live_accuracy", UNKNOWN, None, f"unknown: {exc}"))
-        else:
-            if live is None or n < t.live_min_samples:
-                checks.append(_check("live_accuracy", UNKNOWN, None,
-                                     f"unknown: {n} scored predictions "
-                                     f"(< {t.live_min_samples} needed)"))
-            else:
-                checks.append(_check(
-                    "live_accuracy", _low(live, _f(t.live_accuracy_warn),
-                                          _f(t.live_accuracy_crit)),
-                    round(live, 4), f"{live:.3f} over {n} predictions"))
+        checks.append(_live_check(meta, t, root, source, symbol))
     return checks
 
 
 def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
                 service_url: str | None = None, source: DataSource | None = None,
-                now: dt.datetime | None = None) -> dict[str, Any]:
-    """Run every check and return the JSON-native report."""
+                now: dt.datetime | None = None, symbol: str | None = None
+                ) -> dict[str, Any]:
+    """Run every check and return the JSON-native report.
+
+    ``symbol``: score only the service's predictions for that symbol (the one the
+    monitor's data is for); ``None`` scores every symbol in the log.
+    """
     t = thresholds or Thresholds()
     now = now or dt.datetime.now(dt.timezone.utc)
     store = ModelStore(root)
@@ -196,7 +286,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     t = resolve(t, ((meta or {}).get("labeler") or {}).get("name"))
     report["thresholds"] = asdict(t)
     if meta is not None:
-        checks += _model_checks(meta, t, now, root, source)
+        checks += _model_checks(meta, t, now, root, source, symbol)
 
     st = os.statvfs(store.layout.models)
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0

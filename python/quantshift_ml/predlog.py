@@ -3,6 +3,15 @@
 SQLite under ``ROOT/data/predictions.sqlite`` (the service's only writable
 place besides logs). The monitor later scores logged predictions whose outcome
 is known against the labeler's realised label.
+
+Every request is logged (``read``), but a request is not a live sample: a client
+that asks thirty times about one bar, or a service stuck on stale data that
+answers about the same old bar all day, would otherwise decide the live
+accuracy on its own. ``samples`` gives one row per (symbol, bar_date,
+model_version), the first one logged, with how many requests it stands for.
+The deduplication is done when reading, not by refusing rows, so databases
+written before it existed keep every row and need no rewrite: opening one only
+adds the index the grouping uses.
 """
 
 from __future__ import annotations
@@ -24,6 +33,23 @@ CREATE TABLE IF NOT EXISTS predictions (
     model_version TEXT NOT NULL
 )
 """
+SAMPLE_INDEX = """
+CREATE INDEX IF NOT EXISTS predictions_by_sample
+    ON predictions (symbol, bar_date, model_version, ts)
+"""
+"""Added to existing databases on first open; it changes no row."""
+
+_COLUMNS = "ts, symbol, bar_date, regime, probabilities, model_version"
+_FIRST_PER_SAMPLE = f"""
+SELECT {_COLUMNS}, requests FROM (
+    SELECT {_COLUMNS}, rowid AS seq,
+           ROW_NUMBER() OVER (PARTITION BY symbol, bar_date, model_version
+                              ORDER BY ts, rowid) AS nth,
+           COUNT(*) OVER (PARTITION BY symbol, bar_date, model_version) AS requests
+    FROM predictions)
+WHERE nth = 1
+ORDER BY ts, seq
+"""
 
 
 def db_path(root: Path) -> Path:
@@ -40,6 +66,7 @@ def _connect(root: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(SCHEMA)
+        conn.execute(SAMPLE_INDEX)
         yield conn
         conn.commit()
 
@@ -53,12 +80,30 @@ class Prediction:
     probabilities: dict[str, float]
     model_version: str
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes a live sample: one per bar of a symbol per model version."""
+        return self.symbol, self.bar_date, self.model_version
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The first logged prediction for one key, and how many requests asked for it."""
+
+    prediction: Prediction
+    requests: int
+
 
 def append(root: Path, p: Prediction) -> None:
+    """Log one served prediction (every request, duplicates included)."""
     with _connect(root) as conn:
-        conn.execute("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
+        conn.execute(f"INSERT INTO predictions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                      (p.ts, p.symbol, p.bar_date, p.regime, json.dumps(p.probabilities),
                       p.model_version))
+
+
+def _prediction(row: tuple[str, ...]) -> Prediction:
+    return Prediction(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
 
 def read(root: Path) -> list[Prediction]:
@@ -66,6 +111,18 @@ def read(root: Path) -> list[Prediction]:
     if not db_path(root).exists():
         return []
     with _connect(root) as conn:
-        rows = conn.execute("SELECT ts, symbol, bar_date, regime, probabilities, model_version "
-                            "FROM predictions ORDER BY ts").fetchall()
-    return [Prediction(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM predictions ORDER BY ts, rowid").fetchall()
+    return [_prediction(r) for r in rows]
+
+
+def samples(root: Path) -> list[Sample]:
+    """One sample per (symbol, bar_date, model_version): the first logged, oldest first.
+
+    The first, not the latest or the majority: it is what the service answered
+    when the bar was new, and no later request can replace it.
+    """
+    if not db_path(root).exists():
+        return []
+    with _connect(root) as conn:
+        rows = conn.execute(_FIRST_PER_SAMPLE).fetchall()
+    return [Sample(_prediction(r[:6]), int(r[6])) for r in rows]

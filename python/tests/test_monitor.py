@@ -13,6 +13,7 @@ from quantshift_ml.cli import main
 from quantshift_ml.data import BundledSource
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import HmmLabeler
+from quantshift_ml.store import ModelStore
 
 from .conftest import FAST, OPEN
 
@@ -101,8 +102,16 @@ def test_missing_store_is_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 3 and rep["status"] == "UNKNOWN"
 
 
-def _log_predictions(root: Path, wrong: bool, n: int = 60) -> None:
-    """n predictions of the newest bars; the last 20 are not settled (hmm), 40 are scored."""
+def _active_version(root: Path) -> str:
+    return str(json.loads((root / "models/regime_classifier.json").read_text())["version"])
+
+
+def _log_predictions(root: Path, wrong: bool, n: int = 60, version: str | None = None) -> None:
+    """n predictions of the newest bars; the last 20 are not settled (hmm), 40 are scored.
+
+    Logged as the active model's (``version`` unset): only its samples are judged.
+    """
+    version = version or _active_version(root)
     bars = BundledSource().load()
     labels = HmmLabeler().label(bars, compute_features(bars)).iloc[-n:].fillna("Bull")
     other = {"Bull": "Bear", "Bear": "Bull", "High Vol": "Low Vol", "Low Vol": "Crisis",
@@ -111,7 +120,7 @@ def _log_predictions(root: Path, wrong: bool, n: int = 60) -> None:
         regime = other[real] if wrong else real
         predlog.append(root, predlog.Prediction(
             ts=f"{day.date()}T21:00:00+00:00", symbol="SPY", bar_date=str(day.date()),
-            regime=regime, probabilities={regime: 1.0}, model_version="x"))
+            regime=regime, probabilities={regime: 1.0}, model_version=version))
 
 
 def test_low_live_accuracy_is_critical(trained: Path, tmp_path: Path,
@@ -122,6 +131,10 @@ def test_low_live_accuracy_is_critical(trained: Path, tmp_path: Path,
     live = next(c for c in rep["checks"] if c["name"] == "live_accuracy")
     assert code == 2 and live["status"] == "CRITICAL" and live["value"] == 0.0
     assert "over 40 predictions" in live["message"]
+    version = _active_version(root)
+    assert live["model_version"] == version and live["samples"] == 40
+    assert live["by_version"] == {version: {"samples": 40, "hits": 0, "pending": 20,
+                                            "not_in_data": 0, "requests": 60, "accuracy": 0.0}}
 
 
 def test_good_live_accuracy_is_scored(trained: Path, tmp_path: Path,
@@ -131,6 +144,41 @@ def test_good_live_accuracy_is_scored(trained: Path, tmp_path: Path,
     code, rep = _monitor(capsys, root)
     live = next(c for c in rep["checks"] if c["name"] == "live_accuracy")
     assert code == 0 and live["value"] == 1.0
+
+
+def test_after_a_rollback_the_old_versions_samples_do_not_count(
+        trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Auto-rollback cannot repeat itself on the evidence that triggered it."""
+    root = _copy(trained, tmp_path / "r")
+    bad = _active_version(root)
+    _log_predictions(root, wrong=True)
+    assert _monitor(capsys, root)[0] == 2
+    ModelStore(root).rollback("latest")  # what monitor.yml's auto-rollback ends in
+    restored = _active_version(root)
+    assert restored != bad
+    code, rep = _monitor(capsys, root)
+    live = next(c for c in rep["checks"] if c["name"] == "live_accuracy")
+    assert live["status"] == "UNKNOWN" and live["value"] is None and code != 2, rep
+    assert live["model_version"] == restored and live["samples"] == 0
+    assert live["by_version"][bad]["samples"] == 40  # still shown, not counted
+    assert "40 samples of other versions not counted" in live["message"]
+    _log_predictions(root, wrong=False, version=restored)  # the restored model's own record
+    code, rep = _monitor(capsys, root)
+    live = next(c for c in rep["checks"] if c["name"] == "live_accuracy")
+    assert live["status"] == "OK" and live["value"] == 1.0 and live["samples"] == 40
+
+
+def test_repeated_requests_for_one_bar_cannot_make_live_accuracy_critical(
+        trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _copy(trained, tmp_path / "r")
+    _log_predictions(root, wrong=False)
+    for _ in range(60):  # a client (or a service stuck on stale data) asking about one bar
+        predlog.append(root, predlog.Prediction(
+            ts="2018-12-31T21:00:00+00:00", symbol="SPY", bar_date="2018-11-01",
+            regime="Crisis", probabilities={"Crisis": 1.0}, model_version=_active_version(root)))
+    code, rep = _monitor(capsys, root)
+    live = next(c for c in rep["checks"] if c["name"] == "live_accuracy")
+    assert code == 0 and live["value"] == 1.0 and live["samples"] == 40, live
 
 
 def test_too_few_backups_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
