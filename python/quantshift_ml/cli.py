@@ -23,6 +23,7 @@ from typing import Any
 
 from quantshift_ml import __version__
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
+from quantshift_ml.alerts import exit_code as alert_exit_code
 from quantshift_ml.cli_text import human
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import GateRefused, IntegrityError, QuantshiftError, UsageError
@@ -371,9 +372,8 @@ def exit_code(cmd: str, result: dict[str, Any]) -> int:
         return IntegrityError.exit_code
     if (cmd == "verify" and not result["ok"]) or (cmd == "doctor" and not result["healthy"]):
         return IntegrityError.exit_code
-    if cmd == "notify" and result["channels"] and not result["sent"] \
-            and not result["suppressed"]:
-        return 1  # every configured channel failed
+    if cmd == "notify":
+        return alert_exit_code(result)  # 1 when any configured channel failed
     return 0
 
 

@@ -31,8 +31,11 @@ def fleet_problems(reports: Mapping[str, Mapping[str, Any] | None]) -> list[str]
             versions[host] = str(active["version"])
     if len(set(versions.values())) > 1:
         runs = ", ".join(f"{h} runs {v}" for h, v in sorted(versions.items()))
-        lines.append(f"hosts disagree ({runs}): bring them to one version first "
-                     "(ansible-playbook playbooks/rollback.yml -e quantshift_rollback_to=VERSION)")
+        newest = max(versions.values())
+        lines.append(f"hosts disagree ({runs}): finish the interrupted rollout with "
+                     f"ansible-playbook playbooks/deploy.yml -e quantshift_release_version={newest}"
+                     ", or roll back to one version with playbooks/rollback.yml "
+                     "-e quantshift_rollback_to=VERSION")
     return lines
 
 

@@ -344,8 +344,6 @@ def test_exit_code_is_1_when_any_channel_failed() -> None:
     assert exit_code({**base, "sent": [], "failed": {}, "suppressed": True}) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py still exits 1 only when every channel failed; "
-                   "its notify branch must return alerts.exit_code(result) (issue 12 item 10)")
 def test_partial_failure_exits_1(webhook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     _received, url = webhook

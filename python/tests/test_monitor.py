@@ -13,7 +13,7 @@ from quantshift_ml.cli import main
 from quantshift_ml.data import BundledSource
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import HmmLabeler
-from quantshift_ml.store import ModelStore
+from quantshift_ml.store import ModelStore, signing
 
 from .conftest import FAST, OPEN
 
@@ -36,9 +36,10 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _age(root: Path, days: float) -> None:
     meta_path = root / "models/regime_classifier.json"
-    meta = json.loads(meta_path.read_text())  # trained_at is not covered by the pkl's sha
+    meta = json.loads(meta_path.read_text())
     meta["trained_at"] = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)).isoformat()
-    meta_path.write_text(json.dumps(meta))
+    # re-signed with the fleet key, as the training host would have signed an older model
+    meta_path.write_text(json.dumps(signing.Keyring.default().sign(meta)))
 
 
 def _monitor(capsys: pytest.CaptureFixture[str], root: Path, *extra: str) -> tuple[int, dict]:

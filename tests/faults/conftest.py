@@ -37,6 +37,25 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "ANSIBLE_CONFIG": str(REPO / "a
 ENV.pop("QUANTSHIFT_ROOT", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fleet_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's fleet key pair; every CLI process trusts and signs with it."""
+    keys = tmp_path_factory.mktemp("fleet-keys")
+    subprocess.run([QS, "keys", "generate", "--keys", str(keys)], check=True,
+                   capture_output=True)
+    ENV["QUANTSHIFT_KEYS"] = os.environ["QUANTSHIFT_KEYS"] = str(keys)  # CLI and in-process
+    return keys
+
+
+def install_keys(base: Path, keys: Path) -> None:
+    """What site.yml installs on inventory/local under ``base``: the controller's key
+    pair (fleet-keys/), trusted keys on every host, the signing key on the primary."""
+    shutil.copytree(keys, base / "fleet-keys")
+    for host in HOSTS:
+        shutil.copytree(keys / "trusted", base / "hosts" / f"{host}.keys" / "trusted")
+    shutil.copy(keys / "signing.key", base / "hosts" / "primary.keys" / "signing.key")
+
+
 # ---- digests ----------------------------------------------------------------------
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -186,7 +205,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def fleet_template(store_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fleet_template(store_template: Path, tmp_path_factory: pytest.TempPathFactory,
+                   fleet_keys: Path) -> Path:
     """Both hosts of inventory/local with the same models (active + one backup).
 
     The models are the CLI-made template store's, copied to each host: the same
@@ -197,6 +217,7 @@ def fleet_template(store_template: Path, tmp_path_factory: pytest.TempPathFactor
     fleet = Fleet(base)
     for h in HOSTS:
         shutil.copytree(store_template / "models", fleet.root(h) / "models")
+    install_keys(base, fleet_keys)
     fleet.assert_one_version()
     return base
 

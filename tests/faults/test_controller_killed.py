@@ -53,13 +53,21 @@ def test_controller_killed_after_the_standby_was_promoted_then_rerun_converges(
     assert not Path(f"/proc/{proc.pid}").exists()
     assert held["expires"] > time.time() + 3600  # by TTL it is still live
 
-    # re-run from the same control node: the dead run's lease is taken over
+    # a retrain against the split fleet is refused before any host is touched,
+    # naming each host's version and the command that finishes the rollout
+    split = fleet.digest()
     run = fleet.play("retrain.yml")
+    assert run.rc != 0 and "hosts disagree" in run.out, run.out
+    assert f"quantshift_release_version={killed['version']}" in run.out
+    assert fleet.digest() == split
+    # that command, from the same control node, takes over the dead run's lease
+    run = fleet.play("deploy.yml", "-e", f"quantshift_release_version={killed['version']}")
     assert run.rc == 0, run.out
     assert "another operation holds the lease" not in run.out
     final = fleet.assert_one_version()
-    assert final["version"] not in (old["version"], killed["version"])  # a fresh candidate
+    assert final["version"] == killed["version"]
     assert not lease_file.exists()
+    assert fleet.play("retrain.yml").rc == 0  # and the fleet retrains again
     # nothing lost: the model the primary ran before is in its backups, byte for byte
     backup = primary / f"models/backups/regime_classifier_{old['version']}.pkl"
     assert sha(backup) == old["sha256"]

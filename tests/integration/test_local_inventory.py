@@ -199,7 +199,8 @@ def test_monitor_fails_on_a_critical_host(fleet: Fleet) -> None:
 
 
 def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
-    """Predictions that were all wrong: live accuracy CRITICAL -> fleet rollback."""
+    """Predictions that were all wrong: live accuracy CRITICAL -> fleet rollback; the
+    next monitor run judges the restored version on its own samples: no second rollback."""
 
     from quantshift_ml import predlog
     from quantshift_ml.data import BundledSource
@@ -213,14 +214,17 @@ def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
         wrong = "Crisis" if real != "Crisis" else "Bull"
         predlog.append(fleet.root("standby"), predlog.Prediction(
             ts=f"{day.date()}T21:00:00+00:00", symbol="SPY", bar_date=str(day.date()),
-            regime=wrong, probabilities={wrong: 1.0}, model_version="x"))
+            regime=wrong, probabilities={wrong: 1.0},
+            model_version=fleet.meta("standby")["version"]))
     before = fleet.meta("primary")["sha256"]
     run = fleet.play("monitor.yml", "-e", "quantshift_auto_rollback=true")
-    predlog.db_path(fleet.root("standby")).unlink()
     assert run.rc != 0  # still reported as CRITICAL
     assert "Verify, load and score the backup on fresh data" in run.out
     after = {h: fleet.meta(h)["sha256"] for h in HOSTS}
     assert after["primary"] == after["standby"] != before
+    again = fleet.play("monitor.yml", "-e", "quantshift_auto_rollback=true")
+    predlog.db_path(fleet.root("standby")).unlink()
+    assert {h: fleet.meta(h)["sha256"] for h in HOSTS} == after, again.out
 
 
 def test_retrain_takes_forest_overrides_and_refuses_a_typo_before_training(fleet: Fleet) -> None:

@@ -31,6 +31,22 @@ def test_directory_modes(host) -> None:
         assert d.user == "quantshift", path
 
 
+def test_signing_key_on_the_primary_only_and_public_keys_everywhere(host) -> None:
+    keys = "/etc/quantshift/keys"
+    signing_key = host.file(f"{keys}/signing.key")
+    if host.backend.get_hostname() == "primary":
+        assert signing_key.exists and signing_key.mode == 0o640
+        assert signing_key.user == "root" and signing_key.group == "quantshift"
+    else:
+        assert not signing_key.exists  # standbys never hold the private key
+    pubs = host.check_output(f"ls {keys}/trusted").split()
+    assert len(pubs) == 1 and pubs[0].endswith(".pub")
+    assert host.file(f"{keys}/trusted").user == "root"  # the service user cannot add a key
+    out = host.check_output(f"runuser -u quantshift -- {ROOT}/venv/bin/quantshift-ml verify "
+                            f"--root {ROOT} --json")
+    assert json.loads(out)["ok"]
+
+
 def test_venv_imports_the_package_installed_offline(host) -> None:
     out = host.check_output(f"{ROOT}/venv/bin/python -c 'import quantshift_ml, sklearn;"
                             " print(quantshift_ml.__version__)'")

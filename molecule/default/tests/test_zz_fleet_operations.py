@@ -110,28 +110,73 @@ def test_refused_gate_leaves_every_model_file_identical() -> None:
     assert _state() == before
 
 
-def test_broken_candidate_is_rolled_back_on_standby_and_never_reaches_primary() -> None:
-    """A release the service cannot load (its sha256 is consistent, so only the
-    service's health check can catch it): the standby is restored, the primary
-    is never touched, and the play fails naming the host."""
+def _release(version: str, pkl: bytes, onnx: bytes, *, sign: bool) -> None:
+    """A release folder on the controller, as a retrain would have fetched it."""
     import hashlib
 
+    from quantshift_ml.store import signing
+
     current = _active("primary")
-    version = "20300101-000000"
     folder = EPHEMERAL / "artifacts" / version
     folder.mkdir(parents=True, exist_ok=True)
-    broken = b"cnonexistent_quantshift_module\nBroken\n(tR."  # unpickling raises
-    (folder / f"regime_classifier_{version}.pkl").write_bytes(broken)
-    meta = {**current, "version": version, "sha256": hashlib.sha256(broken).hexdigest()}
+    (folder / f"regime_classifier_{version}.pkl").write_bytes(pkl)
+    (folder / f"regime_classifier_{version}.onnx").write_bytes(onnx)
+    meta = {k: v for k, v in current.items() if k != "signature"}
+    meta.update({"version": version, "sha256": hashlib.sha256(pkl).hexdigest(),
+                 "onnx": {**current["onnx"], "file": f"regime_classifier_{version}.onnx",
+                          "sha256": hashlib.sha256(onnx).hexdigest()}})
+    if sign:  # with the fleet key site.yml generated on the controller for this scenario
+        meta = signing.Keyring(EPHEMERAL / "fleet-keys").sign(meta)
+    else:  # the attacker's version: sha256s match, no key to sign with
+        meta["signature"] = current["signature"]
     (folder / f"regime_classifier_{version}.json").write_text(json.dumps(meta))
+
+
+def _deploy(version: str) -> subprocess.CompletedProcess[str]:
+    return _play("deploy.yml", "-e", f"quantshift_release_version={version}",
+                 "-e", "quantshift_health_timeout=20")
+
+
+def test_broken_candidate_is_rolled_back_on_standby_and_never_reaches_primary() -> None:
+    """A signed release the service cannot load (its files match its signed
+    metadata, so only the service's health check can catch it): the standby is
+    restored, the primary is never touched, and the play fails naming the host."""
+    current = _active("primary")
+    version = "20300101-000000"
+    _release(version, b"not a pickle, never read by the service", b"not an onnx model",
+             sign=True)
     before = _state()
-    run = _play("deploy.yml", "-e", f"quantshift_release_version={version}",
-                "-e", "quantshift_health_timeout=20")
+    run = _deploy(version)
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "failed on standby" in out and "restored" in out
     assert _state() == before  # both hosts: active, metadata and backups byte-identical
     for n in HOSTS:
+        health = json.loads(_host(n).check_output("curl -sf http://127.0.0.1:8787/healthz"))
+        assert health["sha256"] == current["sha256"]
+
+
+def test_forged_release_with_matching_sha_never_runs_on_any_host() -> None:
+    """A pickle whose loading would run a command, its sha256 in the metadata: the
+    signature does not match, the standby refuses it before reading it, the
+    primary is never reached, nothing runs and no model file changes."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, ("touch /tmp/quantshift-pwned",)
+
+    current = _active("primary")
+    version = "20300102-000000"
+    onnx = _host("primary").file(f"{ROOT}/models/regime_classifier.onnx").content
+    _release(version, pickle.dumps(Payload()), onnx, sign=False)
+    before = _state()
+    run = _deploy(version)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "forged or altered" in out, out[-3000:]
+    assert _state() == before
+    for n in HOSTS:
+        assert not _host(n).file("/tmp/quantshift-pwned").exists
         health = json.loads(_host(n).check_output("curl -sf http://127.0.0.1:8787/healthz"))
         assert health["sha256"] == current["sha256"]
 
