@@ -33,7 +33,7 @@ description:
     C(quantshift-ml doctor), with the command that fixes each problem.
   - Every model is trusted only when its metadata is signed by a key in O(keys) and its
     files match the sha256s it names; an active file that does not check out is never
-    "current": promoting or rolling back moves it to C(models/quarantine/).
+    the current model; promoting or rolling back moves it to C(models/quarantine/).
   - O(state=locked) / O(state=unlocked) take and release the fleet operation lease (stale
     after O(lease_ttl) seconds) so two retrains or rollbacks never run at once.
 version_added: "0.1.0"
@@ -224,6 +224,7 @@ health:
   sample: {"status": "ok", "version": "20261124-020000", "sha256": "ab12...", "attempts": 3}
 """
 
+import os
 import traceback
 from pathlib import Path
 
@@ -394,6 +395,8 @@ def main():
     if not HAS_QUANTSHIFT:
         module.fail_json(msg=missing_required_lib("quantshift_ml (run with the venv's python)"),
                          exception=IMPORT_ERROR)
+    # every store this run opens (evaluate_artifact opens its own) trusts these keys
+    os.environ["QUANTSHIFT_KEYS"] = module.params["keys"]
     try:
         store = ModelStore(Path(module.params["root"]), keep_backups=module.params["keep_backups"],
                            keys=Keyring(Path(module.params["keys"])))

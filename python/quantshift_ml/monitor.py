@@ -37,7 +37,7 @@ from quantshift_ml.errors import IntegrityError, QuantshiftError
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import make_labeler
 from quantshift_ml.store import ModelStore
-from quantshift_ml.store.files import atomic_write_bytes
+from quantshift_ml.store.files import append_text, atomic_write_bytes
 
 OK, WARNING, CRITICAL, UNKNOWN = "OK", "WARNING", "CRITICAL", "UNKNOWN"
 EXIT = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
@@ -272,6 +272,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
 
     meta: dict[str, Any] | None = None
     try:
+        store.recover_if_interrupted()  # a half-done swap is finished, not reported as tampering
         active = store.verify(store.layout.active_pkl)
         meta = active.meta
         checks.append(_check("integrity", OK, active.sha256, "sha256 matches metadata"))
@@ -339,8 +340,7 @@ def write_outputs(report: dict[str, Any], root: Path, textfile_path: Path | None
     logs.mkdir(parents=True, exist_ok=True)
     day = report["time"][:10].replace("-", "")
     path = logs / f"model-monitoring-{day}.log"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(f"{report['time']} {render_table(report)}\n")
+    append_text(path, f"{report['time']} {render_table(report)}\n")  # never through a link
     cutoff = (dt.datetime.strptime(day, "%Y%m%d") - dt.timedelta(days=LOG_DAYS_KEPT)).strftime(
         "%Y%m%d")
     for old in logs.glob("model-monitoring-*.log"):

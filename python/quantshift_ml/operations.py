@@ -97,6 +97,7 @@ def train(
     store = ModelStore(root, keep_backups=keep_backups)
     if check_mode:
         return _train_locked(store, prepared, source, config, gate, promote, True, keep_logs)
+    store.keys.require_signer()  # a host that cannot sign trains nothing (exit 2)
     store.layout.ensure()
     with store.lock("train"):
         return _train_locked(store, prepared, source, config, gate, promote, False, keep_logs)

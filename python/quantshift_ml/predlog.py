@@ -23,6 +23,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantshift_ml.errors import IntegrityError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     ts TEXT NOT NULL,            -- UTC time the prediction was served (ISO 8601)
@@ -60,6 +62,10 @@ def db_path(root: Path) -> Path:
 def _connect(root: Path) -> Iterator[sqlite3.Connection]:
     path = db_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.is_symlink():  # sqlite would follow it and write wherever it points
+            raise IntegrityError(f"{p} is a symlink; the prediction log is never written "
+                                 "through a link: remove it")
     with closing(sqlite3.connect(path, timeout=10)) as conn:
         # WAL + NORMAL: an append costs no fsync of the whole database, and the
         # monitor can read while the service writes

@@ -293,3 +293,72 @@ def test_refused_gate_exits_3_with_or_without_promote(store_root: Path) -> None:
         assert code == 3 and res["exit_code"] == 3 and res["ok"] is False, res
         assert res["gate"]["passed"] is False
     assert tree_digest(store_root / "models") == before
+
+
+# ---- 3 (logs), 4 (stale bars), keys CLI, fleet check ---------------------------------
+def test_symlinked_logs_are_never_written_through(store_root: Path, tmp_path: Path) -> None:
+    from quantshift_ml import predlog
+    from quantshift_ml.monitor import run_monitor, write_outputs
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    report = run_monitor(store_root, source=None)
+    day = report["time"][:10].replace("-", "")
+    log_file = store_root / f"logs/model-monitoring-{day}.log"
+    log_file.unlink(missing_ok=True)
+    log_file.symlink_to(victim)
+    with pytest.raises(OSError):
+        write_outputs(report, store_root, None)
+    db = predlog.db_path(store_root)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.unlink(missing_ok=True)
+    db.symlink_to(victim)
+    with pytest.raises(IntegrityError, match="symlink"):
+        predlog.append(store_root, predlog.Prediction("t", "SPY", "2018-12-31", "Bull", {}, "v"))
+    assert victim.read_text() == "precious\n"
+
+
+def test_predict_says_how_old_its_bar_is(store_root: Path) -> None:
+    res = operations.predict_latest(store_root, BundledSource())
+    assert res["as_of"] == res["last_bar"] == "2018-12-31"
+    assert res["bar_age_days"] > 365 * 7  # the bundled data ends in 2018: plainly stale
+
+
+def test_keys_generate_show_and_public(tmp_path: Path) -> None:
+    keys = tmp_path / "k"
+    code, made = _cli("keys", "generate", "--keys", str(keys))
+    assert code == 0 and made["changed"] and (keys / "signing.key").stat().st_mode & 0o077 == 0
+    code, again = _cli("keys", "generate", "--keys", str(keys))
+    assert not again["changed"] and again["key_id"] == made["key_id"]  # never overwritten
+    code, shown = _cli("keys", "show", "--keys", str(keys))
+    assert shown["trusted"] == [made["key_id"]] == [shown["signing_key"]]
+    code, pub = _cli("keys", "public", "--keys", str(keys))
+    assert pub["public_key"] == (keys / "signing.pub").read_text()
+
+
+def test_no_signing_key_refuses_before_anything_is_written(tmp_path: Path,
+                                                           fleet_keys: Path) -> None:
+    keys = tmp_path / "verify-only"
+    shutil.copytree(fleet_keys / "trusted", keys / "trusted")  # a standby: no signing.key
+    root = tmp_path / "root"
+    code, res = _cli("train", "--root", str(root), "--keys", str(keys), "--n-estimators", "10")
+    assert code == 2 and "no signing key" in res["error"]
+    assert not (root / "models/staging").exists() or not any((root / "models/staging").iterdir())
+
+
+def test_fleet_check_names_each_host() -> None:
+    from quantshift_ml.fleet import fleet_problems
+
+    ok = {"active": {"state": "ok", "version": "20260101-000000"}, "problems": []}
+    newer = {"active": {"state": "ok", "version": "20260201-000000"}, "problems": []}
+    fresh = {"active": {"state": "missing"},
+             "problems": [{"problem": "no active model", "fix": "x", "kind": "no-model"}]}
+    broken = {"active": {"state": "untrusted"},
+              "problems": [{"problem": "active model not trusted: forged", "fix": "rollback",
+                            "kind": "active"}]}
+    assert fleet_problems({"a": ok, "b": ok, "c": fresh, "d": None}) == []
+    split = fleet_problems({"a": ok, "b": newer})
+    assert len(split) == 1 and "a runs 20260101-000000, b runs 20260201-000000" in split[0]
+    assert "quantshift_release_version=20260201-000000" in split[0]
+    assert fleet_problems({"a": ok, "b": broken}) == [
+        "b: active model not trusted: forged (fix: rollback)"]

@@ -111,8 +111,14 @@ def test_a_failure_inside_a_batch_restores_that_host_only(
     # standby3's whole rescue ran, the lease release included.
     assert not (fleet.root("primary") / "models/.operation.lease").exists()
 
-    # One host at a time on request: the repaired fleet converges.
-    again = fleet.play("retrain.yml", "-i", str(inv), "-e", '{"quantshift_rollout_serial": 1}')
+    # The split fleet is not retrained (the check names the fix) ...
+    refused = fleet.play("retrain.yml", "-i", str(inv))
+    assert refused.rc != 0 and "hosts disagree" in refused.out, refused.out
+    version = fleet.meta("standby1")["version"]
+    assert f"quantshift_release_version={version}" in refused.out
+    # ... the named fix, one host at a time on request: the repaired fleet converges.
+    again = fleet.play("deploy.yml", "-i", str(inv), "-e", f"quantshift_release_version={version}",
+                       "-e", '{"quantshift_rollout_serial": 1}')
     assert again.rc == 0, again.out
     assert _batches(again.out) == [["standby1"], ["standby2"], ["standby3"]], again.out
     assert len({fleet.active_sha(h) for h in ("primary", *STANDBYS)}) == 1

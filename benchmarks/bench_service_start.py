@@ -1,0 +1,111 @@
+"""Service start: CPU-seconds and wall time to load the model, before and after (not a test).
+
+Issue 12 made the service load the signed ONNX model and never unpickle. This
+measures, each in a fresh Python process (imports included, as a restarted
+service pays them), on the same trained model:
+
+* ``before``: what the service did until then: verify the sha256s, unpickle the
+  joblib bundle (scikit-learn, numpy, the forest), smoke-test it, open the ONNX
+  model and compare it with scikit-learn on one row;
+* ``after``: ``quantshift_ml.served.load_verified``: signature and sha256s, the
+  ONNX model in onnxruntime and a one-row smoke test, no pickle.
+
+Usage: ``.venv/bin/python benchmarks/bench_service_start.py [--repeat N] [--json]``.
+Exit code 0 whatever the figures are; benchmarks report, tests decide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BEFORE = """
+import sys
+from pathlib import Path
+import numpy as np
+from quantshift_ml.compiled import OnnxPredictor
+from quantshift_ml.regimes import regime_model
+from quantshift_ml.store import ModelStore
+from quantshift_ml.store.layout import onnx_for
+store = ModelStore(Path(sys.argv[1]))
+bundle, art = store.load_model(store.layout.active_pkl)
+model = regime_model(bundle)
+x = np.zeros((1, len(bundle["features"])))
+model.predict_proba(x)
+onnx = OnnxPredictor.from_bytes(onnx_for(art.pkl).read_bytes(),
+                                [str(c) for c in model.estimator.classes_])
+assert abs(onnx.run(x)[1] - model.estimator.predict_proba(x)).max() < 1e-5
+"""
+
+AFTER = """
+import sys
+from pathlib import Path
+from quantshift_ml.served import load_verified
+from quantshift_ml.store import ModelStore
+store = ModelStore(Path(sys.argv[1]))
+load_verified(store, store.layout.active_pkl)
+assert "sklearn" not in sys.modules and "joblib" not in sys.modules
+"""
+
+
+def _once(code: str, root: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+system) of one fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def _summary(samples: list[tuple[float, float]]) -> dict[str, float]:
+    walls, cpus = [s[0] for s in samples], [s[1] for s in samples]
+    return {"wall_s_median": round(statistics.median(walls), 3),
+            "cpu_s_median": round(statistics.median(cpus), 3), "runs": len(samples)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    from quantshift_ml import operations
+    from quantshift_ml.data import BundledSource
+    from quantshift_ml.store import signing
+    from quantshift_ml.training.config import TrainConfig
+
+    with tempfile.TemporaryDirectory(prefix="qs-start-") as tmp:
+        keys = Path(tmp) / "keys"
+        signing.generate(keys)
+        os.environ[signing.KEYS_ENV] = str(keys)
+        root = Path(tmp) / "root"
+        operations.train(BundledSource(), root=root, config=TrainConfig(), promote=True)
+        report: dict[str, Any] = {}
+        for name, code in (("before", BEFORE), ("after", AFTER)):
+            _once(code, root)  # warm the page cache
+            report[name] = _summary([_once(code, root) for _ in range(a.repeat)])
+    report["cpu_saved_s"] = round(report["before"]["cpu_s_median"]
+                                  - report["after"]["cpu_s_median"], 3)
+    if a.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    for name in ("before", "after"):
+        r = report[name]
+        print(f"{name:7} wall {r['wall_s_median']:.3f} s   CPU {r['cpu_s_median']:.3f} s   "
+              f"(median of {r['runs']} fresh processes)")
+    print(f"CPU saved per start: {report['cpu_saved_s']:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
