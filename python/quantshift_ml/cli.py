@@ -3,7 +3,9 @@
 Exit codes: 0 ok, 1 anything else, 2 bad input or usage, 3 the gate refused the
 candidate (``train``, with or without ``--promote``: nothing is promoted),
 4 integrity failure (unsigned or forged model, sha mismatch, lock held; ``status``,
-``verify`` and ``doctor`` exit 4 when they find one). With ``--json`` exactly one
+``verify`` and ``doctor`` exit 4 when they find one), 5 change freeze (``train
+--promote`` and ``promote`` refused inside one; ``freeze`` when the time, or a
+run of ``--schedule``, is frozen). With ``--json`` exactly one
 JSON object is printed on stdout: ``ok`` is false exactly when the exit code is not
 0, ``exit_code`` repeats it, and for ``train`` ``gate.passed`` is the decision.
 Logs always go to stderr.
@@ -108,6 +110,17 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
                         help="share of the training rows each tree is grown on (docs/model.md)")
 
 
+def _freeze_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("change freeze (default: $QUANTSHIFT_FREEZE_CALENDAR, _MARGIN, "
+                             "_EXTRA; no calendar = no freeze)")
+    g.add_argument("--calendar", default=None, help="exchange calendar, e.g. XNYS")
+    g.add_argument("--margin", default=None, help="before the open and after the close: 30m, 1h")
+    g.add_argument("--extra", action="append", default=None,
+                   help="extra window: DATE, START..END (dates or ISO times), =reason optional")
+    g.add_argument("--force", action="store_true",
+                   help="train/promote: override a freeze (logged and alerted)")
+
+
 def _monitor_parser(sub: Any) -> None:
     """``monitor``: its checks' thresholds are options named after ``Thresholds``."""
     p = sub.add_parser("monitor", help="daily health check (Nagios exit codes 0/1/2/3)")
@@ -140,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-backups", type=int, default=3)
     p.add_argument("--keep-logs", type=int, default=10)
     p.add_argument("--check", action="store_true", help="train and gate; write nothing")
+    _freeze_opts(p)
 
     p = sub.add_parser("promote", help="make a staged candidate active")
     _common(p)
@@ -147,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="candidate .pkl (metadata beside it) or a release .tar, unpacked "
                         "into the store's staging first")
     p.add_argument("--keep-backups", type=int, default=3)
+    _freeze_opts(p)
 
     p = sub.add_parser("rollback", help="make a backup active again (verified first)")
     _common(p)
@@ -177,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--repair", action="store_true",
                    help="apply the fixes that only restore trusted files (docs/reliability.md)")
+
+    p = sub.add_parser("freeze", help="is now (or --at) inside a change freeze, and until when")
+    _common(p)
+    _freeze_opts(p)
+    p.add_argument("--at", default=None, help="ISO 8601 time to check (default now; UTC "
+                                              "unless it has an offset)")
+    p.add_argument("--schedule", nargs=3, metavar=("MINUTE", "HOUR", "WEEKDAY"),
+                   help="check a cron schedule's next 28 days of runs instead")
+    p.add_argument("--schedule-timezone", default="UTC", help="time zone the cron runs in")
 
     p = sub.add_parser("keys", help="fleet signing keys: generate, show, public")
     _common(p)
@@ -254,6 +278,35 @@ def _keys(a: argparse.Namespace) -> dict[str, Any]:
             "signing_key": ring.require_signer() if ring.can_sign() else None}
 
 
+def _freeze_config(a: argparse.Namespace) -> Any:
+    from quantshift_ml.freeze import FreezeConfig
+
+    return FreezeConfig.from_settings(calendar=a.calendar, margin=a.margin, extra=a.extra)
+
+
+def _freeze(a: argparse.Namespace) -> dict[str, Any]:
+    from quantshift_ml import freeze
+
+    cfg = _freeze_config(a)
+    if a.schedule:
+        sched = dict(zip(("minute", "hour", "weekday"), a.schedule, strict=True))
+        return freeze.check_schedule(cfg, sched, start=None if a.at is None else
+                                     freeze.parse_time(a.at), tz=a.schedule_timezone)
+    return freeze.status(cfg, None if a.at is None else freeze.parse_time(a.at))
+
+
+def _guard_freeze(a: argparse.Namespace, root: Path, what: str) -> None:
+    """``train --promote`` and ``promote``: refuse inside a freeze unless forced (then alert)."""
+    from quantshift_ml import freeze
+
+    st = freeze.refuse_if_frozen(_freeze_config(a), what, force=a.force)
+    if st["overridden"]:
+        subject = f"QuantShift {what} forced inside a change freeze"
+        body = f"{st['reason']} until {st['until']}; --force given"
+        log.warning("%s: %s", subject, body)
+        notify(root, "freeze-override", subject, body, AlertConfig.from_env(dict(os.environ)))
+
+
 def _doctor(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     from quantshift_ml import doctor
 
@@ -270,6 +323,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         return _keys(a)
     if cmd == "doctor":
         return _doctor(a, root)
+    if cmd == "freeze":
+        return _freeze(a)
+    if cmd == "promote" or (cmd == "train" and a.promote and not a.check):
+        _guard_freeze(a, root, "promotion" if cmd == "promote" else "train --promote")
     if cmd == "monitor":
         thresholds = Thresholds(**{f.name: getattr(a, f"t_{f.name}") for f in fields(Thresholds)})
         report = run_monitor(root, thresholds=thresholds, service_url=a.service_url,
@@ -372,6 +429,8 @@ def exit_code(cmd: str, result: dict[str, Any]) -> int:
         return IntegrityError.exit_code
     if (cmd == "verify" and not result["ok"]) or (cmd == "doctor" and not result["healthy"]):
         return IntegrityError.exit_code
+    if cmd == "freeze" and (result.get("frozen") or result.get("ok") is False):
+        return 5  # frozen now, or a schedule runs inside a freeze
     if cmd == "notify":
         return alert_exit_code(result)  # 1 when any configured channel failed
     return 0

@@ -106,6 +106,64 @@ def test_concurrent_retrain_is_refused_by_the_lease(fleet: Fleet) -> None:
         lease.unlink()
 
 
+def test_retrain_refuses_a_broken_host_before_touching_any(fleet: Fleet) -> None:
+    """The runbook's emergency cp on the standby: retrain names its state and changes
+    nothing; the named fixes (doctor --repair on the host, then deploy.yml for the
+    split it leaves) make the fleet retrainable again."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    standby = fleet.root("standby")
+    backup = sorted((standby / "models/backups").glob("*.pkl"))[-1]
+    shutil.copy(backup, standby / "models/regime_classifier.pkl")
+    before = fleet.digest()
+    run = fleet.play("retrain.yml")
+    assert run.rc != 0 and "Retrain refused, no host was changed" in run.out, run.out
+    assert "standby: active model is backup" in run.out and "copied by hand" in run.out
+    assert fleet.digest() == before
+    qs = Path(sys.executable).parent / "quantshift-ml"
+    repaired = subprocess.run([str(qs), "doctor", "--repair", "--root", str(standby),
+                               "--keys", str(fleet.base / "hosts/standby.keys")],
+                              capture_output=True, text=True, check=False)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    # the standby now really runs that backup: the check names the split and its fix
+    split = fleet.play("retrain.yml", "--check")
+    version = max(fleet.meta(h)["version"] for h in HOSTS)  # the fix names the newest
+    assert split.rc != 0 and f"quantshift_release_version={version}" in split.out, split.out
+    assert fleet.play("deploy.yml", "-e", f"quantshift_release_version={version}").rc == 0
+    assert fleet.play("retrain.yml", "--check").rc == 0
+
+
+FROZEN = ("-e", "quantshift_freeze_enabled=true",
+          "-e", "quantshift_freeze_at=2026-11-30T15:00:00Z")  # a Monday, 10:00 New York
+
+
+def test_change_freeze_refuses_retrain_and_deploy_and_lets_rollback_through(fleet: Fleet) -> None:
+    before = fleet.digest()
+    run = fleet.play("retrain.yml", *FROZEN)
+    out = " ".join(run.out.split())  # Ansible wraps long messages
+    assert run.rc != 0, run.out
+    assert "retrain refused, no host was changed: change freeze (XNYS session 2026-11-30" in out
+    assert "until 2026-11-30T21:30:00+00:00" in out and "quantshift_force=true" in out
+    version = fleet.meta("primary")["version"]
+    run = fleet.play("deploy.yml", *FROZEN, "-e", f"quantshift_release_version={version}")
+    assert run.rc != 0 and "deploy refused, no host was changed: change freeze" in " ".join(
+        run.out.split())
+    assert fleet.digest() == before
+    run = fleet.play("rollback.yml", "--check", *FROZEN)
+    assert run.rc == 0 and "WARNING: rollback inside a change freeze" in " ".join(
+        run.out.split()), run.out
+    run = fleet.play("retrain.yml", "--check", *FROZEN, "-e", "quantshift_force=true")
+    assert run.rc == 0 and "overridden with quantshift_force" in " ".join(run.out.split()), run.out
+    thanksgiving = ("-e", "quantshift_freeze_enabled=true",
+                    "-e", "quantshift_freeze_at=2026-11-26T17:00:00Z")
+    run = fleet.play("retrain.yml", "--check", *thanksgiving)
+    assert run.rc == 0 and "WARNING: retrain inside a change freeze" not in run.out, run.out
+    assert fleet.digest() == before
+
+
 def test_status_prints_one_table(fleet: Fleet) -> None:
     run = fleet.play("status.yml")
     assert run.rc == 0, run.out

@@ -10,7 +10,6 @@ rate-limits us. Every source returns a validated frame (see ``validate_ohlcv``).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import pandas as pd
 
 from quantshift_ml.data.validation import validate_ohlcv
 from quantshift_ml.errors import DataError, DataSourceUnavailable, UsageError
+from quantshift_ml.store.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,8 @@ class YFinanceSource:
                 ) from exc
             raise
         frame = validate_ohlcv(raw, origin=f"yfinance {self.symbol}")
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            raw.to_csv(tmp, index=False)
-            os.replace(tmp, cache)
+        if cache is not None:  # a fresh temp name + rename: never written through a link
+            atomic_write_bytes(cache, raw.to_csv(index=False).encode(), mode=0o640)
         return frame
 
     def describe(self) -> dict[str, Any]:
