@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -62,3 +63,31 @@ def test_schedules_parse_and_match_the_cron_times() -> None:
     assert (retrain.weekday(), retrain.hour, retrain.minute) == (6, 2, 0)  # Sunday 02:00
     monitor = by_template["quantshift-monitor"]
     assert (monitor.hour, monitor.minute) == (18, 0)
+
+
+def test_fleet_changing_schedules_never_run_inside_the_production_freeze() -> None:
+    """Each run of the retrain schedule in its first year falls outside the change freeze
+    of inventory/production (sessions ± margin and its extra windows)."""
+    import pandas as pd
+
+    from quantshift_ml.freeze import FreezeConfig, status
+
+    prod = yaml.safe_load(
+        (REPO / "inventory/production/group_vars/all/quantshift.yml").read_text())
+    assert prod["quantshift_freeze_enabled"]
+    cfg = FreezeConfig.from_settings(calendar=prod["quantshift_freeze_calendar"],
+                                     margin=prod["quantshift_freeze_margin"],
+                                     extra=[e if isinstance(e, str) else json.dumps(e)
+                                            for e in prod["quantshift_freeze_extra"]], env={})
+    fleet_changing = {jt["name"] for jt in TEMPLATES["quantshift_awx_job_templates"]
+                      if jt["playbook"] in ("playbooks/retrain.yml", "playbooks/deploy.yml")}
+    checked = 0
+    for sch in SCHEDULES["quantshift_awx_schedules"]:
+        if sch["unified_job_template"] not in fleet_changing:
+            continue
+        rule = rrulestr(sch["rrule"].replace(" RRULE:", "\nRRULE:"))
+        for run in list(rule[:53]):
+            st = status(cfg, pd.Timestamp(run).tz_convert("UTC"))
+            assert not st["frozen"], (sch["name"], run, st["reason"])
+            checked += 1
+    assert checked == 53

@@ -164,6 +164,17 @@ def test_change_freeze_refuses_retrain_and_deploy_and_lets_rollback_through(flee
     assert fleet.digest() == before
 
 
+def test_schedule_inside_a_freeze_is_refused_before_cron_is_touched(fleet: Fleet) -> None:
+    weekday_afternoon = '{"quantshift_retrain_schedule": {"minute": "30", "hour": "15", ' \
+                        '"weekday": "1-5"}}'
+    run = fleet.play("schedule.yml", "-e", "quantshift_freeze_enabled=true",
+                     "-e", weekday_afternoon)
+    out = " ".join(run.out.split())
+    assert run.rc != 0 and "Schedule refused" in out and "inside a change freeze" in out, run.out
+    assert "XNYS session" in out
+    assert "Install the" not in out  # the cron role never ran
+
+
 def test_status_prints_one_table(fleet: Fleet) -> None:
     run = fleet.play("status.yml")
     assert run.rc == 0, run.out
