@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from quantshift_ml import __version__
+from quantshift_ml import cli_commands as commands
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.alerts import exit_code as alert_exit_code
 from quantshift_ml.cli_text import human
@@ -267,66 +268,19 @@ def _alert_config(a: argparse.Namespace) -> AlertConfig:
     return AlertConfig.from_env(env)
 
 
-def _keys(a: argparse.Namespace) -> dict[str, Any]:
-    ring = signing.Keyring.default()
-    if a.action == "generate":
-        return signing.generate(ring.directory)
-    if a.action == "public":
-        key = a.key or ring.signing_key_file
-        return {"public_key": signing.public_pem(key).decode(), "key": str(key)}
-    return {"keys": str(ring.directory), "trusted": sorted(ring.trusted()),
-            "signing_key": ring.require_signer() if ring.can_sign() else None}
-
-
-def _freeze_config(a: argparse.Namespace) -> Any:
-    from quantshift_ml.freeze import FreezeConfig
-
-    return FreezeConfig.from_settings(calendar=a.calendar, margin=a.margin, extra=a.extra)
-
-
-def _freeze(a: argparse.Namespace) -> dict[str, Any]:
-    from quantshift_ml import freeze
-
-    cfg = _freeze_config(a)
-    if a.schedule:
-        sched = dict(zip(("minute", "hour", "weekday"), a.schedule, strict=True))
-        return freeze.check_schedule(cfg, sched, start=None if a.at is None else
-                                     freeze.parse_time(a.at), tz=a.schedule_timezone)
-    return freeze.status(cfg, None if a.at is None else freeze.parse_time(a.at))
-
-
-def _guard_freeze(a: argparse.Namespace, root: Path, what: str) -> None:
-    """``train --promote`` and ``promote``: refuse inside a freeze unless forced (then alert)."""
-    from quantshift_ml import freeze
-
-    st = freeze.refuse_if_frozen(_freeze_config(a), what, force=a.force)
-    if st["overridden"]:
-        subject = f"QuantShift {what} forced inside a change freeze"
-        body = f"{st['reason']} until {st['until']}; --force given"
-        log.warning("%s: %s", subject, body)
-        notify(root, "freeze-override", subject, body, AlertConfig.from_env(dict(os.environ)))
-
-
-def _doctor(a: argparse.Namespace, root: Path) -> dict[str, Any]:
-    from quantshift_ml import doctor
-
-    store = ModelStore(root)
-    return doctor.repair(store) if a.repair else doctor.diagnose(store)
-
-
 def run(a: argparse.Namespace) -> dict[str, Any]:
     root: Path = a.root or default_root()
     cmd = a.command
     if getattr(a, "keys", None) is not None:
         os.environ[signing.KEYS_ENV] = str(a.keys)  # every store this run opens reads it
     if cmd == "keys":
-        return _keys(a)
+        return commands.keys(a)
     if cmd == "doctor":
-        return _doctor(a, root)
+        return commands.doctor_cmd(a, root)
     if cmd == "freeze":
-        return _freeze(a)
+        return commands.freeze_cmd(a)
     if cmd == "promote" or (cmd == "train" and a.promote and not a.check):
-        _guard_freeze(a, root, "promotion" if cmd == "promote" else "train --promote")
+        commands.guard_freeze(a, root, "promotion" if cmd == "promote" else "train --promote")
     if cmd == "monitor":
         thresholds = Thresholds(**{f.name: getattr(a, f"t_{f.name}") for f in fields(Thresholds)})
         report = run_monitor(root, thresholds=thresholds, service_url=a.service_url,

@@ -57,6 +57,16 @@ def human(cmd: str, result: dict[str, Any]) -> str:
         return "\n".join(rows)
     if cmd == "doctor":
         return doctor_text(result)
+    if cmd == "freeze" and "frozen_runs" in result:
+        runs = result["frozen_runs"]
+        return (f"schedule {result['schedule']}: no run in the next {result['days']} days is "
+                "frozen" if not runs else f"schedule {result['schedule']}: {len(runs)} runs "
+                f"frozen, first {runs[0]['at']} ({runs[0]['reason']})")
+    if cmd == "freeze":
+        if not result["frozen"]:
+            return f"{result['at']}: not frozen" + (f" ({result['reason']})"
+                                                    if result["reason"] else "")
+        return f"{result['at']}: FROZEN until {result['until']}: {result['reason']}"
     if cmd == "verify":
         return "\n".join(f"{c['state']:7} {c['file']}" + (f" {c['version']} {c['sha256'][:12]}"
                           if c["state"] == "ok" else f": {c['error']}")
