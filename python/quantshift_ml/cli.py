@@ -43,6 +43,8 @@ from quantshift_ml.store import ModelStore, default_root, signing
 from quantshift_ml.training.config import ESTIMATORS, MEMORIES, TrainConfig, model_params
 
 log = logging.getLogger("quantshift_ml")
+EXIT_CODES = __doc__.split("\n\n")[1] if __doc__ else ""
+"""The exit-code contract, printed by --help exactly as documented above."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,11 +144,13 @@ def _monitor_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0],
+                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a candidate, gate it, optionally promote it")
+    p = sub.add_parser("train", help="train a candidate, gate it, optionally promote it",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     _source_opts(p)
     _train_opts(p)

@@ -362,3 +362,15 @@ def test_fleet_check_names_each_host() -> None:
     assert "quantshift_release_version=20260201-000000" in split[0]
     assert fleet_problems({"a": ok, "b": broken}) == [
         "b: active model not trusted: forged (fix: rollback)"]
+
+
+def test_exit_code_contract_is_the_same_in_help_readme_and_json(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    for phrase in ("3 the gate refused the candidate", "with or without", "4 integrity failure",
+                   "5 change freeze", "exactly when the exit code is not 0", "gate.passed"):
+        assert phrase in help_text.replace("``", "`").replace("`", ""), phrase
+        assert phrase in readme.replace("`", ""), phrase
