@@ -93,7 +93,7 @@ def test_extra_windows_dates_ranges_and_objects() -> None:
 
 def test_override_is_reported_and_refusal_names_window_end_and_override() -> None:
     t = parse_time("2026-11-30T15:00:00Z")
-    with pytest.raises(Frozen, match="until 2026-11-30T21:30:00\\+00:00.*--force") as exc:
+    with pytest.raises(Frozen, match=r"until 2026-11-30T21:30:00\+00:00.*--force") as exc:
         refuse_if_frozen(NYSE, "train --promote", at=t)
     assert exc.value.exit_code == 5
     assert refuse_if_frozen(NYSE, "train --promote", force=True, at=t)["overridden"]
@@ -131,7 +131,8 @@ def test_cli_freeze_and_promote_refused(tmp_path: Path, monkeypatch: pytest.Monk
     assert code == 0 and st["ok"]
     # promote inside a pinned freeze: an extra window covering now
     now = pd.Timestamp.now(tz="UTC")
-    window = f"{(now - pd.Timedelta(hours=1)).isoformat()}..{(now + pd.Timedelta(hours=1)).isoformat()}=drill"
+    hour = pd.Timedelta(hours=1)
+    window = f"{(now - hour).isoformat()}..{(now + hour).isoformat()}=drill"
     code, res = _cli("promote", str(tmp_path / "x.pkl"), "--root", str(tmp_path),
                      "--calendar", "XNYS", "--extra", window)
     assert code == 5 and "drill" in res["error"] and "--force" in res["error"]
