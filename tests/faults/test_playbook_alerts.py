@@ -86,3 +86,19 @@ def test_alerts_disabled_posts_nothing(fleet: Fleet, hook) -> None:
     run = fleet.play("retrain.yml", *REFUSE)
     assert run.rc != 0
     assert received == []
+
+
+def test_a_rollback_inside_a_change_freeze_runs_and_posts_one_alert(fleet: Fleet, hook) -> None:
+    """The emergency path is allowed inside a freeze, says so, and alerts once."""
+    received, url = hook
+    _configure(fleet, url)
+    before = fleet.assert_one_version()
+    run = fleet.play("rollback.yml", "-e", "quantshift_alerts_enabled=true",
+                     "-e", "quantshift_freeze_enabled=true",
+                     "-e", "quantshift_freeze_at=2026-11-30T15:00:00Z")
+    assert run.rc == 0, run.out
+    assert fleet.assert_one_version()["sha256"] != before["sha256"]  # it rolled back
+    freeze = [body["text"] for _, body in received if "[freeze-rollback]" in body["text"]]
+    assert len(freeze) == 1, (received, run.out)
+    assert "XNYS session 2026-11-30" in freeze[0] and "2026-11-30T21:30:00+00:00" in freeze[0]
+    assert TOKEN not in run.out
