@@ -15,6 +15,7 @@ from typing import Any
 from quantshift_ml.errors import IntegrityError
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import read_json, sha256_file
+from quantshift_ml.store.signing import DEFAULT_KEYS_DIR
 from quantshift_ml.store.store import check_permissions
 
 
@@ -74,6 +75,8 @@ def diagnose(store: ModelStore) -> dict[str, Any]:
     """The store's state, each problem with its fix; changes nothing."""
     root = store.layout.root
     cmd = f"--root {root}"
+    if str(store.keys.directory) != DEFAULT_KEYS_DIR:  # the fix must trust the same keys
+        cmd += f" --keys {store.keys.directory}"
     problems = _keys_problems(store)
     try:
         check_permissions(root)
