@@ -63,6 +63,14 @@ class RegimeRule:
         out[turb & (drawdown <= self.crisis_drawdown)] = "Crisis"
         return out
 
+    def compose_one(self, turbulent: bool, drawdown: float, slope: float, vs200: float) -> str:
+        """``compose`` for one row in plain Python (the service's one-row path, no numpy)."""
+        if not turbulent:
+            return "Bull" if vs200 > 0 and slope > self.trend_slope else "Low Vol"
+        if drawdown <= self.crisis_drawdown:
+            return "Crisis"
+        return "Bear" if vs200 < 0 else "High Vol"
+
     def compose_frame(self, turbulent: np.ndarray, features: pd.DataFrame) -> np.ndarray:
         """``compose`` with the rule features taken from a feature frame by name."""
         cols = [features[c].to_numpy(dtype=float) for c in RULE_FEATURES]
@@ -150,6 +158,25 @@ class RegimeModel:
         out[rows, [_COL[c] for c in calm_label]] += 1.0 - p
         out[rows, [_COL[c] for c in turb_label]] += p
         return labels, out
+
+    def finish_one(self, estimator_row: np.ndarray, x_row: np.ndarray) -> tuple[str, list[float]]:
+        """``finish`` of one row without array operations: the same label and probabilities.
+
+        numpy's per-call overhead made the composition cost ten times the ONNX
+        inference itself on one row; the service answers one row at a time.
+        """
+        if self.rule is None:
+            rounded = [float(np.round(v, 6)) for v in estimator_row]
+            return str(self.classes_[rounded.index(max(rounded))]), [float(v)
+                                                                     for v in estimator_row]
+        classes = [str(c) for c in self.estimator.classes_]
+        p = (float(np.round(estimator_row[classes.index(TURBULENT)], 6))
+             if TURBULENT in classes else 0.0)
+        d, s, v = (float(x_row[i]) for i in self._rule_cols)
+        out = [0.0] * len(REGIMES)
+        out[_COL[self.rule.compose_one(False, d, s, v)]] += 1.0 - p
+        out[_COL[self.rule.compose_one(True, d, s, v)]] += p
+        return self.rule.compose_one(p > self.threshold, d, s, v), out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.finish(self.estimator.predict_proba(x), x)[1]

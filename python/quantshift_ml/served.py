@@ -82,9 +82,8 @@ class Loaded:
     def infer(self, x: np.ndarray) -> tuple[str, dict[str, float]]:
         """Regime and class probabilities of one row (columns in ``features`` order)."""
         _, est_proba = self.compiled.run(x)
-        labels, proba = self.composer.finish(est_proba, x)
-        regime, row = str(labels[0]), proba[0]
-        return regime, {c: round(float(p), 4) for c, p in zip(self.classes, row, strict=True)}
+        regime, row = self.composer.finish_one(est_proba[0], x[0])
+        return regime, {c: round(p, 4) for c, p in zip(self.classes, row, strict=True)}
 
 
 def _spec(meta: dict[str, Any], where: Path) -> dict[str, Any]:

@@ -169,3 +169,20 @@ def test_without_onnxruntime_at_serve_time_the_service_says_so(
     code, health = service.health()
     assert code == 503 and "onnxruntime is not installed" in health["error"]
     assert service.regime("SPY")[0] == 503
+
+
+@pytest.mark.parametrize("labeler", ["hmm", "rules"])
+def test_one_row_composition_equals_the_array_one(bars, labeler: str) -> None:
+    """``finish_one`` (the service's path) gives exactly ``finish``'s labels and probabilities,
+    with a rule (hmm) and without (rules: the forest predicts the regimes itself)."""
+    from dataclasses import replace
+
+    res = train_candidate(bars, replace(FAST, labeler=labeler))
+    model = res.bundle["model"]
+    feats = model_frame(bars, res.bundle["labeler"])
+    x = feats[usable(feats)][model.features].to_numpy(dtype=float)
+    proba = model.estimator.predict_proba(x)
+    labels, full = model.finish(proba, x)
+    for i in range(len(x)):
+        label, row = model.finish_one(proba[i], x[i])
+        assert label == str(labels[i]) and row == pytest.approx(list(full[i]), abs=1e-12), i
