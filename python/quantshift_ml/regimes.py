@@ -169,9 +169,12 @@ class RegimeModel:
             rounded = [float(np.round(v, 6)) for v in estimator_row]
             return str(self.classes_[rounded.index(max(rounded))]), [float(v)
                                                                      for v in estimator_row]
-        classes = [str(c) for c in self.estimator.classes_]
-        p = (float(np.round(estimator_row[classes.index(TURBULENT)], 6))
-             if TURBULENT in classes else 0.0)
+        col = self.__dict__.get("_turb_col")
+        if col is None:  # cached on first use (bundles unpickled from older releases too)
+            classes = [str(c) for c in self.estimator.classes_]
+            col = self.__dict__["_turb_col"] = (classes.index(TURBULENT)
+                                                if TURBULENT in classes else -1)
+        p = float(np.round(estimator_row[col], 6)) if col >= 0 else 0.0
         d, s, v = (float(x_row[i]) for i in self._rule_cols)
         out = [0.0] * len(REGIMES)
         out[_COL[self.rule.compose_one(False, d, s, v)]] += 1.0 - p
