@@ -273,10 +273,23 @@ def _alert_config(a: argparse.Namespace) -> AlertConfig:
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
+    """Run one command; ``--keys`` applies to every store it opens, and to nothing after it."""
+    if getattr(a, "keys", None) is None:
+        return _run(a)
+    old = os.environ.get(signing.KEYS_ENV)
+    os.environ[signing.KEYS_ENV] = str(a.keys)
+    try:
+        return _run(a)
+    finally:
+        if old is None:
+            os.environ.pop(signing.KEYS_ENV, None)
+        else:
+            os.environ[signing.KEYS_ENV] = old
+
+
+def _run(a: argparse.Namespace) -> dict[str, Any]:
     root: Path = a.root or default_root()
     cmd = a.command
-    if getattr(a, "keys", None) is not None:
-        os.environ[signing.KEYS_ENV] = str(a.keys)  # every store this run opens reads it
     if cmd == "keys":
         return commands.keys(a)
     if cmd == "doctor":
@@ -317,8 +330,15 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         return store.promote(unpack_release(a.artifact, store.layout.staging))
     if cmd == "rollback":
         return ModelStore(root, keep_backups=a.keep_backups).rollback(a.to)
-    # Only the commands below train or score: ``serve`` and ``monitor`` start on
-    # every host at each rollout and each day, and skip the training pipeline.
+    return _run_operations(a, root, cmd)
+
+
+def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, Any]:
+    """The commands that train or score, through ``operations``.
+
+    Imported only here: ``serve`` and ``monitor`` start on every host at each
+    rollout and each day, and skip the training pipeline.
+    """
     from quantshift_ml import operations
 
     if cmd == "train":
