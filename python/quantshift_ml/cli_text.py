@@ -8,70 +8,81 @@ from typing import Any
 from quantshift_ml.monitor import render_table
 
 
-def human(cmd: str, result: dict[str, Any]) -> str:
-    if cmd == "monitor":
-        return render_table(result)
-    if cmd == "train":
-        m, g = result["metrics"], result["gate"]
-        lines = [f"version {result['version']}",
-                 f"Test Accuracy: {m['test_accuracy']:.3f}",
-                 "CV Accuracy: " + ("n/a" if m["cv_accuracy"] is None
-                                    else f"{m['cv_accuracy']:.3f}"),
-                 f"Balanced Accuracy: {m['balanced_accuracy']:.3f}",
-                 "Baselines: " + ", ".join(f"{k} {v['balanced_accuracy']:.3f}"
-                                           for k, v in result["baselines"].items()),
-                 "Features: " + ", ".join(f["feature"] for f in m["top_features"]),
-                 g["summary"]]
-        if result.get("promoted"):
-            lines.append(f"promoted {result['current']['version']} ({result['sha256'][:12]})")
-        elif result.get("artifact"):
-            lines.append(f"staged {result['artifact']}")
-        return "\n".join(lines)
-    if cmd == "status":
-        act = result["active"]
-        if act is None:
-            head = f"{result['root']}: no active model"
-        else:
-            file_sha = str(act.get("file_sha256") or "missing")[:12]
-            head = (f"{result['root']}: {act['version']} sha {str(act['sha256'])[:12]} "
-                    f"(file {file_sha}) age {act['age_days']} d test accuracy "
-                    f"{act['test_accuracy']} integrity {act['integrity']}")
-        return head + "\nbackups: " + (", ".join(b["version"] for b in result["backups"])
-                                       or "none")
-    if cmd == "walkforward":
-        m = result["model"]
-        rows = [f"walk-forward {result['first_month']}..{result['last_month']} "
-                f"({result['months']} monthly retrains, labeler {result['labeler']['name']})",
-                f"{'':18}{'accuracy':>9}{'balanced':>9}",
-                f"{'model':18}{m['accuracy']:9.3f}{m['balanced_accuracy']:9.3f}"]
-        for k, v in result["baselines"].items():
-            rows.append(f"{k:18}{v['accuracy']:9.3f}{v['balanced_accuracy']:9.3f}")
-        rows.append("recall: " + ", ".join(f"{c} {v['recall']}" for c, v in
-                                           m["per_class"].items()))
-        sb = result["strongest_baseline"]
-        rows.append(f"margin over the strongest baseline ({sb['name']}): {sb['margin']:+.3f} "
-                    f"balanced, 95 % interval {sb['ci95'][0]:+.3f}..{sb['ci95'][1]:+.3f}")
-        for name, half in result["halves"].items():
-            rows.append(f"  {name}: {half['margin_vs_strongest']['margin']:+.3f}")
-        rows.append(f"gate pass rate: {result['gate_pass_rate']:.1%}")
-        return "\n".join(rows)
-    if cmd == "doctor":
-        return doctor_text(result)
-    if cmd == "freeze" and "frozen_runs" in result:
+def _train(result: dict[str, Any]) -> str:
+    m, g = result["metrics"], result["gate"]
+    lines = [f"version {result['version']}",
+             f"Test Accuracy: {m['test_accuracy']:.3f}",
+             "CV Accuracy: " + ("n/a" if m["cv_accuracy"] is None
+                                else f"{m['cv_accuracy']:.3f}"),
+             f"Balanced Accuracy: {m['balanced_accuracy']:.3f}",
+             "Baselines: " + ", ".join(f"{k} {v['balanced_accuracy']:.3f}"
+                                       for k, v in result["baselines"].items()),
+             "Features: " + ", ".join(f["feature"] for f in m["top_features"]),
+             g["summary"]]
+    if result.get("promoted"):
+        lines.append(f"promoted {result['current']['version']} ({result['sha256'][:12]})")
+    elif result.get("artifact"):
+        lines.append(f"staged {result['artifact']}")
+    return "\n".join(lines)
+
+
+def _status(result: dict[str, Any]) -> str:
+    act = result["active"]
+    if act is None:
+        head = f"{result['root']}: no active model"
+    else:
+        file_sha = str(act.get("file_sha256") or "missing")[:12]
+        head = (f"{result['root']}: {act['version']} sha {str(act['sha256'])[:12]} "
+                f"(file {file_sha}) age {act['age_days']} d test accuracy "
+                f"{act['test_accuracy']} integrity {act['integrity']}")
+    return head + "\nbackups: " + (", ".join(b["version"] for b in result["backups"])
+                                   or "none")
+
+
+def _walkforward(result: dict[str, Any]) -> str:
+    m = result["model"]
+    rows = [f"walk-forward {result['first_month']}..{result['last_month']} "
+            f"({result['months']} monthly retrains, labeler {result['labeler']['name']})",
+            f"{'':18}{'accuracy':>9}{'balanced':>9}",
+            f"{'model':18}{m['accuracy']:9.3f}{m['balanced_accuracy']:9.3f}"]
+    for k, v in result["baselines"].items():
+        rows.append(f"{k:18}{v['accuracy']:9.3f}{v['balanced_accuracy']:9.3f}")
+    rows.append("recall: " + ", ".join(f"{c} {v['recall']}" for c, v in
+                                       m["per_class"].items()))
+    sb = result["strongest_baseline"]
+    rows.append(f"margin over the strongest baseline ({sb['name']}): {sb['margin']:+.3f} "
+                f"balanced, 95 % interval {sb['ci95'][0]:+.3f}..{sb['ci95'][1]:+.3f}")
+    for name, half in result["halves"].items():
+        rows.append(f"  {name}: {half['margin_vs_strongest']['margin']:+.3f}")
+    rows.append(f"gate pass rate: {result['gate_pass_rate']:.1%}")
+    return "\n".join(rows)
+
+
+def _freeze(result: dict[str, Any]) -> str:
+    if "frozen_runs" in result:
         runs = result["frozen_runs"]
         return (f"schedule {result['schedule']}: no run in the next {result['days']} days is "
                 "frozen" if not runs else f"schedule {result['schedule']}: {len(runs)} runs "
                 f"frozen, first {runs[0]['at']} ({runs[0]['reason']})")
-    if cmd == "freeze":
-        if not result["frozen"]:
-            return f"{result['at']}: not frozen" + (f" ({result['reason']})"
-                                                    if result["reason"] else "")
-        return f"{result['at']}: FROZEN until {result['until']}: {result['reason']}"
-    if cmd == "verify":
-        return "\n".join(f"{c['state']:7} {c['file']}" + (f" {c['version']} {c['sha256'][:12]}"
-                          if c["state"] == "ok" else f": {c['error']}")
-                          for c in result["verified"])
-    return json.dumps(result, indent=2, sort_keys=True)
+    if not result["frozen"]:
+        return f"{result['at']}: not frozen" + (f" ({result['reason']})"
+                                                if result["reason"] else "")
+    return f"{result['at']}: FROZEN until {result['until']}: {result['reason']}"
+
+
+def _verify(result: dict[str, Any]) -> str:
+    return "\n".join(f"{c['state']:7} {c['file']}" + (f" {c['version']} {c['sha256'][:12]}"
+                      if c["state"] == "ok" else f": {c['error']}")
+                      for c in result["verified"])
+
+
+def human(cmd: str, result: dict[str, Any]) -> str:
+    """The command's result as text; commands without a renderer print their JSON."""
+    renderers = {"monitor": render_table, "train": _train, "status": _status,
+                 "walkforward": _walkforward, "doctor": doctor_text, "freeze": _freeze,
+                 "verify": _verify}
+    render = renderers.get(cmd)
+    return render(result) if render else json.dumps(result, indent=2, sort_keys=True)
 
 
 def doctor_text(result: dict[str, Any]) -> str:

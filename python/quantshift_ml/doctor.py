@@ -36,7 +36,8 @@ def _keys_problems(store: ModelStore) -> list[dict[str, str]]:
                      f"or copy the fleet's <key id>.pub into {store.keys.trusted_dir}")]
 
 
-def _active_problems(store: ModelStore, cmd: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def _active_problems(store: ModelStore, cmd: str, has_backups: bool
+                     ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """The active slot's report and, unless it is ok, its problem and remedy."""
     lay = store.layout
     st = store.inspect_active()
@@ -50,7 +51,6 @@ def _active_problems(store: ModelStore, cmd: str) -> tuple[dict[str, Any], list[
             report["metadata_version"] = None
     if st.artifact is not None:
         report["version"] = st.artifact.version
-    has_backups = bool(store.trusted_backups())
     if st.state == "ok":
         return report, []
     if st.state == "hand-copied":
@@ -77,7 +77,8 @@ def diagnose(store: ModelStore) -> dict[str, Any]:
     cmd = f"--root {root}"
     if str(store.keys.directory) != DEFAULT_KEYS_DIR:  # the fix must trust the same keys
         cmd += f" --keys {store.keys.directory}"
-    problems = _keys_problems(store)
+    key_problems = _keys_problems(store)
+    problems = list(key_problems)
     try:
         check_permissions(root)
     except IntegrityError as exc:
@@ -85,9 +86,9 @@ def diagnose(store: ModelStore) -> dict[str, Any]:
     if store.layout.journal.exists():
         problems.append(_problem(f"interrupted promotion ({store.layout.journal})",
                                  f"quantshift-ml doctor --repair {cmd}   (finishes or undoes it)"))
-    active, found = _active_problems(store, cmd)
+    good, bad = store._sorted_backups()  # every backup verified once
+    active, found = _active_problems(store, cmd, bool(good))
     problems += found
-    good, bad = store._sorted_backups()
     for version, why in bad.items():
         problems.append(_problem(f"backup {version} does not check out: {why}",
                                  f"rm {store.layout.backups}/regime_classifier_{version}.* "
@@ -95,7 +96,7 @@ def diagnose(store: ModelStore) -> dict[str, Any]:
     return {"root": str(root), "healthy": not problems, "active": active,
             "backups": [{"version": b.version, "sha256": b.sha256} for b in good],
             "bad_backups": sorted(bad), "keys": store.keys.directory.as_posix(),
-            "trusted_keys": sorted(store.keys.trusted()) if not _keys_problems(store) else [],
+            "trusted_keys": [] if key_problems else sorted(store.keys.trusted()),
             "problems": problems}
 
 

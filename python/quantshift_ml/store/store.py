@@ -90,11 +90,13 @@ class ModelStore:
             raise IntegrityError(f"{meta_for(art.pkl)}: version {art.version} does not match "
                                  f"its file name ({art.pkl.name}); refusing it")
 
-    def verify(self, pkl: Path, *, content: bytes | None = None) -> Artifact:
+    def verify(self, pkl: Path, *, content: bytes | None = None,
+               onnx_content: bytes | None = None) -> Artifact:
         """Check the metadata's signature, then the files' sha256s; raise IntegrityError.
 
-        With ``content`` (the file's bytes, already read) the check is on those
-        very bytes, so what is unpickled afterwards is what was verified.
+        With ``content`` / ``onnx_content`` (the files' bytes, already read) the
+        check is on those very bytes, so what is unpickled (or handed to
+        onnxruntime) afterwards is what was verified.
         """
         art = self.load_artifact(pkl)
         self.keys.check(art.meta, meta_for(pkl))
@@ -110,9 +112,11 @@ class ModelStore:
         onnx_sha = (art.meta.get("onnx") or {}).get("sha256")
         if onnx_sha:
             onnx = onnx_for(pkl)
-            if not onnx.exists():
+            if onnx_content is None and not onnx.exists():
                 raise IntegrityError(f"{onnx}: compiled model named in the metadata is missing")
-            if sha256_file(onnx) != onnx_sha:
+            actual_onnx = (sha256_file(onnx) if onnx_content is None
+                           else hashlib.sha256(onnx_content).hexdigest())
+            if actual_onnx != onnx_sha:
                 raise IntegrityError(f"{onnx}: sha256 does not match metadata; refusing it")
         return art
 
