@@ -16,7 +16,7 @@ help: ## list targets
 $(STAMP): python/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e 'python[yfinance,serve,monitor,dev]' -r requirements-dev.txt
+	$(BIN)/pip install -q -e 'python[yfinance,serve,monitor,explain,dev]' -r requirements-dev.txt
 	touch $@
 
 venv: $(STAMP) ## create .venv with the package and the controller tooling
@@ -57,7 +57,7 @@ $(WHEELHOUSE)/.deps: python/pyproject.toml $(STAMP)
 	$(BIN)/pip download -q --only-binary=:all: --python-version 3.11 \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
-	  -d $(WHEELHOUSE) "$$(ls $(WHEELHOUSE)/quantshift_ml-*.whl)[yfinance,serve,monitor]"
+	  -d $(WHEELHOUSE) "$$(ls $(WHEELHOUSE)/quantshift_ml-*.whl)[yfinance,serve,monitor,explain]"
 	touch $@
 
 molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (root)

@@ -19,12 +19,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from quantshift_ml import __version__
 from quantshift_ml import cli_commands as commands
+from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.alerts import exit_code as alert_exit_code
 from quantshift_ml.cli_text import human
@@ -34,7 +34,6 @@ from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS, GateConfig, gate_
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
 from quantshift_ml.monitor import (
     EXIT,
-    Thresholds,
     alert_text,
     run_monitor,
     write_outputs,
@@ -134,13 +133,9 @@ def _monitor_parser(sub: Any) -> None:
     p.add_argument("--service-url", default=None, help="check URL/healthz")
     p.add_argument("--notify", action="store_true", help="alert on WARNING or CRITICAL")
     p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
-    p.add_argument("--no-live", action="store_true", help="skip the live-accuracy check")
-    for f in fields(Thresholds):
-        kind = float if f.default is None else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind,
-                       default=f.default, dest=f"t_{f.name}",
-                       help="default: the labeler's (docs/monitoring.md)" if f.default is None
-                       else f"default {f.default}")
+    p.add_argument("--no-live", action="store_true",
+                   help="skip the checks that read market data (live accuracy, input drift)")
+    insight.threshold_opts(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_opts(p)
 
     _monitor_parser(sub)
+    insight.add_parsers(sub, _common, _source_opts)
 
     p = sub.add_parser("doctor", help="diagnose the store and name the command that fixes it")
     _common(p)
@@ -299,14 +295,18 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     if cmd == "promote" or (cmd == "train" and a.promote and not a.check):
         commands.guard_freeze(a, root, "promotion" if cmd == "promote" else "train --promote")
     if cmd == "monitor":
-        thresholds = Thresholds(**{f.name: getattr(a, f"t_{f.name}") for f in fields(Thresholds)})
-        report = run_monitor(root, thresholds=thresholds, service_url=a.service_url,
+        report = run_monitor(root, thresholds=insight.thresholds(a, root),
+                             service_url=a.service_url,
                              source=None if a.no_live else _source(a, root))
         write_outputs(report, root, a.textfile)
         if a.notify and report["status"] in ("WARNING", "CRITICAL"):
             subject, body = alert_text(report)
             report["alert"] = notify(root, "monitor", subject, body, _alert_config(a))
         return report
+    if cmd == "explain":
+        return insight.explain_cmd(a, root, _source(a, root))
+    if cmd == "drift":
+        return insight.drift_cmd(a, root, _source(a, root))
     if cmd == "notify":
         return notify(root, a.kind, a.subject, a.message, _alert_config(a))
     if cmd == "serve":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from quantshift_ml.cli_insight import render_drift, render_explain
 from quantshift_ml.monitor import render_table
 
 
@@ -80,7 +81,7 @@ def human(cmd: str, result: dict[str, Any]) -> str:
     """The command's result as text; commands without a renderer print their JSON."""
     renderers = {"monitor": render_table, "train": _train, "status": _status,
                  "walkforward": _walkforward, "doctor": doctor_text, "freeze": _freeze,
-                 "verify": _verify}
+                 "verify": _verify, "explain": render_explain, "drift": render_drift}
     render = renderers.get(cmd)
     return render(result) if render else json.dumps(result, indent=2, sort_keys=True)
 

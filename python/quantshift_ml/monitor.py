@@ -2,7 +2,10 @@
 
 Checks: integrity (sha256), holdout accuracy from the metadata, live accuracy of
 the service's logged predictions whose outcome is now known, model age, free
-disk on the models' filesystem, number of backups, and the service's /healthz.
+disk on the models' filesystem, number of backups, the service's /healthz, and
+drift (``importance_drift``: the active version's SHAP importances against the
+previous version's; ``input_drift``: the newest days' inputs against the model's
+window; drift.py says how and why).
 Exit codes follow Nagios plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
 (UNKNOWN only when the store itself cannot be read). A check that cannot
 produce a number says "unknown" with the reason (e.g. too few live samples)
@@ -31,23 +34,24 @@ from typing import Any
 
 import pandas as pd
 
-from quantshift_ml import predlog
+from quantshift_ml import drift_checks, predlog
+from quantshift_ml.checks import CRITICAL, EXIT, OK, RANK, UNKNOWN, WARNING
+from quantshift_ml.checks import check as _check
 from quantshift_ml.data.sources import DataSource
+from quantshift_ml.drift import DriftThresholds
 from quantshift_ml.errors import IntegrityError, QuantshiftError
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import make_labeler
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import append_text, atomic_write_bytes
 
-OK, WARNING, CRITICAL, UNKNOWN = "OK", "WARNING", "CRITICAL", "UNKNOWN"
-EXIT = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
-_RANK = {OK: 0, UNKNOWN: 0, WARNING: 1, CRITICAL: 2}
 LOG_DAYS_KEPT = 30
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Every one is a CLI option; the accuracy ones default per labeler.
+class Thresholds(DriftThresholds):
+    """Every one is a CLI option (and a key of the thresholds file); the accuracy ones
+    default per labeler; the drift ones are ``DriftThresholds``'s.
 
     ``None`` for an accuracy threshold means the active model's labeler's value
     (``ACCURACY_BY_LABELER``): the runbook's 0.85 / 0.75 for ``rules``, and for
@@ -79,10 +83,6 @@ def resolve(t: Thresholds, labeler: str | None) -> Thresholds:
     defaults: dict[str, Any] = {"accuracy_warn": warn, "accuracy_crit": crit,
                                 "live_accuracy_warn": warn, "live_accuracy_crit": crit}
     return replace(t, **{k: v for k, v in defaults.items() if getattr(t, k) is None})
-
-
-def _check(name: str, status: str, value: Any, message: str) -> dict[str, Any]:
-    return {"name": name, "status": status, "value": value, "message": message}
 
 
 def _f(value: float | None) -> float:
@@ -271,10 +271,11 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
         return report
 
     meta: dict[str, Any] | None = None
+    trusted = False
     try:
         store.recover_if_interrupted()  # a half-done swap is finished, not reported as tampering
         active = store.verify(store.layout.active_pkl)
-        meta = active.meta
+        meta, trusted = active.meta, True
         checks.append(_check("integrity", OK, active.sha256, "sha256 matches metadata"))
     except IntegrityError as exc:
         checks.append(_check("integrity", CRITICAL, None, str(exc)))
@@ -288,6 +289,10 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     report["thresholds"] = asdict(t)
     if meta is not None:
         checks += _model_checks(meta, t, now, root, source, symbol)
+    if trusted and meta is not None:  # drift compares signed metadata only
+        checks.append(drift_checks.importance_check(store, meta, t))
+        if source is not None:
+            checks.append(drift_checks.input_check(meta, source, t))
 
     st = os.statvfs(store.layout.models)
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0
@@ -298,7 +303,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
                          f"{n_backups} backups (want {t.backups_min})"))
     if service_url:
         checks.append(_service(service_url, (meta or {}).get("sha256")))
-    worst = max((c["status"] for c in checks), key=lambda s: _RANK[s])
+    worst = max((c["status"] for c in checks), key=lambda s: RANK[s])
     report.update(status=worst, checks=checks, model_version=(meta or {}).get("version"))
     return report
 
@@ -329,9 +334,42 @@ def textfile(report: dict[str, Any]) -> str:
         v = values.get(check)
         if isinstance(v, (int, float)):
             lines += [f"# TYPE {metric} gauge", f"{metric}{{{lab}}} {float(v) * scale:g}"]
-    lines += ["# TYPE quantshift_monitor_last_run_timestamp_seconds gauge",
+    lines += _drift_gauges(report, lab)
+    lines += ["# HELP quantshift_monitor_last_run_timestamp_seconds When the monitor last ran",
+              "# TYPE quantshift_monitor_last_run_timestamp_seconds gauge",
               f"quantshift_monitor_last_run_timestamp_seconds{{{lab}}} {time.time():.0f}"]
     return "\n".join(lines) + "\n"
+
+
+_DRIFT_HELP = {
+    "quantshift_importance_rank_correlation":
+        "Spearman rank correlation of the active version's SHAP importances with the previous",
+    "quantshift_input_drift_share": "Share of input features drifted against the model's window",
+    "quantshift_input_drift_psi": "Population stability index of a feature, recent vs window",
+    "quantshift_input_drift_ks": "Two-sample Kolmogorov-Smirnov D of a feature, recent vs window",
+}
+
+
+def _drift_gauges(report: dict[str, Any], lab: str) -> list[str]:
+    """Gauges of the drift checks: one per check, and PSI / KS D per feature."""
+    checks = {c["name"]: c for c in report["checks"]}
+    samples: dict[str, list[str]] = {m: [] for m in _DRIFT_HELP}
+    for metric, name in (("quantshift_importance_rank_correlation", "importance_drift"),
+                         ("quantshift_input_drift_share", "input_drift")):
+        v = (checks.get(name) or {}).get("value")
+        if isinstance(v, (int, float)):
+            samples[metric].append(f"{metric}{{{lab}}} {float(v):g}")
+    for f in (checks.get("input_drift") or {}).get("features") or []:
+        feat = f'{lab},feature="{f["feature"]}"'
+        samples["quantshift_input_drift_psi"].append(
+            f"quantshift_input_drift_psi{{{feat}}} {f['psi']:g}")
+        samples["quantshift_input_drift_ks"].append(
+            f"quantshift_input_drift_ks{{{feat}}} {f['ks']:g}")
+    out: list[str] = []
+    for metric, rows in samples.items():
+        if rows:
+            out += [f"# HELP {metric} {_DRIFT_HELP[metric]}", f"# TYPE {metric} gauge", *rows]
+    return out
 
 
 def write_outputs(report: dict[str, Any], root: Path, textfile_path: Path | None) -> Path:

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from quantshift_ml import __version__, traininglog
+from quantshift_ml import __version__, drift, traininglog
 from quantshift_ml.compiled import compile_checked
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
+from quantshift_ml.explain import importance_summary
 from quantshift_ml.features import model_frame, usable
 from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, gate_for
 from quantshift_ml.served import serving_spec
@@ -30,6 +31,7 @@ from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import predict, predict_proba, regime_model
 from quantshift_ml.training.pipeline import (
     Prepared,
+    TrainResult,
     check_history,
     score_incumbent,
     train_candidate,
@@ -52,21 +54,23 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _load_incumbent(store: ModelStore) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The active model, verified; a broken one is reported, never unpickled.
+def _load_incumbent(store: ModelStore
+                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    """The active model (bundle, reference, signed metadata), verified; a broken one is
+    reported, never unpickled.
 
     A file copied by hand from a backup is that backup (the gate compares with
     the model really in place); anything else untrusted is no incumbent.
     """
     state = store.inspect_active()
     if state.state == "missing":
-        return None, None
+        return None, None, {}
     if state.artifact is None:
         log.warning("active model not usable as incumbent: %s", state.detail)
-        return None, {"error": state.detail}
+        return None, {"error": state.detail}, {}
     bundle, art = store.load_model(state.artifact.pkl)
     return bundle, {"version": art.version, "sha256": art.sha256,
-                    **({"state": state.state} if state.state != "ok" else {})}
+                    **({"state": state.state} if state.state != "ok" else {})}, art.meta
 
 
 def train(
@@ -103,12 +107,25 @@ def train(
         return _train_locked(store, prepared, source, config, gate, promote, False, keep_logs)
 
 
+def _importance(result: TrainResult, incumbent_meta: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's global SHAP importances on its holdout, and how they moved
+    against the production model's (metadata keys ``importance``, ``importance_drift``)."""
+    summary = importance_summary(regime_model(result.bundle),
+                                 result.holdout_features.to_numpy(dtype=float))
+    out: dict[str, Any] = {"importance": summary}
+    now, previous = drift.importances(out), drift.importances(incumbent_meta)
+    if now is not None and previous is not None:
+        out["importance_drift"] = {"previous": incumbent_meta.get("version"),
+                                   **drift.compare_importance(now, previous)}
+    return out
+
+
 def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
                   config: TrainConfig, gate: GateConfig, promote: bool, check_mode: bool,
                   keep_logs: int) -> dict[str, Any]:
     if not check_mode:
         store.recover()
-    incumbent_bundle, incumbent_ref = _load_incumbent(store)
+    incumbent_bundle, incumbent_ref, incumbent_meta = _load_incumbent(store)
     result = train_candidate(prepared.ds.bars, config, incumbent=incumbent_bundle,
                              origin=str(source.describe().get("path", source.name)),
                              source=source.describe(), prepared=prepared)
@@ -119,6 +136,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         incumbent = incumbent_ref
     decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate,
                       result.baselines)
+    importance = _importance(result, incumbent_meta)
     version = store.new_version()
     meta: dict[str, Any] = {
         "version": version,
@@ -134,6 +152,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         "data": result.data,
         "libraries": library_versions(),
         "training_seconds": result.seconds,
+        **importance,
     }
     out: dict[str, Any] = {"version": version, "gate": decision, "metrics": result.metrics,
                            "baselines": result.baselines, "incumbent": incumbent,

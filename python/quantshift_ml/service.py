@@ -40,6 +40,7 @@ import pandas as pd
 from quantshift_ml import predlog
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError, QuantshiftError, UsageError
+from quantshift_ml.explain import ServedExplainer
 from quantshift_ml.features import HMM_FILTER, compute_features, usable, with_hmm_filter
 from quantshift_ml.served import Loaded, ModelHolder
 
@@ -291,6 +292,7 @@ class RegimeService:
         self.symbol = symbol
         self.metrics = Metrics(self.holder)
         self.predictions = PredictionWriter(self.root, self.metrics.log_errors.inc)
+        self.explainer = ServedExplainer(self.holder.store)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         cur, err = self.holder.get()
@@ -304,7 +306,7 @@ class RegimeService:
             body["last_reload_error"] = err
         return 200, body
 
-    def regime(self, symbol: str) -> tuple[int, dict[str, Any]]:
+    def regime(self, symbol: str, explain: bool = False) -> tuple[int, dict[str, Any]]:
         cur, err = self.holder.get()
         if cur is None:
             return 503, {"status": "unhealthy", "error": err}
@@ -320,10 +322,13 @@ class RegimeService:
         self.predictions.put(predlog.Prediction(
             ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=regime,
             probabilities=proba, model_version=version))
-        return 200, {"symbol": self.symbol, "regime": regime, "probabilities": proba,
-                     "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),
-                     "model_version": version, "engine": cur.engine,
-                     "inference_us": round(elapsed * 1e6, 1)}
+        body = {"symbol": self.symbol, "regime": regime, "probabilities": proba,
+                "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),
+                "model_version": version, "engine": cur.engine,
+                "inference_us": round(elapsed * 1e6, 1)}
+        if explain:  # only on request: it loads the verified forest and shap once
+            body["explanation"] = self.explainer.explain(cur.meta, snap.x, snap.bar_date)
+        return 200, body
 
     def reload(self) -> bool:
         """(Re)load the active model; requests keep being served meanwhile."""
@@ -365,8 +370,10 @@ def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
                 if url.path == "/healthz":
                     self._json(*service.health())
                 elif url.path == "/regime":
-                    symbol = parse_qs(url.query).get("symbol", [service.symbol])[0]
-                    self._json(*service.regime(symbol))
+                    query = parse_qs(url.query)
+                    symbol = query.get("symbol", [service.symbol])[0]
+                    explain = query.get("explain", ["0"])[0].lower() in ("1", "true", "yes")
+                    self._json(*service.regime(symbol, explain=explain))
                 elif url.path == "/metrics":
                     self._send(200, service.metrics.render(),
                                "text/plain; version=0.0.4; charset=utf-8")

@@ -43,12 +43,31 @@ def render(meta: dict[str, Any]) -> str:
     if axis:
         lines.append(f"Learned Axis ({axis['target']}): accuracy {_fmt(axis['accuracy'])}, "
                      f"balanced {_fmt(axis['balanced_accuracy'])}")
+    lines += _importance_lines(meta)
     inc = meta.get("incumbent")
     if inc and "error" not in inc:
         lines.append(f"Incumbent Accuracy: {_fmt(inc['accuracy'])}")
     lines.append(f"Gate: {meta['gate']['summary']}")
     lines.append(f"sha256: {meta.get('sha256', '-')}")
     return "\n".join(lines) + "\n"
+
+
+def _importance_lines(meta: dict[str, Any]) -> list[str]:
+    """``Importance`` (mean |SHAP| on the holdout) and ``Importance Drift`` lines."""
+    imp = meta.get("importance") or {}
+    if "mean_abs" not in imp:
+        return [f"Importance: n/a ({imp.get('error', 'not recorded')})"]
+    top = sorted(imp["mean_abs"].items(), key=lambda kv: -kv[1])[:5]
+    lines = ["Importance (mean |SHAP|): " + ", ".join(f"{f} {v:.3f}" for f, v in top)]
+    d = meta.get("importance_drift")
+    if not d:
+        lines.append("Importance Drift: n/a (no production model with importances to compare)")
+    else:
+        moved = "".join((f"; entered top 5: {', '.join(d['entered'])}" if d["entered"] else "",
+                         f"; left top 5: {', '.join(d['left'])}" if d["left"] else ""))
+        lines.append(f"Importance Drift: rank correlation {_fmt(d['spearman'])} vs "
+                     f"{d['previous']}{moved}")
+    return lines
 
 
 def write(layout: Layout, meta: dict[str, Any], keep: int = DEFAULT_KEEP_LOGS) -> Path:
