@@ -77,6 +77,7 @@ test: lint unit integration faults awx molecule ## everything CI runs
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_latency.py
+	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_service_start.py
 
 bench-deploy: $(STAMP) wheelhouse ## deploy fan-out on nspawn hosts (root, several minutes)

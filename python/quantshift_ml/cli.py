@@ -5,7 +5,8 @@ candidate (``train``, with or without ``--promote``: nothing is promoted),
 4 integrity failure (unsigned or forged model, sha mismatch, lock held; ``status``,
 ``verify`` and ``doctor`` exit 4 when they find one), 5 change freeze (``train
 --promote`` and ``promote`` refused inside one; ``freeze`` when the time, or a
-run of ``--schedule``, is frozen). With ``--json`` exactly one
+run of ``--schedule``, is frozen). ``monitor`` and ``drift`` use Nagios plugin
+codes instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. With ``--json`` exactly one
 JSON object is printed on stdout: ``ok`` is false exactly when the exit code is not
 0, ``exit_code`` repeats it, and for ``train`` ``gate.passed`` is the decision.
 Logs always go to stderr.
@@ -401,6 +402,10 @@ def exit_code(cmd: str, result: dict[str, Any]) -> int:
     """The exit code of a command that ran to its end (module docstring: the contract)."""
     if cmd == "monitor":
         return EXIT[result["status"]]  # Nagios plugin convention
+    if cmd == "drift":  # the same convention, over its checks
+        return max((EXIT[c["status"]] for c in result.values()
+                    if isinstance(c, dict) and "status" in c and c["status"] != "UNKNOWN"),
+                   default=0)
     if cmd == "train" and not result["gate"]["passed"]:
         return GateRefused.exit_code
     if cmd == "status" and result.get("integrity", "ok") != "ok" and result["active"]:

@@ -88,7 +88,9 @@ class Explainer:
 
         shap returns a list per class in older releases and one array in newer ones.
         """
-        raw = self._tree.shap_values(np.asarray(x, dtype=float), check_additivity=True)
+        # additivity (base + sum == probability) is tested, not re-checked per call:
+        # shap would predict the whole forest a second time on every request
+        raw = self._tree.shap_values(np.asarray(x, dtype=float), check_additivity=False)
         sv = np.stack(raw, axis=-1) if isinstance(raw, list) else np.asarray(raw)
         if sv.ndim == 2:  # a single-output model
             sv = sv[:, :, None]

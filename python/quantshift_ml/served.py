@@ -1,7 +1,8 @@
 """The model the service serves: signed metadata + ONNX, never a pickle.
 
 The service runs on every host and answers the bots, so it is the one place a
-forged pickle would run most often. It therefore never unpickles: it loads the
+forged pickle would run most often. It therefore never unpickles to answer (only
+``/regime?explain=1`` loads the pickle, after the same checks: explain.py): it loads the
 compiled (ONNX) estimator, whose bytes match the sha256 in the signed metadata,
 and composes the five regimes from the metadata's ``serving`` section (feature
 order, the estimator's classes, the causal rule and its cut-off, the labeler's

@@ -14,6 +14,11 @@ from .conftest import Fleet
 REFUSE = ("-e", "quantshift_min_accuracy=0.99", "-e", "quantshift_as_of=2011-10-31")
 
 HOSTS = ("primary", "standby")
+# The drift checks out of the way, for the tests of the other checks: the bundled data
+# end in December 2018, a real input drift (test_monitor_reports_the_december_2018_drift).
+NO_DRIFT = ("-e", json.dumps({"quantshift_monitor_thresholds": {
+    "drift_days": 0, "importance_rank_warn": -1.0, "importance_rank_crit": -1.0,
+    "importance_top_changes": 99}}))
 
 
 def test_site_twice_second_run_changes_nothing(fleet: Fleet) -> None:
@@ -248,7 +253,7 @@ def test_unhealthy_standby_is_restored_and_primary_never_touched(fleet: Fleet) -
 
 
 def test_monitor_prints_the_fleet_table(fleet: Fleet) -> None:
-    run = fleet.play("monitor.yml")
+    run = fleet.play("monitor.yml", *NO_DRIFT)
     assert run.rc == 0, run.out
     assert "HOST" in run.out and "STATUS" in run.out and "no host is CRITICAL" in run.out
 
@@ -260,11 +265,24 @@ def test_monitor_fails_on_a_critical_host(fleet: Fleet) -> None:
     data[-5] ^= 0xFF
     pkl.write_bytes(bytes(data))
     try:
-        run = fleet.play("monitor.yml")
+        run = fleet.play("monitor.yml", *NO_DRIFT)
     finally:
         pkl.write_bytes(original)
     assert run.rc != 0
     assert "CRITICAL on standby" in run.out
+
+
+def test_monitor_reports_the_december_2018_drift(fleet: Fleet) -> None:
+    """Provisioned thresholds (site.yml -> ROOT/etc/monitor.json) and the playbook's own:
+    the bundled data's last month, a 9 % fall, drifted from the model's window."""
+    for host in HOSTS:
+        assert json.loads((fleet.root(host) / "etc/monitor.json").read_text()) == {}
+    run = fleet.play("monitor.yml")
+    assert run.rc != 0 and "CRITICAL on primary, standby" in run.out, run.out
+    assert "features drifted over 2018-11-29..2018-12-31 vs the model's window" in run.out
+    relaxed = fleet.play("monitor.yml", "-e", json.dumps({"quantshift_monitor_thresholds": {
+        "drift_warn_share": 0.99, "drift_crit_share": 0.99}}))
+    assert "features drifted over" not in relaxed.out, relaxed.out
 
 
 def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
