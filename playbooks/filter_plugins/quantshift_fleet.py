@@ -1,8 +1,10 @@
 # Copyright: QuantShift
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filter ``quantshift_fleet_problems``: the fleet check of retrain.yml, decided in Python.
+"""Filters deciding fleet questions in Python, exposed to Jinja.
 
-The logic lives in ``quantshift_ml.fleet``; this plugin only exposes it to Jinja.
+``quantshift_fleet_problems``: the fleet check of retrain.yml (``quantshift_ml.fleet``).
+``quantshift_ab_decision``: the automatic A/B fallback of ab_guard.yml
+(``quantshift_ml.ab_report.fallback_decision``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ def _fleet_problems(hostvars, hosts):
     return from_hostvars(hostvars, hosts)
 
 
+def _ab_decision(reports, min_accuracy=0.75, min_samples=20):
+    from quantshift_ml.ab_report import fallback_decision
+
+    return fallback_decision(dict(reports), float(min_accuracy), int(min_samples))
+
+
 class FilterModule:
     def filters(self):
-        return {"quantshift_fleet_problems": _fleet_problems}
+        return {"quantshift_fleet_problems": _fleet_problems,
+                "quantshift_ab_decision": _ab_decision}

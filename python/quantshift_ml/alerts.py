@@ -38,7 +38,7 @@ from quantshift_ml.store.files import atomic_write_json
 log = logging.getLogger(__name__)
 
 KINDS = ("train-success", "train-failure", "gate-refused", "rollback-refused", "monitor",
-         "freeze-override", "freeze-rollback")
+         "freeze-override", "freeze-rollback", "ab-fallback")
 DEFAULT_QUIET_HOURS = 12.0
 _WEBHOOK_VARS = {"slack": "SLACK_WEBHOOK_URL", "discord": "DISCORD_WEBHOOK_URL"}
 

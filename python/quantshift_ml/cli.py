@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import __version__
+from quantshift_ml import __version__, cli_ab
 from quantshift_ml import cli_commands as commands
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _monitor_parser(sub)
     insight.add_parsers(sub, _common, _source_opts)
+    cli_ab.add_parser(sub, _common, _source_opts)
 
     p = sub.add_parser("doctor", help="diagnose the store and name the command that fixes it")
     _common(p)
@@ -308,6 +309,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         return insight.explain_cmd(a, root, _source(a, root))
     if cmd == "drift":
         return insight.drift_cmd(a, root, _source(a, root))
+    if cmd == "ab":
+        return cli_ab.run(a, root, lambda: _source(a, root))
     if cmd == "notify":
         return notify(root, a.kind, a.subject, a.message, _alert_config(a))
     if cmd == "serve":

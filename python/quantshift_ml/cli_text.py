@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from quantshift_ml import cli_ab
 from quantshift_ml.cli_insight import render_drift, render_explain
 from quantshift_ml.monitor import render_table
 
@@ -81,7 +82,8 @@ def human(cmd: str, result: dict[str, Any]) -> str:
     """The command's result as text; commands without a renderer print their JSON."""
     renderers = {"monitor": render_table, "train": _train, "status": _status,
                  "walkforward": _walkforward, "doctor": doctor_text, "freeze": _freeze,
-                 "verify": _verify, "explain": render_explain, "drift": render_drift}
+                 "verify": _verify, "explain": render_explain, "drift": render_drift,
+                 "ab": lambda r: cli_ab.render(r) if "arms" in r else json.dumps(r, indent=2)}
     render = renderers.get(cmd)
     return render(result) if render else json.dumps(result, indent=2, sort_keys=True)
 

@@ -144,11 +144,11 @@ def score_live(logged: Iterable[predlog.Sample], known: dict[str, str | None],
             score.pending += 1
         else:
             score.samples += 1
-            score.hits += int(p.regime == known[p.bar_date])
+            score.hits += int(p.model_regime == known[p.bar_date])
     return scores
 
 
-def _realised(labeler: dict[str, Any], source: DataSource) -> dict[str, str | None]:
+def realised(labeler: dict[str, Any], source: DataSource) -> dict[str, str | None]:
     """Every bar date of the monitor's data -> its label by the model's labeler, or None."""
     bars = source.load()
     lab = make_labeler(labeler.get("name", "rules"), **{
@@ -165,7 +165,7 @@ def live_scores(root: Path, labeler: dict[str, Any], source: DataSource,
     logged = predlog.samples(root)
     if not logged:
         return {}
-    return score_live(logged, _realised(labeler, source), symbol)
+    return score_live(logged, realised(labeler, source), symbol)
 
 
 def live_accuracy(root: Path, labeler: dict[str, Any], source: DataSource,
@@ -292,7 +292,10 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     if trusted and meta is not None:  # drift compares signed metadata only
         checks.append(drift_checks.importance_check(store, meta, t))
         if source is not None:
+            from quantshift_ml.ab_report import ab_check
+
             checks.append(drift_checks.input_check(meta, source, t))
+            checks.append(ab_check(root, source))
 
     st = os.statvfs(store.layout.models)
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0
@@ -335,6 +338,9 @@ def textfile(report: dict[str, Any]) -> str:
         if isinstance(v, (int, float)):
             lines += [f"# TYPE {metric} gauge", f"{metric}{{{lab}}} {float(v) * scale:g}"]
     lines += _drift_gauges(report, lab)
+    from quantshift_ml.ab_report import gauges as ab_gauges
+
+    lines += ab_gauges(next((c for c in report["checks"] if c["name"] == "ab_test"), None), lab)
     lines += ["# HELP quantshift_monitor_last_run_timestamp_seconds When the monitor last ran",
               "# TYPE quantshift_monitor_last_run_timestamp_seconds gauge",
               f"quantshift_monitor_last_run_timestamp_seconds{{{lab}}} {time.time():.0f}"]

@@ -12,6 +12,11 @@ model_version), the first one logged, with how many requests it stands for.
 The deduplication is done when reading, not by refusing rows, so databases
 written before it existed keep every row and need no rewrite: opening one only
 adds the index the grouping uses.
+
+A/B columns (ab.py): ``arm`` is the arm served (``regime`` is its answer),
+``ml_regime`` and ``rules_regime`` are both arms' answers, ``client`` the bot's id.
+They are added to older databases on first open (NULL in old rows, which read
+as the model's answer served to no particular client).
 """
 
 from __future__ import annotations
@@ -32,16 +37,22 @@ CREATE TABLE IF NOT EXISTS predictions (
     bar_date TEXT NOT NULL,      -- the as-of bar the regime describes (YYYY-MM-DD)
     regime TEXT NOT NULL,
     probabilities TEXT NOT NULL, -- JSON object regime -> probability
-    model_version TEXT NOT NULL
+    model_version TEXT NOT NULL,
+    arm TEXT,                    -- the A/B arm served (ml | rules); NULL: before A/B
+    ml_regime TEXT,              -- the model's answer (served or not)
+    rules_regime TEXT,           -- the rule's answer (served or not)
+    client TEXT                  -- the client id the bot passed
 )
 """
+AB_COLUMNS = ("arm", "ml_regime", "rules_regime", "client")
 SAMPLE_INDEX = """
 CREATE INDEX IF NOT EXISTS predictions_by_sample
     ON predictions (symbol, bar_date, model_version, ts)
 """
 """Added to existing databases on first open; it changes no row."""
 
-_COLUMNS = "ts, symbol, bar_date, regime, probabilities, model_version"
+_COLUMNS = ("ts, symbol, bar_date, regime, probabilities, model_version, arm, ml_regime, "
+            "rules_regime, client")
 _FIRST_PER_SAMPLE = f"""
 SELECT {_COLUMNS}, requests FROM (
     SELECT {_COLUMNS}, rowid AS seq,
@@ -72,6 +83,10 @@ def _connect(root: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+        for col in AB_COLUMNS:
+            if col not in have:  # a database written before A/B: add, rewrite nothing
+                conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} TEXT")
         conn.execute(SAMPLE_INDEX)
         yield conn
         conn.commit()
@@ -85,6 +100,15 @@ class Prediction:
     regime: str
     probabilities: dict[str, float]
     model_version: str
+    arm: str = "ml"
+    ml_regime: str | None = None
+    rules_regime: str | None = None
+    client: str = ""
+
+    @property
+    def model_regime(self) -> str:
+        """The model's answer, whichever arm was served (live accuracy judges the model)."""
+        return self.ml_regime or (self.regime if self.arm == "ml" else "")
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -103,13 +127,16 @@ class Sample:
 def append(root: Path, p: Prediction) -> None:
     """Log one served prediction (every request, duplicates included)."""
     with _connect(root) as conn:
-        conn.execute(f"INSERT INTO predictions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+        conn.execute(f"INSERT INTO predictions ({_COLUMNS}) VALUES "
+                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (p.ts, p.symbol, p.bar_date, p.regime, json.dumps(p.probabilities),
-                      p.model_version))
+                      p.model_version, p.arm, p.ml_regime, p.rules_regime, p.client))
 
 
 def _prediction(row: tuple[str, ...]) -> Prediction:
-    return Prediction(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
+    return Prediction(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5],
+                      arm=row[6] or "ml", ml_regime=row[7], rules_regime=row[8],
+                      client=row[9] or "")
 
 
 def read(root: Path) -> list[Prediction]:
@@ -131,4 +158,18 @@ def samples(root: Path) -> list[Sample]:
         return []
     with _connect(root) as conn:
         rows = conn.execute(_FIRST_PER_SAMPLE).fetchall()
-    return [Sample(_prediction(r[:6]), int(r[6])) for r in rows]
+    return [Sample(_prediction(r[:10]), int(r[10])) for r in rows]
+
+
+_FIRST_PER_ARM = _FIRST_PER_SAMPLE.replace(
+    "PARTITION BY symbol, bar_date, model_version",
+    "PARTITION BY symbol, bar_date, COALESCE(arm, 'ml'), model_version")
+
+
+def arm_samples(root: Path) -> list[Sample]:
+    """One sample per (symbol, bar_date, arm served, model_version), the first logged."""
+    if not db_path(root).exists():
+        return []
+    with _connect(root) as conn:
+        rows = conn.execute(_FIRST_PER_ARM).fetchall()
+    return [Sample(_prediction(r[:10]), int(r[10])) for r in rows]

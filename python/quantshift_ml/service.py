@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from quantshift_ml import predlog
+from quantshift_ml.ab import AbConfig, rules_regime
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError, QuantshiftError, UsageError
 from quantshift_ml.explain import ServedExplainer
@@ -241,6 +242,8 @@ class Metrics:
             registry=self.registry)
         self.predictions = Counter("quantshift_predictions", "Regimes served, by regime",
                                    ["regime"], registry=self.registry)
+        self.arms = Counter("quantshift_ab_served", "Answers served, by A/B arm", ["arm"],
+                            registry=self.registry)
         self.reloads = Counter("quantshift_model_reloads", "Model (re)loads, by outcome",
                                ["outcome"], registry=self.registry)
         self.log_errors = Counter("quantshift_prediction_log_errors",
@@ -293,6 +296,7 @@ class RegimeService:
         self.metrics = Metrics(self.holder)
         self.predictions = PredictionWriter(self.root, self.metrics.log_errors.inc)
         self.explainer = ServedExplainer(self.holder.store)
+        self.ab = AbConfig()
 
     def health(self) -> tuple[int, dict[str, Any]]:
         cur, err = self.holder.get()
@@ -306,7 +310,8 @@ class RegimeService:
             body["last_reload_error"] = err
         return 200, body
 
-    def regime(self, symbol: str, explain: bool = False) -> tuple[int, dict[str, Any]]:
+    def regime(self, symbol: str, explain: bool = False, client: str = ""
+               ) -> tuple[int, dict[str, Any]]:
         cur, err = self.holder.get()
         if cur is None:
             return 503, {"status": "unhealthy", "error": err}
@@ -319,10 +324,14 @@ class RegimeService:
         self.metrics.latency.observe(elapsed)
         self.metrics.predictions.labels(regime=regime).inc()
         version = str(cur.meta.get("version"))
+        arm, served, proba_served, rules = self._arm(cur, snap, client, regime, proba)
+        self.metrics.arms.labels(arm=arm).inc()
         self.predictions.put(predlog.Prediction(
-            ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=regime,
-            probabilities=proba, model_version=version))
-        body = {"symbol": self.symbol, "regime": regime, "probabilities": proba,
+            ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=served,
+            probabilities=proba_served, model_version=version, arm=arm, ml_regime=regime,
+            rules_regime=rules, client=client))
+        body = {"symbol": self.symbol, "regime": served, "probabilities": proba_served,
+                "arm": arm,
                 "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),
                 "model_version": version, "engine": cur.engine,
                 "inference_us": round(elapsed * 1e6, 1)}
@@ -330,8 +339,26 @@ class RegimeService:
             body["explanation"] = self.explainer.explain(cur.meta, snap.x, snap.bar_date)
         return 200, body
 
+    def _arm(self, cur: Loaded, snap: Snapshot, client: str, regime: str,
+             proba: dict[str, float]) -> tuple[str, str, dict[str, float], str | None]:
+        """(arm served, its regime, its probabilities, the rule's regime): ab.py."""
+        cols = cur.features
+        try:
+            rules: str | None = rules_regime(float(snap.x[0, cols.index("atr_ratio")]),
+                                             float(snap.x[0, cols.index("sma50_slope")]))
+        except ValueError:  # a model without the rule's inputs: the ml arm only
+            rules = None
+        arm = self.ab.assign(client, self.symbol, snap.bar_date) if rules else "ml"
+        if arm == "ml" or rules is None:
+            return "ml", regime, proba, rules
+        return "rules", rules, {c: float(c == rules) for c in proba}, rules
+
     def reload(self) -> bool:
-        """(Re)load the active model; requests keep being served meanwhile."""
+        """(Re)load the active model and the A/B settings; requests keep being served."""
+        try:
+            self.ab = AbConfig.load(self.root)
+        except UsageError as exc:  # keep the previous settings, say why
+            log.error("A/B settings not reloaded: %s", exc)
         ok = self.holder.load()
         self.metrics.reloads.labels(outcome="ok" if ok else "failed").inc()
         cur, _ = self.holder.get()
@@ -373,7 +400,8 @@ def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
                     query = parse_qs(url.query)
                     symbol = query.get("symbol", [service.symbol])[0]
                     explain = query.get("explain", ["0"])[0].lower() in ("1", "true", "yes")
-                    self._json(*service.regime(symbol, explain=explain))
+                    client = query.get("client", [""])[0][:64]
+                    self._json(*service.regime(symbol, explain=explain, client=client))
                 elif url.path == "/metrics":
                     self._send(200, service.metrics.render(),
                                "text/plain; version=0.0.4; charset=utf-8")

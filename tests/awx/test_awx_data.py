@@ -47,7 +47,8 @@ def test_survey_variables_are_read_by_the_playbooks() -> None:
 
 def test_fleet_changing_jobs_never_run_concurrently() -> None:
     for jt in TEMPLATES["quantshift_awx_job_templates"]:
-        if jt["name"] in {"quantshift-retrain", "quantshift-rollback", "quantshift-site"}:
+        if jt["name"] in {"quantshift-retrain", "quantshift-rollback", "quantshift-site",
+                          "quantshift-ab-guard"}:
             assert jt["concurrent_jobs_enabled"] is False
 
 
@@ -63,6 +64,8 @@ def test_schedules_parse_and_match_the_cron_times() -> None:
     assert (retrain.weekday(), retrain.hour, retrain.minute) == (6, 2, 0)  # Sunday 02:00
     monitor = by_template["quantshift-monitor"]
     assert (monitor.hour, monitor.minute) == (18, 0)
+    guard = by_template["quantshift-ab-guard"]  # the cron default of roles/quantshift_cron
+    assert (guard.hour, guard.minute) == (21, 30)
 
 
 def test_fleet_changing_schedules_never_run_inside_the_production_freeze() -> None:
