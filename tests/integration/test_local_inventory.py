@@ -316,6 +316,46 @@ def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
     assert {h: fleet.meta(h)["sha256"] for h in HOSTS} == after, again.out
 
 
+def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: Fleet) -> None:
+    """A/B on (site.yml -> ROOT/etc/ab.json); both hosts logged 60 settled bars where the
+    model was wrong and the rules right: ab_guard.yml rolls the fleet back (trusted older
+    backups exist) and alerts; run again, the restored version has no record: nothing."""
+    from quantshift_ml import predlog
+    from quantshift_ml.data import BundledSource
+    from quantshift_ml.features import compute_features
+    from quantshift_ml.labels import HmmLabeler
+
+    assert fleet.play("retrain.yml").rc == 0  # a fresh version with older backups
+    try:
+        run = fleet.play("site.yml", "-e", "quantshift_ab_enabled=true")
+        assert run.rc == 0, run.out
+        for host in HOSTS:
+            ab = json.loads((fleet.root(host) / "etc/ab.json").read_text())
+            assert ab == {"enabled": True, "split": 0.5}
+        bars = BundledSource().load()
+        labels = HmmLabeler().label(bars, compute_features(bars)).iloc[-80:-20]
+        for host in HOSTS:
+            for day, real in labels.items():
+                predlog.append(fleet.root(host), predlog.Prediction(
+                    f"{day.date()}T21:00:00+00:00", "SPY", str(day.date()), str(real),
+                    {str(real): 1.0}, fleet.meta(host)["version"], arm="rules",
+                    ml_regime="Crisis" if real != "Crisis" else "Bull",
+                    rules_regime=str(real), client="bot"))
+        before = fleet.meta("primary")["sha256"]
+        run = fleet.play("ab_guard.yml")
+        assert run.rc == 0 and "A/B fallback: rollback" in run.out, run.out
+        assert "rules wins" in run.out
+        after = {h: fleet.meta(h)["sha256"] for h in HOSTS}
+        assert after["primary"] == after["standby"] != before
+        again = fleet.play("ab_guard.yml")
+        assert again.rc == 0 and "A/B fallback: none" in again.out, again.out
+        assert {h: fleet.meta(h)["sha256"] for h in HOSTS} == after
+    finally:
+        for host in HOSTS:
+            predlog.db_path(fleet.root(host)).unlink(missing_ok=True)
+        assert fleet.play("site.yml").rc == 0  # A/B off again
+
+
 def test_retrain_takes_forest_overrides_and_refuses_a_typo_before_training(fleet: Fleet) -> None:
     run = fleet.play("retrain.yml", "-e",
                      '{"quantshift_model_params": {"n_estimators": 150, "random_state": 3}}')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import testinfra.utils.ansible_runner
 
@@ -82,6 +83,33 @@ def test_healthz_reports_the_active_sha(host) -> None:
     meta = json.loads(host.file(f"{ROOT}/models/regime_classifier.json").content_string)
     health = json.loads(host.check_output("curl -sf http://127.0.0.1:8787/healthz"))
     assert health["sha256"] == meta["sha256"]
+
+
+def test_ab_arms_are_split_and_both_logged(host) -> None:
+    """quantshift_ab_enabled in molecule.yml: 40 bots, both arms served, both answers logged
+    (the prediction log is read with the host's own interpreter)."""
+    assert json.loads(host.file(f"{ROOT}/etc/ab.json").content_string) == {
+        "enabled": True, "split": 0.5}
+    arms = []
+    for i in range(40):
+        body = json.loads(host.check_output(
+            f"curl -sf 'http://127.0.0.1:8787/regime?client=molecule-{i}'"))
+        arms.append(body["arm"])
+        if body["arm"] == "rules":
+            assert body["probabilities"][body["regime"]] == 1.0
+    assert set(arms) == {"ml", "rules"}, arms
+    query = ("select client, arm, ml_regime, rules_regime from predictions "
+             "where client like 'molecule-%' order by rowid")
+    cmd = (f"{ROOT}/venv/bin/python - <<'EOF'\nimport json, sqlite3\n"
+           f"c = sqlite3.connect('{ROOT}/data/predictions.sqlite')\n"
+           f"print(json.dumps(c.execute(\"{query}\").fetchall()))\nEOF")
+    for _ in range(50):  # the service appends off the request path
+        rows = json.loads(host.check_output(cmd))
+        if len(rows) >= 40:
+            break
+        time.sleep(0.2)
+    assert [r[1] for r in rows[-40:]] == arms
+    assert all(r[2] and r[3] for r in rows[-40:])
 
 
 def test_training_log_is_greppable_on_the_primary(host) -> None:
