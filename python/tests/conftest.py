@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -68,3 +70,30 @@ def tree_digest(root: Path) -> dict[str, str]:
         return {}
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[tuple[Any, Callable[[str], dict]]]:
+    """A RegimeService on 127.0.0.1 (port 0) over ``root``, and a GET returning JSON."""
+    import json
+    import threading
+    import urllib.request
+
+    from quantshift_ml.service import RegimeService, build_server
+
+    service = RegimeService(root, BundledSource(), "SPY")
+    assert service.reload()
+    server = build_server(service, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(base + path, timeout=60) as resp:
+            return json.loads(resp.read())
+
+    try:
+        yield service, get
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.predictions.close()

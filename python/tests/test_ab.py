@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import threading
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +16,8 @@ from quantshift_ml.cli import main
 from quantshift_ml.data import BundledSource
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import HmmLabeler
-from quantshift_ml.service import RegimeService, build_server
 
-from .conftest import FAST, OPEN
+from .conftest import FAST, OPEN, serving
 
 
 @pytest.fixture(scope="module")
@@ -110,21 +107,8 @@ def test_old_prediction_logs_gain_the_ab_columns(tmp_path: Path) -> None:
 
 
 def _serve(root: Path, clients: int) -> list[dict]:
-    service = RegimeService(root, BundledSource(), "SPY")
-    assert service.reload()
-    server = build_server(service, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/regime?client="
-    try:
-        out = []
-        for i in range(clients):
-            with urllib.request.urlopen(url + f"bot-{i}", timeout=30) as resp:
-                out.append(json.loads(resp.read()))
-    finally:
-        server.shutdown()
-        server.server_close()
-        service.predictions.close()
-    return out
+    with serving(root) as (_, get):
+        return [get(f"/regime?client=bot-{i}") for i in range(clients)]
 
 
 def test_service_serves_both_arms_logs_both_answers_and_obeys_the_override(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +16,12 @@ from quantshift_ml.errors import UsageError
 from quantshift_ml.explain import Explainer, explain_active
 from quantshift_ml.features import FEATURES, compute_features, model_frame, usable
 from quantshift_ml.regimes import RegimeModel
-from quantshift_ml.service import RegimeService, build_server
 from quantshift_ml.store import ModelStore
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import regime_model
 from quantshift_ml.training.pipeline import train_candidate
 
-from .conftest import FAST, OPEN
+from .conftest import FAST, OPEN, serving
 
 
 @pytest.fixture(scope="module")
@@ -228,20 +225,10 @@ def test_a_bad_thresholds_file_is_refused_by_name(store_root: Path, tmp_path: Pa
 
 
 def test_service_explains_on_request_only(store_root: Path) -> None:
-    service = RegimeService(store_root, BundledSource(), "SPY")
-    assert service.reload()
-    server = build_server(service, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/regime"
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            plain = json.loads(resp.read())
+    with serving(store_root) as (service, get):
+        plain = get("/regime")
         assert "explanation" not in plain and service.explainer._explainer is None
-        with urllib.request.urlopen(url + "?explain=1", timeout=60) as resp:
-            body = json.loads(resp.read())
-    finally:
-        server.shutdown()
-        server.server_close()
+        body = get("/regime?explain=1")
     e = body["explanation"]
     assert e["regime"] == body["regime"] and e["date"] == body["as_of"] == "2018-12-31"
     assert abs(e["probability"] - body["probabilities"][body["regime"]]) < 1e-4
