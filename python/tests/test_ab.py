@@ -189,3 +189,19 @@ def test_fallback_needs_enough_samples_and_ignores_missing_reports() -> None:
     many = {**few, "paired": {"samples": 40, "both_right": 20, "ml_only": 0}}
     decision = fallback_decision({"a": many}, min_accuracy=0.75, min_samples=20)
     assert decision["action"] == "rollback" and "0.500 < 0.75 on 40" in decision["reasons"][0]
+
+
+def test_ab_cli_refuses_bad_input_with_usage_errors(store_root: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [(["ab", "replay"], "needs --from DATE and --to DATE"),
+             (["ab", "replay", "--from", "1990-01-01", "--to", "1990-12-31"],
+              "no data before it"),
+             (["ab", "replay", "--from", "2008-01-01", "--to", "2008-02-01", "--split", "2"],
+              "split must be within 0..1"),
+             (["ab", "fallback"], "exactly one of --arm ARM or --clear"),
+             (["ab", "fallback", "--arm", "rules", "--clear"], "exactly one of")]
+    for argv, message in cases:
+        assert main([*argv, "--root", str(store_root), "--json"]) == 2, argv
+        out = json.loads(capsys.readouterr().out)
+        assert message in out["error"], (argv, out)
+    assert not (store_root / ab.OVERRIDE_FILE).exists()  # nothing written
