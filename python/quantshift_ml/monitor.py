@@ -328,15 +328,20 @@ def textfile(report: dict[str, Any]) -> str:
         "# TYPE quantshift_model_status gauge",
         f"quantshift_model_status{{{lab}}} {EXIT[report['status']]}",
     ]
-    gauges = {"quantshift_model_age_seconds": ("age_days", 86400.0),
-              "quantshift_model_holdout_accuracy": ("holdout_accuracy", 1.0),
-              "quantshift_model_live_accuracy": ("live_accuracy", 1.0),
-              "quantshift_backups": ("backups", 1.0),
-              "quantshift_disk_free_ratio": ("disk_free", 1.0)}
-    for metric, (check, scale) in gauges.items():
+    gauges = {
+        "quantshift_model_age_seconds": ("age_days", 86400.0, "Seconds since the model trained"),
+        "quantshift_model_holdout_accuracy": ("holdout_accuracy", 1.0,
+                                              "Holdout accuracy of the active model"),
+        "quantshift_model_live_accuracy": ("live_accuracy", 1.0,
+                                           "Live accuracy of the active version, settled bars"),
+        "quantshift_backups": ("backups", 1.0, "Backups kept in the store"),
+        "quantshift_disk_free_ratio": ("disk_free", 1.0, "Free share of the models' filesystem"),
+    }
+    for metric, (check, scale, help_text) in gauges.items():
         v = values.get(check)
         if isinstance(v, (int, float)):
-            lines += [f"# TYPE {metric} gauge", f"{metric}{{{lab}}} {float(v) * scale:g}"]
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge",
+                      f"{metric}{{{lab}}} {float(v) * scale:g}"]
     lines += _drift_gauges(report, lab)
     from quantshift_ml.ab_report import gauges as ab_gauges
 

@@ -197,6 +197,11 @@ def test_monitor_reports_both_checks_gauges_and_takes_thresholds_from_the_file(
     for metric in ("quantshift_input_drift_share", "quantshift_importance_rank_correlation"):
         assert f"# HELP {metric} " in text and f"{metric}{{" in text
     assert 'quantshift_input_drift_psi{host="' in text and 'feature="sma200_slope"' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = list(text_string_to_metric_families(text))  # the exposition format parses
+    assert len(families) >= 10
+    assert all(f.documentation and f.type == "gauge" for f in families), families
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/monitor.json").write_text(json.dumps({"drift_crit_share": 0.99,
                                                        "drift_warn_share": 0.99}))
