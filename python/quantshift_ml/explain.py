@@ -109,7 +109,11 @@ class Explainer:
         """The regime of each row and the exact contributions to its probability."""
         x = np.asarray(x, dtype=float)
         sv, base = self.values(x)
-        proba = self.forest.predict_proba(x)
+        # TreeSHAP is exact (local accuracy): base + contributions *is* the forest's
+        # probability, to float precision (tested against predict_proba on every day
+        # of 2008-2018). Summing them avoids predict_proba, which costs a one-row
+        # request ten times the SHAP values themselves (joblib over 100 trees).
+        proba = base[None, :] + sv.sum(axis=1)
         regimes = self.model.finish(proba, x)[0]
         out = []
         for i in range(len(x)):

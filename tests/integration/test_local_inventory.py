@@ -280,11 +280,12 @@ def test_monitor_reports_the_december_2018_drift(fleet: Fleet) -> None:
         assert json.loads((fleet.root(host) / "etc/monitor.json").read_text()) == {}
     run = fleet.play("monitor.yml")
     assert run.rc != 0 and "CRITICAL on primary, standby" in run.out, run.out
+    out = " ".join(run.out.split())  # the callback wraps long lines
     assert re.search(r"\d+/25 features drifted over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
-                     r"model's window", run.out), run.out
+                     r"model", out), run.out
     relaxed = fleet.play("monitor.yml", "-e", json.dumps({"quantshift_monitor_thresholds": {
         "drift_warn_share": 0.99, "drift_crit_share": 0.99}}))
-    assert "features drifted over" not in relaxed.out, relaxed.out
+    assert relaxed.rc == 0 and "features drifted over" not in " ".join(relaxed.out.split())
 
 
 def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
@@ -343,8 +344,9 @@ def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: 
                     rules_regime=str(real), client="bot"))
         before = fleet.meta("primary")["sha256"]
         run = fleet.play("ab_guard.yml")
-        assert run.rc == 0 and "A/B fallback: rollback" in run.out, run.out
-        assert "rules wins" in run.out
+        out = " ".join(run.out.split())
+        assert run.rc == 0 and "A/B fallback: rollback" in out, run.out
+        assert "model accuracy 0.000 < 0.75 on 60 settled bars" in out, run.out
         after = {h: fleet.meta(h)["sha256"] for h in HOSTS}
         assert after["primary"] == after["standby"] != before
         again = fleet.play("ab_guard.yml")
