@@ -205,3 +205,13 @@ def test_ab_cli_refuses_bad_input_with_usage_errors(store_root: Path,
         out = json.loads(capsys.readouterr().out)
         assert message in out["error"], (argv, out)
     assert not (store_root / ab.OVERRIDE_FILE).exists()  # nothing written
+
+
+def test_the_rules_arm_is_the_old_rule_on_every_bundled_bar() -> None:
+    from quantshift_ml.labels import RulesLabeler
+
+    f = compute_features(BundledSource().load()).dropna(subset=["atr_ratio", "sma50_slope"])
+    expected = RulesLabeler().predict_from_features(f)
+    ours = [ab.rules_regime(a, s) for a, s in zip(f["atr_ratio"], f["sma50_slope"],
+                                                  strict=True)]
+    assert ours == list(expected) and len(set(ours)) == 5
