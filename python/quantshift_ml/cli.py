@@ -28,13 +28,13 @@ from quantshift_ml import cli_commands as commands
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.alerts import exit_code as alert_exit_code
+from quantshift_ml.checks import EXIT
 from quantshift_ml.cli_text import human
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import GateRefused, IntegrityError, QuantshiftError, UsageError
 from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS, GateConfig, gate_for
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
 from quantshift_ml.monitor import (
-    EXIT,
     alert_text,
     run_monitor,
     write_outputs,
