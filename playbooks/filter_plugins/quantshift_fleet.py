@@ -16,10 +16,11 @@ def _fleet_problems(hostvars, hosts):
     return from_hostvars(hostvars, hosts)
 
 
-def _ab_decision(reports, min_accuracy=0.75, min_samples=20):
+def _ab_decision(reports, min_accuracy=None, min_samples=20):
     from quantshift_ml.ab_report import fallback_decision
 
-    return fallback_decision(dict(reports), float(min_accuracy), int(min_samples))
+    floor = None if min_accuracy in (None, "") else float(min_accuracy)
+    return fallback_decision(dict(reports), floor, int(min_samples))
 
 
 class FilterModule:

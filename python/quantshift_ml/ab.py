@@ -40,6 +40,9 @@ from quantshift_ml.store.files import atomic_write_bytes, read_json
 ARMS = ("ml", "rules")
 CONFIG_FILE = "etc/ab.json"
 OVERRIDE_FILE = "data/ab-override.json"
+GUARD_FILE = "data/ab-guard.json"
+"""The last automatic action (``{"action", "reason", "at"}``): the A/B record counts
+only predictions logged after it, so the same evidence never acts twice."""
 NO_CLIENT = "-"
 
 
@@ -135,4 +138,21 @@ def set_override(root: Path, arm: str | None, reason: str = "", evidence: str = 
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(body, sort_keys=True) + "\n").encode(), mode=0o644)
+    mark_acted(root, f"serve-{arm}", reason)
     return {"changed": True, "override": body, "path": str(path)}
+
+
+def mark_acted(root: Path, action: str, reason: str = "") -> dict[str, Any]:
+    """Record an automatic action; predictions logged before it no longer count."""
+    body = {"action": action, "reason": reason,
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    path = Path(root) / GUARD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(body, sort_keys=True) + "\n").encode(), mode=0o644)
+    return {"changed": True, "acted": body, "path": str(path)}
+
+
+def acted_since(root: Path) -> str | None:
+    """When the last automatic action happened (ISO time), or None."""
+    at = _read(Path(root) / GUARD_FILE).get("at")
+    return str(at) if at else None

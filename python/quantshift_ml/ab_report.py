@@ -11,6 +11,12 @@ was built for, on the same bars.
   (both are computed for every request) against the same outcome: McNemar's
   test and the month-block bootstrap interval of the difference (ab_stats.py).
 
+The record pools the model versions served since the last automatic action
+(``ab.GUARD_FILE``), each version's answers its own samples: the question is
+"the model, as the fleet retrains it, against the rules", and with weekly
+retrains and labels that settle 20 bars later no single version lives long
+enough to be judged alone.
+
 ``replay`` produces the same report from history: a model trained on the data
 before ``start`` (as training would have on that morning), then every trading
 day of ``start..end`` requested by ``clients`` simulated bots, arms assigned as
@@ -59,46 +65,59 @@ def build(arm_rows: Iterable[tuple[str, str, str]],
             "verdict": paired["verdict"]}
 
 
-def from_log(root: Any, known: dict[str, str | None], version: str,
+def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
              symbol: str | None = None, alpha: float = ALPHA) -> dict[str, Any]:
-    """The active version's report from the prediction log (``known``: settled labels)."""
+    """The report from the prediction log (``known``: settled labels), counting the
+    predictions logged at or after ``since`` (ISO time; None: all)."""
+
+    def recent(p: predlog.Prediction) -> bool:
+        return (since is None or p.ts >= since) and (symbol is None or p.symbol == symbol)
 
     def keep(p: predlog.Prediction) -> bool:
-        return (p.model_version == version and (symbol is None or p.symbol == symbol)
-                and known.get(p.bar_date) is not None)
+        return recent(p) and known.get(p.bar_date) is not None
 
     arm_rows = [(s.prediction.arm, s.prediction.regime, str(known[s.prediction.bar_date]))
                 for s in predlog.arm_samples(root) if keep(s.prediction)]
+    logged = [s.prediction for s in predlog.samples(root)]
     paired = [(p.bar_date, p.model_regime, p.rules_regime, str(known[p.bar_date]))
-              for p in (s.prediction for s in predlog.samples(root))
-              if keep(p) and p.rules_regime]
-    pending = sum(1 for s in predlog.samples(root) if s.prediction.model_version == version
-                  and known.get(s.prediction.bar_date, "") is None)
-    return {**build(arm_rows, paired, alpha), "model_version": version, "pending": pending}
+              for p in logged if keep(p) and p.rules_regime]
+    pending = sum(1 for p in logged if recent(p) and known.get(p.bar_date, "") is None)
+    versions = sorted({p.model_version for p in logged if keep(p)})
+    return {**build(arm_rows, paired, alpha), "versions": versions, "since": since,
+            "pending": pending}
 
 
 def host_report(root: Any, src: Any) -> dict[str, Any]:
     """The active version's report with the host's settings (CLI, monitor, playbooks)."""
+    from quantshift_ml.ab import acted_since
     from quantshift_ml.monitor import realised
     from quantshift_ml.store import ModelStore
 
     store = ModelStore(root)
     meta = store.verify(store.layout.active_pkl).meta
     version = str(meta.get("version"))
-    out = from_log(root, realised(meta.get("labeler") or {}, src), version)
+    labeler = meta.get("labeler") or {}
+    out = from_log(root, realised(labeler, src), acted_since(root))
     older = [b for b in store.trusted_backups() if str(b.meta.get("version")) < version]
-    return {**out, "config": AbConfig.load(root).as_dict(), "trusted_older_backups": len(older)}
+    return {**out, "model_version": version, "labeler": labeler.get("name"),
+            "config": AbConfig.load(root).as_dict(), "trusted_older_backups": len(older)}
 
 
 def ab_check(root: Any, src: Any) -> dict[str, Any]:
     """The monitor's ``ab_test`` check: CRITICAL when the model is significantly worse
     than the rules on the same bars, UNKNOWN while A/B is off or nothing is settled."""
-    from quantshift_ml.checks import check
+    import sqlite3
 
-    config = AbConfig.load(root)
-    if not config.enabled and config.forced is None:
-        return check("ab_test", "UNKNOWN", None, "unknown: A/B testing is off")
-    rep = host_report(root, src)
+    from quantshift_ml.checks import check
+    from quantshift_ml.errors import QuantshiftError
+
+    try:
+        config = AbConfig.load(root)
+        if not config.enabled and config.forced is None:
+            return check("ab_test", "UNKNOWN", None, "unknown: A/B testing is off")
+        rep = host_report(root, src)
+    except (QuantshiftError, sqlite3.Error, OSError, ValueError) as exc:
+        return check("ab_test", "UNKNOWN", None, f"unknown: {exc}")
     forced = f" (serving {config.forced} only: {config.reason})" if config.forced else ""
     status = ("UNKNOWN" if not rep["paired"]["samples"] else
               "CRITICAL" if rep["winner"] == "rules" else "OK")
@@ -109,17 +128,25 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
            split: float = 0.5, symbol: str = "SPY", config: Any = None) -> dict[str, Any]:
     """The report over ``start..end`` of ``bars``, as the service would have produced it."""
     from quantshift_ml.ab import rules_regime
+    from quantshift_ml.errors import UsageError
     from quantshift_ml.features import model_frame, usable
     from quantshift_ml.labels import make_labeler
     from quantshift_ml.training.config import TrainConfig
     from quantshift_ml.training.model import predict
     from quantshift_ml.training.pipeline import train_candidate
 
-    before = bars.loc[:pd.Timestamp(start) - pd.Timedelta(days=1)]
+    try:
+        first, last = pd.Timestamp(start), pd.Timestamp(end)
+    except ValueError as exc:
+        raise UsageError(f"--from/--to must be dates YYYY-MM-DD: {exc}") from exc
+    if first > last:
+        raise UsageError(f"--from {start} is after --to {end}")
+    before = bars.loc[:first - pd.Timedelta(days=1)]
     if before.empty:
-        from quantshift_ml.errors import UsageError
-
         raise UsageError(f"--from {start}: no data before it to train the model on")
+    if bars.loc[first:last].empty:
+        raise UsageError(f"no bars between {start} and {end}: the data end "
+                         f"{pd.DatetimeIndex(bars.index)[-1].date()}")
     as_of = str(before.index[-1].date())
     result = train_candidate(bars, config or TrainConfig(), as_of=as_of)
     frame = model_frame(bars, result.labeler)
@@ -165,36 +192,57 @@ def gauges(check: dict[str, Any] | None, lab: str) -> list[str]:
     return out
 
 
-def fallback_decision(reports: dict[str, dict[str, Any] | None], min_accuracy: float = 0.75,
-                      min_samples: int = 20) -> dict[str, Any]:
+def live_floor(labeler: str | None, min_accuracy: float | None) -> float:
+    """The accuracy below which the fallback acts: ``quantshift_min_accuracy`` when set,
+    else the monitor's critical live accuracy for the labeler (``hmm`` 0.55, ``rules``
+    0.75): the fixed 0.75 would fire in ordinary months of the ``hmm`` target."""
+    if min_accuracy is not None:
+        return float(min_accuracy)
+    from quantshift_ml.monitor import ACCURACY_BY_LABELER
+
+    return ACCURACY_BY_LABELER.get(labeler or "rules", ACCURACY_BY_LABELER["rules"])[1]
+
+
+def fallback_decision(reports: dict[str, dict[str, Any] | None],
+                      min_accuracy: float | None = None, min_samples: int = 20
+                      ) -> dict[str, Any]:
     """What the automatic fallback does with the hosts' ``ab report``s (ab_guard.yml).
 
     A host triggers it when the model's live accuracy (its answers on every settled
-    bar of the active version, served or not) is below ``min_accuracy`` on at least
+    bar since the last action, served or not) is below ``live_floor`` on at least
     ``min_samples`` bars, or when the rules are significantly better on the same
     bars. The fleet then rolls back (the existing, validated path) when every host
-    has a trusted backup older than its active model, otherwise serves the rules
-    arm. It never acts twice on the same evidence: a rollback changes the active
-    version, whose samples start from zero, and a host already forced to the rules
-    is not counted again.
+    has a trusted backup older than its active model; otherwise it serves the
+    rules arm, unless the model is significantly better than the rules somewhere
+    (then nothing is switched: the alert says why). It never acts twice on the same
+    evidence: every action is recorded (``ab.GUARD_FILE``) and only predictions
+    logged after it count, and a host already forced to the rules is skipped.
     """
-    reasons, evidence = [], []
+    reasons, evidence, ml_better = [], [], False
     for host, rep in sorted(reports.items()):
         if not rep or "paired" not in rep or (rep.get("config") or {}).get("forced") == "rules":
             continue
         n = rep["paired"]["samples"]
         ml_acc = (rep["paired"]["both_right"] + rep["paired"]["ml_only"]) / n if n else None
-        if ml_acc is not None and n >= min_samples and ml_acc < min_accuracy:
-            reasons.append(f"{host}: model accuracy {ml_acc:.3f} < {min_accuracy:g} on {n} "
-                           f"settled bars of {rep['model_version']}")
+        floor = live_floor(rep.get("labeler"), min_accuracy)
+        ml_better |= rep.get("winner") == "ml"
+        if ml_acc is not None and n >= min_samples and ml_acc < floor:
+            reasons.append(f"{host}: model accuracy {ml_acc:.3f} < {floor:g} on {n} "
+                           f"settled bars since {rep.get('since') or 'the start'}")
         elif rep.get("winner") == "rules":
             reasons.append(f"{host}: {rep['verdict']}")
         else:
             continue
-        evidence.append(f"{host}:{rep['model_version']}:{n}")
+        evidence.append(f"{host}:{rep.get('model_version')}:{n}")
     if not reasons:
         return {"action": "none", "reasons": [], "evidence": ""}
     known = [r for r in reports.values() if r and "paired" in r]
-    can_roll = bool(known) and all(r.get("trusted_older_backups", 0) > 0 for r in known)
-    return {"action": "rollback" if can_roll else "serve-rules", "reasons": reasons,
-            "evidence": ",".join(evidence)}
+    if bool(known) and all(r.get("trusted_older_backups", 0) > 0 for r in known):
+        action = "rollback"
+    elif ml_better:
+        action = "none"
+        reasons.append("no rollback target, and the model is significantly better than the "
+                       "rules on some host: not switching to the rules")
+    else:
+        action = "serve-rules"
+    return {"action": action, "reasons": reasons, "evidence": ",".join(evidence)}

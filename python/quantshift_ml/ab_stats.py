@@ -9,6 +9,11 @@ sample size. The confidence interval of the accuracy difference is a
 month-block bootstrap (days of one month move together, so resampling single
 days would understate the uncertainty), seeded.
 
+A winner needs p < ``ALPHA``, a month-block interval that excludes 0 and at least
+``MIN_MONTHS`` months. Re-testing the same growing record every day (as the
+automatic fallback does) makes a false alarm more likely than 5 % over a long
+run; the interval and month requirements damp that, they do not remove it.
+
 ``needed_samples``: how many paired bars the observed effect would need for 80 %
 power at the documented level (Connor 1987's sample size for McNemar's test),
 so "not yet significant" comes with a number.
@@ -24,6 +29,10 @@ import numpy as np
 
 ALPHA = 0.05
 """Significance level of the paired test (two-sided)."""
+MIN_MONTHS = 2
+"""Calendar months a winner needs: McNemar counts days as independent, and days of
+one month are not; the month-block interval must also exclude 0, and with one
+month it has nothing to resample."""
 POWER = 0.80
 BOOTSTRAP = 2000
 SEED = 20261201
@@ -83,6 +92,7 @@ class Paired:
             "samples": n, "both_right": int(np.sum(self.ml_right & self.rules_right)),
             "ml_only": ml_only, "rules_only": rules_only,
             "both_wrong": int(np.sum(~self.ml_right & ~self.rules_right)),
+            "months": len(set(self.months.tolist())),
             "test": "McNemar exact (two-sided)", "alpha": alpha,
             "p_value": mcnemar_exact(ml_only, rules_only) if n else None,
             "difference": round(float(self.ml_right.mean() - self.rules_right.mean()), 4)
@@ -97,7 +107,9 @@ def verdict(paired: dict[str, Any], alpha: float = ALPHA) -> dict[str, Any]:
     n, p = paired["samples"], paired["p_value"]
     if not n or p is None:
         return {"winner": None, "verdict": "no scored samples yet", "needed_samples": None}
-    if p < alpha:
+    lo, hi = paired["ci95"] or (0.0, 0.0)
+    months = paired.get("months", 0)
+    if p < alpha and (lo > 0 or hi < 0) and months >= MIN_MONTHS:
         winner = "ml" if paired["ml_only"] > paired["rules_only"] else "rules"
         return {"winner": winner, "needed_samples": None,
                 "verdict": f"{winner} wins: difference {paired['difference']:+.3f} "
@@ -106,6 +118,10 @@ def verdict(paired: dict[str, Any], alpha: float = ALPHA) -> dict[str, Any]:
     need = needed_samples(paired["ml_only"] / n, paired["rules_only"] / n, alpha)
     more = "no difference observed, no sample size detects it" if need is None else (
         f"{max(need - n, 0)} more samples needed at this effect size")
+    why = (f"McNemar p = {p:.2g} >= {alpha:g}" if p >= alpha else
+           f"McNemar p = {p:.2g} but {months} month(s) of bars (need {MIN_MONTHS})"
+           if months < MIN_MONTHS else
+           f"McNemar p = {p:.2g} but the month-block interval {lo:+.3f}..{hi:+.3f} holds 0")
     return {"winner": None, "needed_samples": need,
-            "verdict": f"not yet significant (McNemar p = {p:.2g} >= {alpha:g} on {n} paired "
-                       f"bars, difference {paired['difference']:+.3f}): {more}"}
+            "verdict": f"not yet significant ({why} on {n} paired bars, difference "
+                       f"{paired['difference']:+.3f}): {more}"}

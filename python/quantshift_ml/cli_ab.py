@@ -16,9 +16,10 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None],
                                   "fallback")
     common(p)
     source_opts(p)
-    p.add_argument("action", choices=["report", "replay", "fallback"],
-                   help="report: the active version's arms on settled outcomes; replay: the "
-                        "same over a historical period; fallback: force an arm (or --clear)")
+    p.add_argument("action", choices=["report", "replay", "fallback", "mark"],
+                   help="report: both arms on the settled outcomes since the last automatic "
+                        "action; replay: the same over a historical period; fallback: force "
+                        "an arm (or --clear); mark: record an automatic action (rollback)")
     p.add_argument("--from", dest="start", default=None, help="replay: first day (YYYY-MM-DD)")
     p.add_argument("--to", dest="end", default=None, help="replay: last day (YYYY-MM-DD)")
     p.add_argument("--clients", type=int, default=20, help="replay: simulated bots per day")
@@ -32,6 +33,10 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None],
 def run(a: argparse.Namespace, root: Path, source: Callable[[], Any]) -> dict[str, Any]:
     from quantshift_ml import ab, ab_report
 
+    if a.action == "mark":
+        if not a.reason:
+            raise UsageError("ab mark needs --reason (what was done and why)")
+        return ab.mark_acted(root, "rollback", a.reason)
     if a.action == "fallback":
         if a.clear == (a.arm is not None):
             raise UsageError("ab fallback needs exactly one of --arm ARM or --clear")

@@ -54,9 +54,13 @@ def read_thresholds_file(path: Path | str, text: str | None = None) -> dict[str,
         raise UsageError(f"thresholds file {path}: unknown thresholds {unknown}; "
                          f"known: {', '.join(sorted(known))}")
     for name, value in data.items():
-        if value is not None and (isinstance(value, bool) or
-                                  not isinstance(value, (int, float))):
+        if value is None and known[name].default is None:
+            continue  # the accuracy thresholds: null means the labeler's default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"thresholds file {path}: {name} must be a number, not {value!r}")
+        if isinstance(known[name].default, int) and value != int(value):
+            raise UsageError(f"thresholds file {path}: {name} must be a whole number, "
+                             f"not {value!r}")
     return data
 
 

@@ -152,6 +152,8 @@ def importance_summary(model: RegimeModel, x: np.ndarray) -> dict[str, Any]:
         return Explainer(model).summary(x)
     except UsageError as exc:
         return {"method": METHOD, "error": str(exc)}
+    except Exception as exc:  # shap/numba failures must not fail a training
+        return {"method": METHOD, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def row_as_of(frame: Any, as_of: str | None) -> tuple[np.ndarray, str]:
@@ -194,23 +196,36 @@ class ServedExplainer:
         self._lock = threading.Lock()
         self._sha: str | None = None
         self._explainer: Explainer | None = None
+        self._error: str | None = None
 
     def _for(self, meta: dict[str, Any]) -> Explainer:
+        """The served version's explainer; a failure is kept for that version too, so a
+        model that cannot be explained is not re-read and unpickled on every request."""
         from quantshift_ml.errors import IntegrityError
         from quantshift_ml.training.model import regime_model
 
+        sha = meta.get("sha256")
         with self._lock:
-            if self._explainer is None or self._sha != meta.get("sha256"):
-                bundle, art = self.store.load_model(self.store.layout.active_pkl)
-                if art.sha256 != meta.get("sha256"):
-                    raise IntegrityError("the active model changed since the service loaded "
-                                         "it; the explanation is refused until it reloads")
-                self._explainer, self._sha = Explainer(regime_model(bundle)), art.sha256
+            if self._sha != sha:
+                self._explainer, self._error = None, None
+                try:
+                    bundle, art = self.store.load_model(self.store.layout.active_pkl)
+                    if art.sha256 != sha:  # not kept: the service reloads soon
+                        raise IntegrityError("the active model changed since the service "
+                                             "loaded it; no explanation until it reloads")
+                    self._explainer = Explainer(regime_model(bundle))
+                except UsageError as exc:
+                    self._error = str(exc)
+                self._sha = sha
+            if self._explainer is None:
+                raise UsageError(self._error or "no explainer")
             return self._explainer
 
     def explain(self, meta: dict[str, Any], x: np.ndarray, day: str) -> dict[str, Any]:
         """The explanation of row ``x`` (or ``{"error": ...}`` when there can be none)."""
+        from quantshift_ml.errors import QuantshiftError
+
         try:
             return self._for(meta).explain(x, [day])[0].as_dict()
-        except UsageError as exc:
+        except QuantshiftError as exc:  # the answer itself is still served
             return {"error": str(exc)}

@@ -205,10 +205,10 @@ class RegimeService:
         regime, proba = cur.infer(snap.x)
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        self.metrics.predictions.labels(regime=regime).inc()
         version = str(cur.meta.get("version"))
         arm, served, proba_served, rules = self._arm(cur, snap, client, regime, proba)
         self.metrics.arms.labels(arm=arm).inc()
+        self.metrics.predictions.labels(regime=served).inc()
         self.predictions.put(predlog.Prediction(
             ts=_utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=served,
             probabilities=proba_served, model_version=version, arm=arm, ml_regime=regime,

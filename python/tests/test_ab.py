@@ -77,6 +77,10 @@ def test_verdict_names_a_winner_only_when_significant() -> None:
     assert apart["ci95"][0] > 0 and "ml wins" in apart["verdict"]
     again = ab_stats.Paired(truth < 0.9, truth < 0.6, months).report()
     assert again["ci95"] == apart["ci95"]  # seeded
+    one_month = ab_stats.Paired(truth < 0.9, truth < 0.6,
+                                np.full(400, "2018-05", dtype=object)).report()
+    assert one_month["p_value"] < 1e-6 and one_month["winner"] is None  # days are not iid
+    assert "1 month(s) of bars (need 2)" in one_month["verdict"]
 
 
 def test_replay_of_2008_names_a_winner_with_the_numbers() -> None:
@@ -180,6 +184,12 @@ def test_report_monitor_and_fallback_fire_once_when_the_model_is_worse(
     forced = json.loads(capsys.readouterr().out)
     assert forced["config"]["forced"] == "rules"
     assert fallback_decision({"primary": forced})["action"] == "none"  # never twice
+    ab.set_override(root, None)
+    assert main(["ab", "mark", "--root", str(root), "--reason", "rolled back", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["ab", "report", "--root", str(root), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)  # the evidence before the action is spent
+    assert after["paired"]["samples"] == 0 and after["since"] and after["config"]["forced"] is None
 
 
 def test_fallback_needs_enough_samples_and_ignores_missing_reports() -> None:
@@ -189,6 +199,16 @@ def test_fallback_needs_enough_samples_and_ignores_missing_reports() -> None:
     many = {**few, "paired": {"samples": 40, "both_right": 20, "ml_only": 0}}
     decision = fallback_decision({"a": many}, min_accuracy=0.75, min_samples=20)
     assert decision["action"] == "rollback" and "0.500 < 0.75 on 40" in decision["reasons"][0]
+    # unset floor: the labeler's critical live accuracy (hmm 0.55), not a fixed 0.75
+    assert fallback_decision({"a": {**many, "labeler": "hmm"}})["action"] == "rollback"
+    fine = {**many, "labeler": "hmm", "paired": {"samples": 40, "both_right": 24, "ml_only": 0}}
+    assert fallback_decision({"a": fine})["action"] == "none"  # 0.600 >= 0.55
+    # no backup to return to, the rules worse than the model elsewhere: never serve them
+    no_backup = {**many, "trusted_older_backups": 0}
+    better = {**few, "winner": "ml", "trusted_older_backups": 0}
+    decision = fallback_decision({"a": no_backup, "b": better}, 0.75)
+    assert decision["action"] == "none" and "not switching" in decision["reasons"][-1]
+    assert fallback_decision({"a": no_backup}, 0.75)["action"] == "serve-rules"
 
 
 def test_ab_cli_refuses_bad_input_with_usage_errors(store_root: Path,
@@ -198,6 +218,12 @@ def test_ab_cli_refuses_bad_input_with_usage_errors(store_root: Path,
               "no data before it"),
              (["ab", "replay", "--from", "2008-01-01", "--to", "2008-02-01", "--split", "2"],
               "split must be within 0..1"),
+             (["ab", "replay", "--from", "2008-13-01", "--to", "2008-12-31"],
+              "must be dates YYYY-MM-DD"),
+             (["ab", "replay", "--from", "2008-06-01", "--to", "2008-01-01"], "is after --to"),
+             (["ab", "replay", "--from", "2019-06-01", "--to", "2019-12-31"],
+              "no bars between"),
+             (["ab", "mark"], "needs --reason"),
              (["ab", "fallback"], "exactly one of --arm ARM or --clear"),
              (["ab", "fallback", "--arm", "rules", "--clear"], "exactly one of")]
     for argv, message in cases:

@@ -224,6 +224,12 @@ def test_a_bad_thresholds_file_is_refused_by_name(store_root: Path, tmp_path: Pa
     bad.write_text(json.dumps({"drift_psi": "high"}))
     code, out = _run(capsys, "monitor", "--root", str(store_root), "--thresholds", str(bad))
     assert code == 2 and "drift_psi must be a number" in out["error"]
+    bad.write_text(json.dumps({"drift_days": None}))
+    code, out = _run(capsys, "monitor", "--root", str(store_root), "--thresholds", str(bad))
+    assert code == 2 and "drift_days must be a number" in out["error"]
+    bad.write_text(json.dumps({"drift_days": 10.5}))
+    code, out = _run(capsys, "monitor", "--root", str(store_root), "--thresholds", str(bad))
+    assert code == 2 and "drift_days must be a whole number" in out["error"]
     code, out = _run(capsys, "monitor", "--root", str(store_root), "--thresholds",
                      str(tmp_path / "missing.json"))
     assert code == 2 and "does not exist" in out["error"]
