@@ -27,6 +27,7 @@ Configuration, read by the service at start and on SIGHUP:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -46,11 +47,17 @@ only predictions logged after it, so the same evidence never acts twice."""
 NO_CLIENT = "-"
 
 
-def rules_regime(atr_ratio: float, sma50_slope: float) -> str:
-    """The old same-day rule on one bar (``RulesLabeler`` with its defaults)."""
+@functools.cache
+def _rule() -> Any:
+    """The rule's thresholds, built once (the service asks on every request)."""
     from quantshift_ml.labels import RulesLabeler
 
-    r = RulesLabeler()
+    return RulesLabeler()
+
+
+def rules_regime(atr_ratio: float, sma50_slope: float) -> str:
+    """The old same-day rule on one bar (``RulesLabeler`` with its defaults)."""
+    r = _rule()
     if math.isnan(atr_ratio) or math.isnan(sma50_slope):
         raise ValueError("the rule needs atr_ratio and sma50_slope")
     if atr_ratio > r.crisis_atr:

@@ -124,27 +124,8 @@ def _freeze_opts(p: argparse.ArgumentParser) -> None:
                    help="train/promote: override a freeze (logged and alerted)")
 
 
-def _monitor_parser(sub: Any) -> None:
-    """``monitor``: its checks' thresholds are options named after ``Thresholds``."""
-    p = sub.add_parser("monitor", help="daily health check (Nagios exit codes 0/1/2/3)")
-    _common(p)
-    _source_opts(p)
-    p.add_argument("--textfile", type=Path, default=None,
-                   help="write a Prometheus textfile for node_exporter (atomically)")
-    p.add_argument("--service-url", default=None, help="check URL/healthz")
-    p.add_argument("--notify", action="store_true", help="alert on WARNING or CRITICAL")
-    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
-    p.add_argument("--no-live", action="store_true",
-                   help="skip the checks that read market data (live accuracy, input drift)")
-    insight.threshold_opts(p)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0],
-                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=__version__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _model_parsers(sub: Any) -> None:
+    """Commands that train, promote, restore, check or use a model."""
     p = sub.add_parser("train", help="train a candidate, gate it, optionally promote it",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
@@ -187,10 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _source_opts(p)
 
-    _monitor_parser(sub)
-    insight.add_parsers(sub, _common, _source_opts)
-    cli_ab.add_parser(sub, _common, _source_opts)
 
+def _ops_parsers(sub: Any) -> None:
+    """Operations around the store: doctor, freeze, keys, notify, serve, walkforward."""
     p = sub.add_parser("doctor", help="diagnose the store and name the command that fixes it")
     _common(p)
     p.add_argument("--repair", action="store_true",
@@ -234,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     _source_opts(p)
     _train_opts(p)
     p.add_argument("--start", default=None, help="first month to report (YYYY-MM-DD)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0],
+                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    _model_parsers(sub)
+    insight.add_monitor_parser(sub, _common, _source_opts)
+    insight.add_parsers(sub, _common, _source_opts)
+    cli_ab.add_parser(sub, _common, _source_opts)
+    _ops_parsers(sub)
     return parser
 
 

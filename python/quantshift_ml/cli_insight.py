@@ -76,10 +76,26 @@ def thresholds(a: argparse.Namespace, root: Path, kinds: type = Thresholds) -> A
     values = {k: v for k, v in values.items() if k in names}
     values.update({f.name: getattr(a, f"t_{f.name}") for f in fields(kinds)
                    if hasattr(a, f"t_{f.name}")})
-    for name in ("drift_days", "importance_top_changes", "live_min_samples", "backups_min"):
-        if name in values and values[name] is not None:
-            values[name] = int(values[name])
+    for f in fields(kinds):  # counts arrive as JSON numbers; the file check made them whole
+        if isinstance(f.default, int) and values.get(f.name) is not None:
+            values[f.name] = int(values[f.name])
     return kinds(**values)
+
+
+def add_monitor_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None],
+                       source_opts: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``monitor``: its checks' thresholds are options named after ``Thresholds``."""
+    p = sub.add_parser("monitor", help="daily health check (Nagios exit codes 0/1/2/3)")
+    common(p)
+    source_opts(p)
+    p.add_argument("--textfile", type=Path, default=None,
+                   help="write a Prometheus textfile for node_exporter (atomically)")
+    p.add_argument("--service-url", default=None, help="check URL/healthz")
+    p.add_argument("--notify", action="store_true", help="alert on WARNING or CRITICAL")
+    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
+    p.add_argument("--no-live", action="store_true",
+                   help="skip the checks that read market data (live accuracy, input drift)")
+    threshold_opts(p)
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None],

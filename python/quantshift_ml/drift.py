@@ -27,7 +27,6 @@ S&P 500 against the preceding two years.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +169,3 @@ def input_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: DriftThreshold
     return {"status": status, "share": round(share, 4), "drifted": drifted, "features": rows,
             "reference": _span(reference), "recent": _span(recent)}
 
-
-def finite(value: float | None) -> float | None:
-    """``value`` when it is a finite number (JSON has no NaN)."""
-    return value if value is not None and math.isfinite(value) else None

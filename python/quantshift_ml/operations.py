@@ -120,25 +120,10 @@ def _importance(result: TrainResult, incumbent_meta: dict[str, Any]) -> dict[str
     return out
 
 
-def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
-                  config: TrainConfig, gate: GateConfig, promote: bool, check_mode: bool,
-                  keep_logs: int) -> dict[str, Any]:
-    if not check_mode:
-        store.recover()
-    incumbent_bundle, incumbent_ref, incumbent_meta = _load_incumbent(store)
-    result = train_candidate(prepared.ds.bars, config, incumbent=incumbent_bundle,
-                             origin=str(source.describe().get("path", source.name)),
-                             source=source.describe(), prepared=prepared)
-    incumbent = result.incumbent
-    if incumbent is not None and incumbent_ref is not None:
-        incumbent = {**incumbent_ref, **incumbent}
-    elif incumbent_ref is not None:
-        incumbent = incumbent_ref
-    decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate,
-                      result.baselines)
-    importance = _importance(result, incumbent_meta)
-    version = store.new_version()
-    meta: dict[str, Any] = {
+def _metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | None,
+              decision: dict[str, Any], importance: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's metadata before staging adds its files, ONNX and signature."""
+    return {
         "version": version,
         "trained_at": _utcnow().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
@@ -154,6 +139,23 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         "training_seconds": result.seconds,
         **importance,
     }
+
+
+def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
+                  config: TrainConfig, gate: GateConfig, promote: bool, check_mode: bool,
+                  keep_logs: int) -> dict[str, Any]:
+    if not check_mode:
+        store.recover()
+    incumbent_bundle, incumbent_ref, incumbent_meta = _load_incumbent(store)
+    result = train_candidate(prepared.ds.bars, config, incumbent=incumbent_bundle,
+                             origin=str(source.describe().get("path", source.name)),
+                             source=source.describe(), prepared=prepared)
+    # what was in place (version, sha, state) and how it scored on the same rows
+    incumbent = {**(incumbent_ref or {}), **(result.incumbent or {})} or None
+    decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate,
+                      result.baselines)
+    version = store.new_version()
+    meta = _metadata(result, version, incumbent, decision, _importance(result, incumbent_meta))
     out: dict[str, Any] = {"version": version, "gate": decision, "metrics": result.metrics,
                            "baselines": result.baselines, "incumbent": incumbent,
                            "data": result.data, "labeler": result.labeler,
