@@ -30,6 +30,7 @@ from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
 from quantshift_ml.alerts import exit_code as alert_exit_code
 from quantshift_ml.checks import EXIT
 from quantshift_ml.cli_text import human
+from quantshift_ml.console import cli as console_cli
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import GateRefused, IntegrityError, QuantshiftError, UsageError
 from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS, GateConfig, gate_for
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     insight.add_monitor_parser(sub, _common, _source_opts)
     insight.add_parsers(sub, _common, _source_opts)
     cli_ab.add_parser(sub, _common, _source_opts)
+    console_cli.add_parser(sub)
     _ops_parsers(sub)
     return parser
 
@@ -265,6 +267,8 @@ def _alert_config(a: argparse.Namespace) -> AlertConfig:
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
     """Run one command; ``--keys`` applies to every store it opens, and to nothing after it."""
+    if a.command == "console":  # no store: the console runs playbooks
+        return console_cli.run(a)
     if getattr(a, "keys", None) is None:
         return _run(a)
     old = os.environ.get(signing.KEYS_ENV)

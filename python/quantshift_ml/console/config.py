@@ -1,0 +1,117 @@
+"""Where the console finds the project, its inventory and its own state.
+
+The console runs on the control node from a checkout of this repository: the
+playbooks it launches are the checkout's, with the checkout's ``ansible.cfg``,
+so a button does exactly what ``ansible-playbook playbooks/X.yml`` does there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantshift_ml.alerts import read_env_file
+from quantshift_ml.console import auth
+from quantshift_ml.errors import UsageError
+
+DEFAULT_PORT = 8790
+
+
+def find_project(start: Path) -> Path:
+    """The checkout holding ``playbooks/retrain.yml``: ``start`` or one of its parents."""
+    for cand in (start, *start.parents):
+        if (cand / "playbooks" / "retrain.yml").is_file() and (cand / "ansible.cfg").is_file():
+            return cand
+    raise UsageError(f"{start} is not inside a quantshift-mlops checkout (no playbooks/retrain.yml "
+                     "above it): run the console from the checkout or pass --project DIR")
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """Everything the app needs; built once at start-up, never from a request."""
+
+    project: Path
+    inventory: Path
+    artifacts: Path
+    walkforward: Path
+    state: Path
+    users: dict[str, str]
+    secret: str = field(repr=False)
+    secure_cookies: bool = False
+
+    @property
+    def playbooks(self) -> Path:
+        return self.project / "playbooks"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state / "audit.log"
+
+    def ansible_env(self) -> dict[str, str]:
+        """The environment a playbook gets: the checkout's config and this venv's tools."""
+        return _ansible_env(self.project)
+
+
+def fleet_artifacts(project: Path, inventory: Path) -> Path:
+    """``quantshift_controller_artifacts`` as the inventory defines it, read through Ansible.
+
+    The fleet value is defined once (group_vars) and templated by Ansible; asking
+    Ansible for it is the only way to read it without copying its definition.
+    """
+    env = {**os.environ, **_ansible_env(project)}
+    cmd = [str(Path(sys.executable).parent / "ansible"), "-i", str(inventory),
+           "--playbook-dir", str(project / "playbooks"),  # playbook group_vars apply too
+           "quantshift_primary[0]", "-m", "ansible.builtin.debug", "-o",
+           "-a", "var=quantshift_controller_artifacts"]
+    proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    _, _, body = proc.stdout.partition("=>")
+    try:
+        value = json.loads(body).get("quantshift_controller_artifacts")
+    except json.JSONDecodeError:
+        value = None
+    if proc.returncode != 0 or not isinstance(value, str) or "VARIABLE IS NOT" in value:
+        raise UsageError(f"cannot read quantshift_controller_artifacts from {inventory} "
+                         f"(ansible exit {proc.returncode}): pass --artifacts DIR")
+    return Path(value)
+
+
+def _ansible_env(project: Path) -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return {"ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+            "PATH": bindir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_DEPRECATION_WARNINGS": "0"}
+
+
+def load(project: Path | None, inventory: Path | None, env_file: Path | None,
+         state: Path | None = None, artifacts: Path | None = None,
+         walkforward: Path | None = None, secure_cookies: bool = False) -> ConsoleConfig:
+    """Resolve the paths and read the users; refuse to start without a user."""
+    root = (project or find_project(Path.cwd())).resolve()
+    env = dict(os.environ)
+    if env_file is not None:
+        if not env_file.is_file():
+            raise UsageError(f"--env-file {env_file} does not exist: create it with "
+                             f"`quantshift-ml console passwd --env-file {env_file}`")
+        env.update(read_env_file(env_file))
+    users = auth.users_from_env(env)
+    if not users:
+        raise UsageError("no console user: set QUANTSHIFT_CONSOLE_USER_<name>=<hash> in the "
+                         "environment or in --env-file (`quantshift-ml console passwd`)")
+    inv = (inventory or root / "inventory" / "local").resolve()
+    if not inv.exists():
+        raise UsageError(f"inventory {inv} does not exist")
+    return ConsoleConfig(
+        project=root, inventory=inv,
+        artifacts=(artifacts or fleet_artifacts(root, inv)).resolve(),
+        walkforward=(walkforward or root / "docs" / "walkforward").resolve(),
+        state=(state or root / ".local" / "console").resolve(), users=users,
+        # a restart logs everybody out unless the secret is kept in the env file
+        secret=env.get(auth.SECRET_ENV) or secrets.token_urlsafe(32),
+        secure_cookies=secure_cookies)
