@@ -77,15 +77,17 @@ class Console:
     def start(self, request: Request, kind: str, extravars: dict[str, Any],
               check: bool = False) -> Response:
         name = security.user(request) or "?"
+
+        def started(job: Job) -> None:
+            if kind in ("retrain", "rollback"):
+                audit.record(self.config.audit_log, name, kind, "started", job=job.id,
+                             extravars=extravars, check=check)
         try:
-            job = self.jobs.start(kind, name, extravars, check)
+            job = self.jobs.start(kind, name, extravars, check, on_start=started)
         except UsageError as exc:
             audit.record(self.config.audit_log, name, kind, "refused", reason=str(exc),
                          extravars=extravars, check=check)
             return self.render(request, "error.html", status_code=409, message=str(exc))
-        if kind in ("retrain", "rollback"):
-            audit.record(self.config.audit_log, name, kind, "started", job=job.id,
-                         extravars=extravars, check=check)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 

@@ -147,7 +147,9 @@ class JobManager:
         self._history = history
         self.current: Job | None = None
 
-    def start(self, kind: str, user: str, extravars: dict[str, Any], check: bool = False) -> Job:
+    def start(self, kind: str, user: str, extravars: dict[str, Any], check: bool = False,
+              on_start: Callable[[Job], None] | None = None) -> Job:
+        """Start ``kind`` unless a job runs; ``on_start`` runs before the playbook does."""
         if kind not in PLAYBOOKS:
             raise UsageError(f"unknown operation {kind!r}")
         with self._lock:
@@ -157,6 +159,8 @@ class JobManager:
             job = Job(kind=kind, user=user, extravars=extravars, check=check)
             self.current = job
             self._remember(job)
+        if on_start is not None:
+            on_start(job)  # e.g. the audit line "started", always before the result's
         threading.Thread(target=self._run, args=(job,), daemon=True,
                          name=f"console-{job.id}").start()
         return job
