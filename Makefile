@@ -8,7 +8,7 @@ WHEELHOUSE := .cache/wheelhouse
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse benchmarks bench-deploy clean status rollback
+.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse benchmarks bench-deploy clean status rollback console console-test console-screenshots
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -31,6 +31,16 @@ status: $(STAMP) ## fleet table for inventory/local
 
 rollback: $(STAMP) ## roll inventory/local back to the latest backup
 	$(BIN)/ansible-playbook playbooks/rollback.yml
+
+console: $(STAMP) ## model console for inventory/local on http://127.0.0.1:8790/ (first run prints a password)
+	$(BIN)/quantshift-ml console passwd --env-file .local/console.env --user admin --generate --if-missing > /dev/null
+	$(BIN)/quantshift-ml console --inventory inventory/local --env-file .local/console.env
+
+console-test: $(STAMP) ## the console in headless Chromium on a copy of inventory/local, and its role
+	$(BIN)/pytest -q tests/console
+
+console-screenshots: $(STAMP) ## console-test, keeping its screenshots in docs/console/
+	QS_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/console
 
 lint: $(STAMP) ## ruff, mypy, yamllint, ansible-lint (production), module docs
 	cd python && ../$(BIN)/ruff check . && ../$(BIN)/mypy
@@ -72,7 +82,7 @@ faults: $(STAMP) ## fault matrix (tests/faults; some need root)
 awx: $(STAMP) ## AWX data checks
 	$(BIN)/pytest -q tests/awx
 
-test: lint unit integration faults awx molecule ## everything CI runs
+test: lint unit integration faults awx console-test molecule ## everything CI runs
 
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
 	$(BIN)/python benchmarks/bench_training.py

@@ -38,8 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--env-file", type=Path, default=None,
                    help="QUANTSHIFT_CONSOLE_USER_<name>=<hash> (and _SECRET) lines")
     p.add_argument("--state", type=Path, default=None, help="default .local/console")
-    p.add_argument("--artifacts", type=Path, default=None, help="the controller's artifacts (default: the inventory's "
-                   "quantshift_controller_artifacts, read through Ansible)")
+    p.add_argument("--artifacts", type=Path, default=None,
+                   help="the controller's artifacts (default: the inventory's "
+                        "quantshift_controller_artifacts, read through Ansible)")
     p.add_argument("--walkforward", type=Path, default=None, help="default docs/walkforward")
     p.add_argument("--secure-cookies", action="store_true",
                    help="session cookie only over HTTPS (behind a TLS proxy)")
