@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,19 +90,29 @@ def console(fleet: LocalFleet) -> Iterator[str]:
     subprocess.run([str(BIN / "quantshift-ml"), "console", "passwd", "--env-file", str(env_file),
                     "--user", "admin"], input=PASSWORD + "\n", text=True, check=True,
                    capture_output=True)
-    proc = subprocess.Popen([str(BIN / "quantshift-ml"), "console", "--project", str(REPO),
-                             "--inventory", str(fleet.inventory), "--port", "0",
-                             "--env-file", str(env_file), "--state", str(fleet.base / "state")],
-                            cwd=REPO, env=fleet.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first.startswith("QuantShift console on http://127.0.0.1:"), first
+    log = fleet.base / "console.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(BIN / "quantshift-ml"), "console", "--project", str(REPO),
+                                 "--inventory", str(fleet.inventory), "--port", "0",
+                                 "--env-file", str(env_file), "--state",
+                                 str(fleet.base / "state")],
+                                cwd=REPO, env=fleet.env(), stdout=out, stderr=subprocess.STDOUT,
+                                text=True)
+    url = ""
+    for _ in range(300):  # the first line names the URL (the port is picked by the console)
+        first = log.read_text().splitlines()[:1]
+        if first or proc.poll() is not None:
+            url = first[0].split()[3] if first and first[0].startswith("QuantShift") else ""
+            break
+        time.sleep(0.1)
+    assert url.startswith("http://127.0.0.1:"), log.read_text()
     try:
-        yield first.split()[3]
+        yield url
     finally:
+        alive = proc.poll() is None
         proc.terminate()
         proc.wait(timeout=30)
+        assert alive, "the console died during the tests:\n" + log.read_text()[-5000:]
 
 
 @pytest.fixture(scope="module")

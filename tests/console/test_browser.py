@@ -62,17 +62,17 @@ def follow_job(driver: Any) -> dict[str, Any]:
     """Watch the job page until the run and the fleet refresh are done; what was seen."""
     deadline, progress_while_running = time.time() + OPERATION_TIMEOUT, 0
     while time.time() < deadline:
-        try:
+        try:  # one read of the page; it may be replaced under us by the final reload
             status = driver.find_element(by("ID"), "job-status")
-            done = status.get_attribute("data-done") == "true"
+            done, text = status.get_attribute("data-done") == "true", status.text
             rows = len(driver.find_elements(by("CSS_SELECTOR"), "#progress tbody tr"))
-        except Exception:  # the page is reloading
+        except Exception:
             time.sleep(0.3)
             continue
         if done:
-            return {"status": status.text, "rows": rows,
+            return {"status": text, "rows": rows,
                     "progress_while_running": progress_while_running}
-        if status.text == "running":
+        if text == "running":
             progress_while_running = max(progress_while_running, rows)
         time.sleep(0.3)
     raise AssertionError("the operation did not finish in time")
