@@ -125,30 +125,26 @@ def cmd_check_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env_path(var: str, default: Path) -> Path:
-    """A directory from the environment, else the default."""
+def _add_dir(p: argparse.ArgumentParser, flag: str, what: str, default: Path) -> None:
+    """--cache or --state: a directory, from QS_TESTBED_<FLAG> or the default."""
+    var = f"QS_TESTBED_{flag.upper()}"
     value = os.environ.get(var)
-    return Path(value) if value else default
+    p.add_argument(
+        f"--{flag}",
+        type=Path,
+        default=Path(value) if value else default,
+        help=f"{what} directory (env {var}; default {default})",
+    )
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
     """--cache: where the shared rootfs lives."""
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=_env_path("QS_TESTBED_CACHE", DEFAULT_CACHE),
-        help=f"rootfs directory (env QS_TESTBED_CACHE; default {DEFAULT_CACHE})",
-    )
+    _add_dir(p, "cache", "rootfs", DEFAULT_CACHE)
 
 
 def _add_state(p: argparse.ArgumentParser) -> None:
     """--state: where host records, keys and upper dirs live."""
-    p.add_argument(
-        "--state",
-        type=Path,
-        default=_env_path("QS_TESTBED_STATE", DEFAULT_STATE),
-        help=f"state directory (env QS_TESTBED_STATE; default {DEFAULT_STATE})",
-    )
+    _add_dir(p, "state", "state", DEFAULT_STATE)
 
 
 def _command(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import TestbedError
-from .network import gateway_address, host_address, netns_name, veth_name
+from .network import host_address, netns_name, veth_name
 
 DEFAULT_STATE = Path("/run/quantshift-testbed")
 MIN_INDEX, MAX_INDEX = 1, 60
@@ -48,11 +48,6 @@ class Host:
     def address(self) -> str:
         """The host's own address, inside its namespace."""
         return host_address(self.index)
-
-    @property
-    def gateway(self) -> str:
-        """The controller's address on the pair."""
-        return gateway_address(self.index)
 
 
 def check_name(name: str) -> None:
