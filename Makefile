@@ -8,7 +8,7 @@ WHEELHOUSE := .cache/wheelhouse
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse benchmarks bench-deploy clean status rollback console console-test console-screenshots
+.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse package-wheel benchmarks bench-deploy clean status rollback console console-test console-screenshots
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -56,14 +56,20 @@ unit: $(STAMP) ## pytest unit tests of the package
 integration: $(STAMP) ## playbooks against inventory/local (site, retrain, rollback, refused gate)
 	$(BIN)/pytest -q tests/integration
 
-wheelhouse: $(WHEELHOUSE)/.deps $(STAMP) ## wheels for the test hosts (Python 3.11, manylinux x86_64)
-	rm -f $(WHEELHOUSE)/quantshift_ml-*.whl
+wheelhouse: package-wheel $(WHEELHOUSE)/.deps ## wheels for the test hosts (Python 3.11, manylinux x86_64)
+
+# The package's own wheel, rebuilt once per `make wheelhouse` (its sources are
+# not prerequisites, so make cannot tell when it is stale).
+package-wheel: $(STAMP)
+	mkdir -p $(WHEELHOUSE) && rm -f $(WHEELHOUSE)/quantshift_ml-*.whl
 	$(BIN)/python -m build -q --wheel --outdir $(WHEELHOUSE) python > /dev/null
 
-# Third-party wheels for the hosts' interpreter and platform, not the controller's.
-$(WHEELHOUSE)/.deps: python/pyproject.toml $(STAMP)
-	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
-	$(BIN)/python -m build -q --wheel --outdir $(WHEELHOUSE) python > /dev/null
+# Third-party wheels for the hosts' interpreter and platform, not the controller's,
+# downloaded again only when the package's requirements change. pip resolves them
+# from the package wheel, an order-only prerequisite: built first, never a reason
+# to download again.
+$(WHEELHOUSE)/.deps: python/pyproject.toml $(STAMP) | package-wheel
+	find $(WHEELHOUSE) -maxdepth 1 -name '*.whl' ! -name 'quantshift_ml-*' -delete
 	$(BIN)/pip download -q --only-binary=:all: --python-version 3.11 \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
