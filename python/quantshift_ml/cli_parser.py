@@ -15,7 +15,7 @@ from quantshift_ml import __version__, cli_ab
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import KINDS
 from quantshift_ml.errors import UsageError
-from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS
+from quantshift_ml.gate import BASELINE_CHOICES, METRICS
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
 from quantshift_ml.training.config import ESTIMATORS, MEMORIES
 
@@ -65,7 +65,7 @@ def train_opts(p: argparse.ArgumentParser) -> None:
                       help="absolute floor of the gate metric (hmm 0, rules 0.75)")
     gate.add_argument("--max-regression", type=float, default=None,
                       help="max drop vs the active model on the same holdout (0.05)")
-    gate.add_argument("--gate-metric", choices=list(GATE_METRICS), default=None,
+    gate.add_argument("--gate-metric", choices=list(METRICS), default=None,
                       help="hmm: balanced_accuracy, rules: test_accuracy")
     gate.add_argument("--beat-baseline", choices=[*BASELINE_CHOICES, "none"], default=None,
                       help="baseline the candidate must not trail on the holdout "

@@ -12,6 +12,7 @@ import pytest
 from quantshift_ml.errors import DataError
 from quantshift_ml.gate import GateConfig, decide, gate_for
 from quantshift_ml.training.pipeline import train_candidate
+from quantshift_ml.training.results import Scores
 from quantshift_ml.training.walkforward import run_walkforward
 
 from .conftest import FAST
@@ -86,16 +87,20 @@ def test_too_short_history_is_a_data_error(bars: pd.DataFrame) -> None:
         train_candidate(bars.iloc[:400], FAST)
 
 
+def _acc(accuracy: float) -> Scores:
+    return Scores(n=100, accuracy=accuracy, balanced_accuracy=0.0)
+
+
 def test_gate_states_the_numbers() -> None:
     gate = GateConfig(metric="test_accuracy", floor=0.75, max_regression=0.05,
                       beat_baseline="majority", baseline_tolerance=0.0)
-    ok = decide({"test_accuracy": 0.9}, {"accuracy": 0.92}, gate)
+    ok = decide(_acc(0.9), _acc(0.92), gate)
     assert ok["passed"]
-    low = decide({"test_accuracy": 0.7}, None, gate)
+    low = decide(_acc(0.7), None, gate)
     assert not low["passed"] and "0.700" in low["summary"] and "0.750" in low["summary"]
-    worse = decide({"test_accuracy": 0.8}, {"accuracy": 0.9}, gate)
+    worse = decide(_acc(0.8), _acc(0.9), gate)
     assert not worse["passed"] and "incumbent" in worse["reasons"][0]
-    trivial = decide({"test_accuracy": 0.8}, None, gate, {"majority": {"accuracy": 0.85}})
+    trivial = decide(_acc(0.8), None, gate, {"majority": _acc(0.85)})
     assert not trivial["passed"] and "majority baseline 0.850" in trivial["reasons"][0]
 
 
