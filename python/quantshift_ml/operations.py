@@ -101,11 +101,13 @@ def train(
     prepared = check_history(bars, config, as_of=as_of, origin=origin)
     store = ModelStore(root, keep_backups=keep_backups)
     if check_mode:
-        return _train_locked(store, prepared, source, config, gate, promote, True, keep_logs)
+        return _train_locked(store, prepared, source, config, gate, promote=promote,
+                             check_mode=True, keep_logs=keep_logs)
     store.keys.require_signer()  # a host that cannot sign trains nothing (exit 2)
     store.layout.ensure()
     with store.lock("train"):
-        return _train_locked(store, prepared, source, config, gate, promote, False, keep_logs)
+        return _train_locked(store, prepared, source, config, gate, promote=promote,
+                             check_mode=False, keep_logs=keep_logs)
 
 
 def _importance(result: TrainResult, incumbent_meta: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def _metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | Non
 
 
 def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
-                  config: TrainConfig, gate: GateConfig, promote: bool, check_mode: bool,
+                  config: TrainConfig, gate: GateConfig, *, promote: bool, check_mode: bool,
                   keep_logs: int) -> dict[str, Any]:
     if not check_mode:
         store.recover()
