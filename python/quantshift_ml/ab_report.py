@@ -26,7 +26,7 @@ the service assigns them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from quantshift_ml import predlog
 from quantshift_ml.ab import AbConfig
 from quantshift_ml.ab_stats import ALPHA, Paired
 from quantshift_ml.training.evaluate import classification_report
+
+if TYPE_CHECKING:
+    from quantshift_ml.textfile import Gauges
 
 
 def arm_metrics(truth: list[str], answers: list[str]) -> dict[str, Any]:
@@ -172,24 +175,21 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
         "labeler": result.labeler["name"]}}
 
 
-def gauges(check: dict[str, Any] | None, lab: str) -> list[str]:
-    """Prometheus lines of the ``ab_test`` check: accuracy and samples per arm, p-value."""
+def gauges(check: dict[str, Any] | None, out: Gauges) -> None:
+    """Gauges of the ``ab_test`` check: accuracy and samples per arm, p-value."""
     rep = (check or {}).get("ab")
     if not rep:
-        return []
-    out = ["# HELP quantshift_ab_accuracy Accuracy of each A/B arm on its settled samples",
-           "# TYPE quantshift_ab_accuracy gauge"]
-    out += [f'quantshift_ab_accuracy{{{lab},arm="{arm}"}} {m["accuracy"]:g}'
-            for arm, m in rep["arms"].items() if m["accuracy"] is not None]
-    out += ["# HELP quantshift_ab_samples Settled samples of each A/B arm",
-            "# TYPE quantshift_ab_samples gauge"]
-    out += [f'quantshift_ab_samples{{{lab},arm="{arm}"}} {m["samples"]}'
-            for arm, m in rep["arms"].items()]
+        return
+    for arm, m in rep["arms"].items():
+        if m["accuracy"] is not None:
+            out.set("quantshift_ab_accuracy",
+                    "Accuracy of each A/B arm on its settled samples", m["accuracy"], {"arm": arm})
+    for arm, m in rep["arms"].items():
+        out.set("quantshift_ab_samples", "Settled samples of each A/B arm", m["samples"],
+                {"arm": arm})
     if rep.get("p_value") is not None:
-        out += ["# HELP quantshift_ab_p_value McNemar p-value of ml against rules, same bars",
-                "# TYPE quantshift_ab_p_value gauge", f"quantshift_ab_p_value{{{lab}}} "
-                f"{rep['p_value']:g}"]
-    return out
+        out.set("quantshift_ab_p_value", "McNemar p-value of ml against rules, same bars",
+                rep["p_value"])
 
 
 def live_floor(labeler: str | None, min_accuracy: float | None) -> float:

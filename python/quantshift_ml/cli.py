@@ -23,213 +23,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import __version__, cli_ab
+from quantshift_ml import cli_ab, cli_parser
 from quantshift_ml import cli_commands as commands
 from quantshift_ml import cli_insight as insight
-from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
+from quantshift_ml.alerts import AlertConfig, notify, read_env_file
 from quantshift_ml.alerts import exit_code as alert_exit_code
 from quantshift_ml.checks import EXIT
 from quantshift_ml.cli_text import human
 from quantshift_ml.console import cli as console_cli
 from quantshift_ml.data.sources import make_source
 from quantshift_ml.errors import GateRefused, IntegrityError, QuantshiftError, UsageError
-from quantshift_ml.gate import BASELINE_CHOICES, GATE_METRICS, GateConfig, gate_for
-from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
+from quantshift_ml.gate import GateConfig, gate_for
 from quantshift_ml.monitor import (
     alert_text,
     run_monitor,
     write_outputs,
 )
 from quantshift_ml.store import ModelStore, default_root, signing
-from quantshift_ml.training.config import ESTIMATORS, MEMORIES, TrainConfig, model_params
+from quantshift_ml.training.config import TrainConfig, model_params
 
 log = logging.getLogger("quantshift_ml")
 EXIT_CODES = __doc__.split("\n\n")[1] if __doc__ else ""
 """The exit-code contract, printed by --help exactly as documented above."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so usage errors get exit code 2 and JSON."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", type=Path, default=None,
-                   help="store root (default $QUANTSHIFT_ROOT or /opt/quantshift)")
-    p.add_argument("--keys", type=Path, default=None,
-                   help="keys directory: trusted/*.pub, and signing.key on the training host "
-                        "(default $QUANTSHIFT_KEYS or /etc/quantshift/keys)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-
-
-def _source_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=["bundled", "csv", "yfinance"], default="bundled")
-    p.add_argument("--data", help="Yahoo-format CSV file (with --source csv)")
-    p.add_argument("--symbol", default="SPY", help="ticker for --source yfinance")
-    p.add_argument("--max-cache-age-hours", type=float, default=72.0,
-                   help="yfinance: fall back to a cache at most this old")
-    p.add_argument("--as-of", default=None, help="last bar of the window (YYYY-MM-DD)")
-
-
-def _train_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--years", type=float, default=2.0, help="rolling window length")
-    p.add_argument("--labeler", choices=sorted(LABELERS), default=DEFAULT_LABELER)
-    p.add_argument("--gap", type=int, default=21, help="embargo bars (>= label horizon)")
-    p.add_argument("--no-stress-memory", action="store_true",
-                   help="train on the window only (same as --memory window)")
-    p.add_argument("--memory", choices=MEMORIES, default="auto",
-                   help="labeled rows from before the window to train on: none (window), "
-                        "stress rows, or all (auto: all for hmm, stress otherwise)")
-    p.add_argument("--estimator", choices=ESTIMATORS, default="forest",
-                   help="forest or a soft-voting ensemble (forest, boosting, logistic)")
-    p.add_argument("--tune", action="store_true",
-                   help="search the forest's parameters by time-series CV in the training rows")
-    p.add_argument("--tune-trials", type=int, default=8, help="candidates tried by --tune")
-    gate = p.add_argument_group("gate (defaults per labeler: docs/model.md)")
-    gate.add_argument("--min-accuracy", type=float, default=None,
-                      help="absolute floor of the gate metric (hmm 0, rules 0.75)")
-    gate.add_argument("--max-regression", type=float, default=None,
-                      help="max drop vs the active model on the same holdout (0.05)")
-    gate.add_argument("--gate-metric", choices=list(GATE_METRICS), default=None,
-                      help="hmm: balanced_accuracy, rules: test_accuracy")
-    gate.add_argument("--beat-baseline", choices=[*BASELINE_CHOICES, "none"], default=None,
-                      help="baseline the candidate must not trail on the holdout "
-                           "(hmm: strongest, rules: majority)")
-    gate.add_argument("--baseline-tolerance", type=float, default=None,
-                      help="how far the candidate may trail that baseline (hmm 0.10)")
-    forest = p.add_argument_group("Random Forest (defaults in docs/model.md)")
-    forest.add_argument("--n-estimators", metavar="N", help="trees (default 100)")
-    forest.add_argument("--max-depth", metavar="N|none", help="tree depth (default 10)")
-    forest.add_argument("--max-features", metavar="F",
-                        help="features tried per split: fraction in (0, 1], count, sqrt, log2 "
-                             "or none (default 0.5)")
-    forest.add_argument("--min-samples-leaf", metavar="N", help="default 1")
-    forest.add_argument("--class-weight", metavar="W",
-                        help="none, balanced or balanced_subsample (default none)")
-    forest.add_argument("--seed", metavar="N", help="random_state (default 42)")
-    forest.add_argument("--max-samples", metavar="F",
-                        help="share of the training rows each tree is grown on (docs/model.md)")
-
-
-def _freeze_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("change freeze (default: $QUANTSHIFT_FREEZE_CALENDAR, _MARGIN, "
-                             "_EXTRA; no calendar = no freeze)")
-    g.add_argument("--calendar", default=None, help="exchange calendar, e.g. XNYS")
-    g.add_argument("--margin", default=None, help="before the open and after the close: 30m, 1h")
-    g.add_argument("--extra", action="append", default=None,
-                   help="extra window: DATE, START..END (dates or ISO times), =reason optional")
-    g.add_argument("--force", action="store_true",
-                   help="train/promote: override a freeze (logged and alerted)")
-
-
-def _model_parsers(sub: Any) -> None:
-    """Commands that train, promote, restore, check or use a model."""
-    p = sub.add_parser("train", help="train a candidate, gate it, optionally promote it",
-                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common(p)
-    _source_opts(p)
-    _train_opts(p)
-    p.add_argument("--promote", action="store_true", help="promote when the gate passes")
-    p.add_argument("--keep-backups", type=int, default=3)
-    p.add_argument("--keep-logs", type=int, default=10)
-    p.add_argument("--check", action="store_true", help="train and gate; write nothing")
-    _freeze_opts(p)
-
-    p = sub.add_parser("promote", help="make a staged candidate active")
-    _common(p)
-    p.add_argument("artifact", type=Path,
-                   help="candidate .pkl (metadata beside it) or a release .tar, unpacked "
-                        "into the store's staging first")
-    p.add_argument("--keep-backups", type=int, default=3)
-    _freeze_opts(p)
-
-    p = sub.add_parser("rollback", help="make a backup active again (verified first)")
-    _common(p)
-    p.add_argument("--to", default="latest", help="latest or a VERSION")
-    p.add_argument("--keep-backups", type=int, default=3)
-
-    p = sub.add_parser("verify", help="check sha256 of the active model or a backup")
-    _common(p)
-    p.add_argument("--target", default="active", help="active, all or a backup VERSION")
-
-    for name, text in (("status", "active model, age, integrity, backups"),
-                       ("backups", "list backups")):
-        p = sub.add_parser(name, help=text)
-        _common(p)
-
-    p = sub.add_parser("evaluate", help="score a stored artifact on fresh data (no writes)")
-    _common(p)
-    _source_opts(p)
-    p.add_argument("--to", default="latest", help="backup VERSION, latest, or active")
-
-    p = sub.add_parser("predict", help="regime of the newest bar with the active model")
-    _common(p)
-    _source_opts(p)
-
-
-def _ops_parsers(sub: Any) -> None:
-    """Operations around the store: doctor, freeze, keys, notify, serve, walkforward."""
-    p = sub.add_parser("doctor", help="diagnose the store and name the command that fixes it")
-    _common(p)
-    p.add_argument("--repair", action="store_true",
-                   help="apply the fixes that only restore trusted files (docs/reliability.md)")
-
-    p = sub.add_parser("freeze", help="is now (or --at) inside a change freeze, and until when")
-    _common(p)
-    _freeze_opts(p)
-    p.add_argument("--at", default=None, help="ISO 8601 time to check (default now; UTC "
-                                              "unless it has an offset)")
-    p.add_argument("--schedule", nargs=3, metavar=("MINUTE", "HOUR", "WEEKDAY"),
-                   help="check a cron schedule's next 28 days of runs instead")
-    p.add_argument("--schedule-timezone", default="UTC", help="time zone the cron runs in")
-
-    p = sub.add_parser("keys", help="fleet signing keys: generate, show, public")
-    _common(p)
-    p.add_argument("action", choices=["generate", "show", "public"],
-                   help="generate a key pair in --keys (never overwrites); show the trusted "
-                        "keys; print the public key of --key")
-    p.add_argument("--key", type=Path, default=None, help="private key file (for public)")
-
-    p = sub.add_parser("notify", help="send an alert (email, Slack, Discord)")
-    p.add_argument("--root", type=Path, default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--kind", required=True, choices=list(KINDS))
-    p.add_argument("--subject", required=True)
-    p.add_argument("--message", default="")
-    p.add_argument("--env-file", type=Path, default=None, help="alert settings (KEY=VALUE)")
-
-    p = sub.add_parser("serve", help="HTTP service: /healthz, /regime, /metrics")
-    _common(p)
-    _source_opts(p)
-    p.add_argument("--host", default="127.0.0.1", help="listen address")
-    p.add_argument("--port", type=int, default=8787, help="listen port")
-    p.add_argument("--refresh-seconds", type=float, default=300.0,
-                   help="market data refresh interval")
-
-    p = sub.add_parser("walkforward", help="monthly walk-forward report over the history")
-    _common(p)
-    _source_opts(p)
-    _train_opts(p)
-    p.add_argument("--start", default=None, help="first month to report (YYYY-MM-DD)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="quantshift-ml", description=__doc__.split("\n\n")[0],
-                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=__version__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    _model_parsers(sub)
-    insight.add_monitor_parser(sub, _common, _source_opts)
-    insight.add_parsers(sub, _common, _source_opts)
-    cli_ab.add_parser(sub, _common, _source_opts)
-    console_cli.add_parser(sub)
-    _ops_parsers(sub)
-    return parser
+    return cli_parser.build_parser(__doc__.split("\n\n")[0] if __doc__ else "", EXIT_CODES)
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantshift_ml.errors import UsageError
 
-GATE_METRICS = {"test_accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}
-"""Gate metric name -> the key of a classification report that holds it."""
+if TYPE_CHECKING:
+    from quantshift_ml.training.results import Scores
+
+METRICS = ("test_accuracy", "balanced_accuracy")
+"""Gate metrics, read from the candidate's, the incumbent's and each baseline's
+``Scores`` alike (``Scores.metric``)."""
 BASELINE_CHOICES = ("strongest", "majority", "persistence", "rule", "rv20_threshold",
                     "hmm_filter", "hmm_filter_tuned", "har_rv")
 NOT_COMPETITORS = {"rules": ("rule",)}
@@ -44,9 +48,9 @@ class GateConfig:
     labeler: str = "hmm"
 
     def __post_init__(self) -> None:
-        if self.metric not in GATE_METRICS:
+        if self.metric not in METRICS:
             raise UsageError(f"unknown gate metric {self.metric!r}: choose "
-                             f"{', '.join(GATE_METRICS)}")
+                             f"{', '.join(METRICS)}")
         if not 0.0 <= self.floor <= 1.0:
             raise UsageError(f"--min-accuracy must be within 0..1, got {self.floor}")
         if self.beat_baseline not in (None, *BASELINE_CHOICES):
@@ -82,18 +86,18 @@ def gate_for(labeler: str, overrides: Mapping[str, Any] | None = None) -> GateCo
     return replace(GateConfig(), **values)
 
 
-def strongest(baselines: Mapping[str, Any], metric: str, labeler: str) -> tuple[str, float]:
+def strongest(baselines: Mapping[str, Scores], metric: str, labeler: str
+              ) -> tuple[str, float]:
     """Name and value of the best baseline on ``metric`` (own-definition ones excluded)."""
-    key = GATE_METRICS[metric]
     skip = NOT_COMPETITORS.get(labeler, ())
-    scored = [(name, float(rep[key])) for name, rep in baselines.items()
-              if name not in skip and isinstance(rep, Mapping) and key in rep]
+    scored = [(name, scores.metric(metric)) for name, scores in baselines.items()
+              if name not in skip]
     if not scored:
         raise UsageError("no baseline to compare with")
     return max(scored, key=lambda t: t[1])
 
 
-def _baseline_check(candidate: float, gate: GateConfig, baselines: Mapping[str, Any] | None
+def _baseline_check(candidate: float, gate: GateConfig, baselines: Mapping[str, Scores] | None
                     ) -> tuple[str | None, float | None, str | None]:
     """(baseline name, its value, a refusal reason or None)."""
     if not gate.beat_baseline or not baselines:
@@ -102,7 +106,7 @@ def _baseline_check(candidate: float, gate: GateConfig, baselines: Mapping[str, 
         name, value = strongest(baselines, gate.metric, gate.labeler)
     elif gate.beat_baseline in baselines:
         name = gate.beat_baseline
-        value = float(baselines[name][GATE_METRICS[gate.metric]])
+        value = baselines[name].metric(gate.metric)
     else:
         return None, None, None
     tol = gate.baseline_tolerance
@@ -115,16 +119,20 @@ def _baseline_check(candidate: float, gate: GateConfig, baselines: Mapping[str, 
     return name, value, None
 
 
-def decide(metrics: dict[str, Any], incumbent: dict[str, Any] | None, gate: GateConfig,
-           baselines: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the decision with every number it used, for logs, alerts and Ansible."""
-    candidate = float(metrics[gate.metric])
+def decide(scores: Scores, incumbent: Scores | None, gate: GateConfig,
+           baselines: Mapping[str, Scores] | None = None) -> dict[str, Any]:
+    """Return the decision with every number it used, for logs, alerts and Ansible.
+
+    ``scores``: the candidate's on its holdout; ``incumbent``: the production model's
+    on the same rows (None when there is none or it could not be scored).
+    """
+    candidate = scores.metric(gate.metric)
     reasons: list[str] = []
     if candidate < gate.floor:
         reasons.append(f"{gate.metric} {candidate:.3f} is below the floor {gate.floor:.3f}")
     inc_value: float | None = None
-    if incumbent is not None and "error" not in incumbent:
-        inc_value = float(incumbent[GATE_METRICS[gate.metric]])
+    if incumbent is not None:
+        inc_value = incumbent.metric(gate.metric)
         if candidate < inc_value - gate.max_regression:
             reasons.append(
                 f"{gate.metric} {candidate:.3f} is worse than the incumbent's {inc_value:.3f} "

@@ -22,7 +22,7 @@ from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
 from quantshift_ml.explain import importance_summary
 from quantshift_ml.features import model_frame, usable
-from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, gate_for
+from quantshift_ml.gate import GateConfig, decide, gate_for
 from quantshift_ml.served import serving_spec
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
@@ -36,6 +36,7 @@ from quantshift_ml.training.pipeline import (
     score_incumbent,
     train_candidate,
 )
+from quantshift_ml.training.results import Scores, Unscored
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,13 @@ def train(
     prepared = check_history(bars, config, as_of=as_of, origin=origin)
     store = ModelStore(root, keep_backups=keep_backups)
     if check_mode:
-        return _train_locked(store, prepared, source, config, gate, promote, True, keep_logs)
+        return _train_locked(store, prepared, source, config, gate, promote=promote,
+                             check_mode=True, keep_logs=keep_logs)
     store.keys.require_signer()  # a host that cannot sign trains nothing (exit 2)
     store.layout.ensure()
     with store.lock("train"):
-        return _train_locked(store, prepared, source, config, gate, promote, False, keep_logs)
+        return _train_locked(store, prepared, source, config, gate, promote=promote,
+                             check_mode=False, keep_logs=keep_logs)
 
 
 def _importance(result: TrainResult, incumbent_meta: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +145,7 @@ def _metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | Non
 
 
 def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
-                  config: TrainConfig, gate: GateConfig, promote: bool, check_mode: bool,
+                  config: TrainConfig, gate: GateConfig, *, promote: bool, check_mode: bool,
                   keep_logs: int) -> dict[str, Any]:
     if not check_mode:
         store.recover()
@@ -152,8 +155,9 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
                              source=source.describe(), prepared=prepared)
     # what was in place (version, sha, state) and how it scored on the same rows
     incumbent = {**(incumbent_ref or {}), **(result.incumbent or {})} or None
-    decision = decide(result.metrics, incumbent if incumbent_bundle else None, gate,
-                      result.baselines)
+    scored = result.incumbent_scores
+    decision = decide(result.candidate.holdout, scored if isinstance(scored, Scores) else None,
+                      gate, result.baseline_scores)
     version = store.new_version()
     meta = _metadata(result, version, incumbent, decision, _importance(result, incumbent_meta))
     out: dict[str, Any] = {"version": version, "gate": decision, "metrics": result.metrics,
@@ -285,19 +289,20 @@ def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
     cfg = replace(base, labeler=labeler_name)
     # the same holdout a fresh candidate would get, without training one
     prep = check_history(source.load(), cfg, as_of=as_of, origin=source.name)
-    rep = score_incumbent(bundle, prep.ds, prep.split) or {}
+    scored = score_incumbent(bundle, prep.ds, prep.split)
+    scores = scored if isinstance(scored, Scores) else None
     idx = prep.ds.features.index
     holdout = {**source.describe(), "holdout_start": str(idx[prep.split.holdout[0]].date()),
                "holdout_end": str(idx[prep.split.holdout[-1]].date()),
                "last_bar": str(prep.ds.bars.index[-1].date())}
     gate = gate_for(labeler_name, {"floor": floor})
-    value = rep.get(GATE_METRICS[gate.metric])
-    return {"version": art.version, "sha256": art.sha256, "accuracy": rep.get("accuracy"),
-            "balanced_accuracy": rep.get("balanced_accuracy"), "holdout": holdout,
-            "labeler": labeler_name, "metric": gate.metric, "value": value,
-            "floor": gate.floor,
-            "meets_floor": value is not None and float(value) >= gate.floor,
-            "error": rep.get("error")}
+    value = None if scores is None else scores.metric(gate.metric)
+    return {"version": art.version, "sha256": art.sha256,
+            "accuracy": None if scores is None else scores.accuracy,
+            "balanced_accuracy": None if scores is None else scores.balanced_accuracy,
+            "holdout": holdout, "labeler": labeler_name, "metric": gate.metric, "value": value,
+            "floor": gate.floor, "meets_floor": value is not None and value >= gate.floor,
+            "error": scored.error if isinstance(scored, Unscored) else None}
 
 
 def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from quantshift_ml.gate import decide, gate_for, strongest
 from quantshift_ml.labels import make_labeler
 from quantshift_ml.training import baselines as bl
 from quantshift_ml.training.pipeline import prepare_dataset, train_candidate
+from quantshift_ml.training.results import Scores
 
 from .conftest import FAST
 
@@ -52,12 +53,12 @@ def test_gate_refuses_a_candidate_that_trails_the_strongest_baseline() -> None:
     gate = gate_for("hmm")
     assert (gate.metric, gate.floor, gate.beat_baseline) == ("balanced_accuracy", 0.0,
                                                              "strongest")
-    bases = {"persistence": {"accuracy": 0.8, "balanced_accuracy": 0.70},
-             "hmm_filter": {"accuracy": 0.9, "balanced_accuracy": 0.82}}
+    bases = {"persistence": Scores(n=100, accuracy=0.8, balanced_accuracy=0.70),
+             "hmm_filter": Scores(n=100, accuracy=0.9, balanced_accuracy=0.82)}
     tol = gate.baseline_tolerance
-    ok = decide({"balanced_accuracy": 0.82 - tol + 0.001}, None, gate, bases)
+    ok = decide(Scores(100, 0.0, 0.82 - tol + 0.001), None, gate, bases)
     assert ok["passed"] and ok["baseline_name"] == "hmm_filter"
-    bad = decide({"balanced_accuracy": 0.82 - tol - 0.001}, None, gate, bases)
+    bad = decide(Scores(100, 0.0, 0.82 - tol - 0.001), None, gate, bases)
     assert not bad["passed"] and "trails the hmm_filter baseline 0.820" in bad["reasons"][0]
     assert "hmm_filter baseline 0.820" in bad["summary"]
 
@@ -65,7 +66,8 @@ def test_gate_refuses_a_candidate_that_trails_the_strongest_baseline() -> None:
 def test_rules_labeler_keeps_the_seed_gate_and_never_counts_its_own_rule() -> None:
     gate = gate_for("rules")
     assert (gate.metric, gate.floor, gate.beat_baseline) == ("test_accuracy", 0.75, "majority")
-    bases = {"rule": {"accuracy": 1.0}, "persistence": {"accuracy": 0.93}}
+    bases = {"rule": Scores(n=100, accuracy=1.0, balanced_accuracy=1.0),
+             "persistence": Scores(n=100, accuracy=0.93, balanced_accuracy=0.5)}
     assert strongest(bases, "test_accuracy", "rules") == ("persistence", 0.93)
     assert gate_for("hmm", {"floor": 0.6, "beat_baseline": "none"}).beat_baseline is None
     with pytest.raises(UsageError, match="unknown baseline"):

@@ -72,6 +72,55 @@ def test_fresh_model_is_ok_with_textfile_and_log(trained: Path, tmp_path: Path,
     assert list((root / "logs").glob("model-monitoring-*.log"))
 
 
+def _promtool(text: str) -> str:
+    """``promtool check metrics`` on ``text``: its complaints (empty when clean)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (Debian package prometheus); CI installs it")
+    run = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True,
+                         text=True, timeout=60, check=False)
+    return (run.stdout + run.stderr).strip() if run.returncode else ""
+
+
+def test_textfile_is_clean_under_promtool(trained: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The real monitor's textfile, and one with every gauge (drift per feature, A/B per
+    arm, a host name that needs escaping), pass promtool's lint with HELP and TYPE."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from quantshift_ml.textfile import textfile
+
+    root = _copy(trained, tmp_path / "r")
+    prom = tmp_path / "qs.prom"
+    main(["monitor", "--root", str(root), "--json", "--textfile", str(prom)])
+    capsys.readouterr()
+    full = textfile({"host": 'odd"host\\1', "status": "CRITICAL", "checks": [
+        {"name": "age_days", "value": 2.5}, {"name": "holdout_accuracy", "value": 0.8},
+        {"name": "live_accuracy", "value": 0.6}, {"name": "backups", "value": 3},
+        {"name": "disk_free", "value": 0.4}, {"name": "importance_drift", "value": 0.7},
+        {"name": "input_drift", "value": 0.25, "features": [
+            {"feature": "rsi", "psi": 0.12, "ks": 0.2}, {"feature": "macd", "psi": 0.3,
+                                                         "ks": 0.05}]},
+        {"name": "ab_test", "value": 0.03, "ab": {"p_value": 0.03, "arms": {
+            "ml": {"accuracy": 0.61, "samples": 40}, "rules": {"accuracy": None,
+                                                               "samples": 0}}}}]})
+    for text in (prom.read_text(), full):
+        assert _promtool(text) == "", text
+    families = {f.name: f for f in text_string_to_metric_families(full)}
+    assert len(families) == 14 and all(f.documentation and f.type == "gauge"
+                                       for f in families.values())
+    psi = {s.labels["feature"]: s.value for s in families["quantshift_input_drift_psi"].samples}
+    assert psi == {"rsi": 0.12, "macd": 0.3}
+    assert [s.labels for s in families["quantshift_ab_accuracy"].samples] == [
+        {"host": 'oddhost\\1', "arm": "ml"}]  # quotes dropped as before, backslash escaped
+    status = families["quantshift_model_status"].samples[0]
+    assert status.value == 2 and families["quantshift_model_age_seconds"].samples[0].value \
+        == 2.5 * 86400
+
+
 def test_31_day_old_model_warns(trained: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     root = _copy(trained, tmp_path / "r")

@@ -12,6 +12,7 @@ import pytest
 from quantshift_ml.errors import DataError
 from quantshift_ml.gate import GateConfig, decide, gate_for
 from quantshift_ml.training.pipeline import train_candidate
+from quantshift_ml.training.results import Scores
 from quantshift_ml.training.walkforward import run_walkforward
 
 from .conftest import FAST
@@ -86,16 +87,20 @@ def test_too_short_history_is_a_data_error(bars: pd.DataFrame) -> None:
         train_candidate(bars.iloc[:400], FAST)
 
 
+def _acc(accuracy: float) -> Scores:
+    return Scores(n=100, accuracy=accuracy, balanced_accuracy=0.0)
+
+
 def test_gate_states_the_numbers() -> None:
     gate = GateConfig(metric="test_accuracy", floor=0.75, max_regression=0.05,
                       beat_baseline="majority", baseline_tolerance=0.0)
-    ok = decide({"test_accuracy": 0.9}, {"accuracy": 0.92}, gate)
+    ok = decide(_acc(0.9), _acc(0.92), gate)
     assert ok["passed"]
-    low = decide({"test_accuracy": 0.7}, None, gate)
+    low = decide(_acc(0.7), None, gate)
     assert not low["passed"] and "0.700" in low["summary"] and "0.750" in low["summary"]
-    worse = decide({"test_accuracy": 0.8}, {"accuracy": 0.9}, gate)
+    worse = decide(_acc(0.8), _acc(0.9), gate)
     assert not worse["passed"] and "incumbent" in worse["reasons"][0]
-    trivial = decide({"test_accuracy": 0.8}, None, gate, {"majority": {"accuracy": 0.85}})
+    trivial = decide(_acc(0.8), None, gate, {"majority": _acc(0.85)})
     assert not trivial["passed"] and "majority baseline 0.850" in trivial["reasons"][0]
 
 
@@ -197,3 +202,60 @@ def test_tuning_searches_inside_the_training_rows_only(bars: pd.DataFrame, monke
     assert best["cv_balanced_accuracy"] == max(t["cv_balanced_accuracy"] for t in trials)
     forest = res.bundle["model"].estimator
     assert forest.min_samples_leaf == best["params"]["min_samples_leaf"]
+
+
+def test_one_training_computes_features_and_fits_the_labeler_once(tmp_path, monkeypatch) -> None:
+    from quantshift_ml import hmm, operations
+    from quantshift_ml.data import BundledSource
+    from quantshift_ml.training import pipeline
+
+    calls = {"features": 0, "hmm": 0}
+    real_features, real_fit = pipeline.compute_features, hmm.fit
+
+    def features(bars):
+        calls["features"] += 1
+        return real_features(bars)
+
+    def fit(*args, **kwargs):
+        calls["hmm"] += 1
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compute_features", features)
+    monkeypatch.setattr(hmm, "fit", fit)
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, as_of="2012-06-29",
+                           check_mode=True)
+    assert out["metrics"]["holdout_rows"] > 0
+    assert calls == {"features": 1, "hmm": 1}  # the history check's, reused by training
+
+
+def test_scoring_a_backup_trains_nothing(tmp_path, monkeypatch) -> None:
+    """The rollback floor check scores the stored model on the holdout a fresh candidate
+    would get: features and the labeler's truth, no forest, no CV, no baselines."""
+    from quantshift_ml import operations
+    from quantshift_ml.data import BundledSource
+    from quantshift_ml.training import model, pipeline
+
+    from .conftest import OPEN
+
+    out = operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN,
+                           as_of="2012-06-29", promote=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluate_artifact must not train")
+
+    for module, name in ((pipeline, "fit_estimator"), (pipeline, "fit_forest"),
+                         (pipeline, "walk_forward_cv"), (pipeline, "baselines_on"),
+                         (model, "fit_forest"), (model, "fit_estimator")):
+        monkeypatch.setattr(module, name, refuse)
+    pkl = tmp_path / "models/regime_classifier.pkl"
+    ev = operations.evaluate_artifact(pkl, BundledSource(), root=tmp_path, as_of="2012-06-29")
+    # the same model on the same rows: the numbers its training reported
+    assert ev["version"] == out["version"] and ev["error"] is None
+    assert ev["accuracy"] == out["metrics"]["test_accuracy"]
+    assert ev["metric"] == "balanced_accuracy"
+    assert ev["value"] == ev["balanced_accuracy"] == out["metrics"]["balanced_accuracy"]
+    assert ev["holdout"]["holdout_end"] == out["data"]["holdout_end"]
+    assert ev["meets_floor"] is True
+    above = operations.evaluate_artifact(pkl, BundledSource(), root=tmp_path,
+                                         as_of="2012-06-29", floor=1.0)
+    assert above["floor"] == 1.0 and above["meets_floor"] is (above["value"] >= 1.0)

@@ -1,7 +1,9 @@
 """Fleet operations on the booted hosts: second retrain, rollback, refused gate.
 
-Runs after test_provisioned.py (file order) and drives the real playbooks with
-Molecule's inventory, asserting the files on both hosts after each step.
+Marked ``fleet_operations``: conftest.py runs these after every read-only test
+(test_hosts.py, test_provisioned.py), whatever the file names, in this file's
+order; they drive the real playbooks with Molecule's inventory, asserting the
+files on both hosts after each step.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 ROOT = "/opt/quantshift"
 HOSTS = ("primary", "standby")
+
+pytestmark = pytest.mark.fleet_operations
 
 
 def _host(name: str):

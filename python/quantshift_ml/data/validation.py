@@ -67,6 +67,17 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
     Raises:
         DataError: on the first problem found, naming the row or date.
     """
+    frame = _columns(raw, origin)
+    dates = _dates(frame, origin)
+    out = pd.DataFrame(index=pd.DatetimeIndex(dates.to_numpy(), name="Date"))
+    for col in (*PRICE_COLUMNS, "Volume"):
+        out[col] = _numeric(frame[col], col, dates, origin)
+    _check_values(out, origin)
+    return out
+
+
+def _columns(raw: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """The frame with its column names stripped; refuse an empty one or missing columns."""
     if raw.empty:
         raise DataError(f"{origin}: no rows")
     cols = {str(c).strip(): c for c in raw.columns}
@@ -76,8 +87,11 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
             f"{origin}: missing required column(s) {', '.join(missing)}; "
             f"expected Yahoo layout {', '.join(REQUIRED_COLUMNS)} (found {', '.join(cols)})"
         )
-    frame = raw.rename(columns={v: k for k, v in cols.items()})
+    return raw.rename(columns={v: k for k, v in cols.items()})
 
+
+def _dates(frame: pd.DataFrame, origin: str) -> pd.Series:
+    """The Date column parsed (naive); refuse unparseable, duplicate or unsorted dates."""
     dates = pd.to_datetime(frame["Date"], errors="coerce", utc=False)
     if dates.isna().any():
         pos = _first(dates.isna())
@@ -95,11 +109,11 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
             f"{origin}: row {pos + 1}: dates not increasing "
             f"({dates.iloc[pos].date()} after {dates.iloc[pos - 1].date()}); sort the file by Date"
         )
+    return dates
 
-    out = pd.DataFrame(index=pd.DatetimeIndex(dates.to_numpy(), name="Date"))
-    for col in (*PRICE_COLUMNS, "Volume"):
-        out[col] = _numeric(frame[col], col, dates, origin)
 
+def _check_values(out: pd.DataFrame, origin: str) -> None:
+    """Refuse non-positive prices, negative volume and a High/Low that does not bracket."""
     for col in PRICE_COLUMNS:
         bad = out[col] <= 0
         if bad.any():
@@ -120,7 +134,6 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
         raise DataError(
             f"{origin}: row {pos + 1} ({out.index[pos].date()}): High/Low do not bracket Open/Close"
         )
-    return out
 
 
 def require_rows(frame: pd.DataFrame, needed: int, *, origin: str, why: str) -> None:

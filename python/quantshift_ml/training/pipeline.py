@@ -47,6 +47,7 @@ from quantshift_ml.training.model import (
     top_features,
     wrap,
 )
+from quantshift_ml.training.results import CandidateMetrics, Scores, Unscored, scores_dict
 
 log = logging.getLogger(__name__)
 
@@ -205,18 +206,35 @@ def walk_forward_cv(ds: Dataset, split: Split, config: TrainConfig) -> list[floa
 
 @dataclass
 class TrainResult:
-    """A trained candidate with every number the gate and the metadata need."""
+    """A trained candidate with every number the gate and the metadata need.
+
+    The scores are typed (``candidate``, ``baseline_scores``, ``incumbent_scores``:
+    what the gate reads); ``metrics``, ``baselines`` and ``incumbent`` are the same
+    numbers as the JSON the metadata and the CLI report.
+    """
 
     bundle: dict[str, Any]
-    metrics: dict[str, Any]
-    baselines: dict[str, Any]
-    incumbent: dict[str, Any] | None
+    candidate: CandidateMetrics
+    baseline_scores: dict[str, Scores]
+    incumbent_scores: Scores | Unscored | None
     data: dict[str, Any]
     config: dict[str, Any]
     labeler: dict[str, Any]
     seconds: float = 0.0
     holdout_features: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
     holdout_labels: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.candidate.to_dict()
+
+    @property
+    def baselines(self) -> dict[str, Any]:
+        return scores_dict(self.baseline_scores)
+
+    @property
+    def incumbent(self) -> dict[str, Any] | None:
+        return None if self.incumbent_scores is None else self.incumbent_scores.to_dict()
 
 
 def baseline_predictions(ds: Dataset, train: np.ndarray, rows: np.ndarray,
@@ -228,16 +246,16 @@ def baseline_predictions(ds: Dataset, train: np.ndarray, rows: np.ndarray,
     return bl.finish(inputs, bl.predict_all(inputs))
 
 
-def baselines_on(ds: Dataset, split: Split) -> dict[str, Any]:
-    """Every baseline's report on the holdout, trained on the model's training rows."""
+def baselines_on(ds: Dataset, split: Split) -> dict[str, Scores]:
+    """Every baseline's scores on the holdout, trained on the model's training rows."""
     y_hold = ds.labels.to_numpy()[split.holdout]
     train = np.concatenate([split.stress, split.train])
     preds = baseline_predictions(ds, train, split.holdout)
-    return {k: ev.classification_report(y_hold, v) for k, v in preds.items()}
+    return {k: Scores.of(y_hold, v) for k, v in preds.items()}
 
 
 def score_incumbent(bundle: dict[str, Any] | None, ds: Dataset, split: Split
-                    ) -> dict[str, Any] | None:
+                    ) -> Scores | Unscored | None:
     """The active model's numbers on the candidate's holdout (None when there is none).
 
     A model of another labeler predicts other regimes: its numbers against these
@@ -247,14 +265,14 @@ def score_incumbent(bundle: dict[str, Any] | None, ds: Dataset, split: Split
         return None
     theirs = (bundle.get("labeler") or {}).get("name", "rules")
     if theirs != ds.labeler.name:
-        return {"error": f"incumbent uses the {theirs!r} labeler, the candidate "
-                         f"{ds.labeler.name!r}: not comparable, no regression check"}
+        return Unscored(f"incumbent uses the {theirs!r} labeler, the candidate "
+                        f"{ds.labeler.name!r}: not comparable, no regression check")
     y_hold = ds.labels.to_numpy()[split.holdout]
     try:
         pred = predict(bundle, ds.features.iloc[split.holdout])
     except (ValueError, KeyError, AttributeError, IndexError) as exc:
-        return {"error": f"incumbent cannot score this data: {exc}"}
-    return ev.classification_report(y_hold, pred)
+        return Unscored(f"incumbent cannot score this data: {exc}")
+    return Scores.of(y_hold, pred)
 
 
 @dataclass
@@ -282,32 +300,23 @@ def check_history(bars: pd.DataFrame, config: TrainConfig, *, as_of: str | None 
     return Prepared(ds, split_window(ds, config, int(labeled[-1]), origin=origin))
 
 
-def _metrics(ds: Dataset, split: Split, model: Any, cv_scores: list[float]) -> dict[str, Any]:
-    """The candidate's holdout report on the five regimes (and the learned axis)."""
+def _metrics(ds: Dataset, split: Split, model: Any, cv_scores: list[float],
+             tuning: dict[str, Any] | None) -> CandidateMetrics:
+    """The candidate's holdout scores on the five regimes (and the learned axis)."""
     y_hold = ds.labels.to_numpy()[split.holdout]
     x_hold, t_hold = _xy(ds, split.holdout)
-    report = ev.classification_report(y_hold, model.predict(x_hold))
-    metrics = {
-        "test_accuracy": report["accuracy"],
-        "cv_accuracy": round(float(np.mean(cv_scores)), 4) if cv_scores else None,
-        "cv_scores": cv_scores,
-        "balanced_accuracy": report["balanced_accuracy"],
-        "per_class": report["per_class"],
-        "confusion_matrix": report["confusion_matrix"],
-        "top_features": top_features(model, ds.inputs),
-        "holdout_rows": len(split.holdout),
-        "train_rows": len(split.train),
-        "stress_memory_rows": len(split.stress),
-        "memory": split.memory,
-        "gap_rows": split.gap,
-    }
+    learned_axis = None
     if ds.labeler.rule is not None:  # the learned axis alone: calm / turbulent
         states = ds.labeler.rule.states(model.predict(x_hold))
-        metrics["learned_axis"] = {
+        learned_axis = {
             "target": "calm/turbulent", "accuracy": round(ev.accuracy(t_hold, states), 4),
             "balanced_accuracy": round(bl.balanced_accuracy(t_hold, states), 4),
             "threshold": model.threshold}
-    return metrics
+    return CandidateMetrics(
+        holdout=Scores.of(y_hold, model.predict(x_hold)), cv_scores=cv_scores,
+        top_features=top_features(model, ds.inputs), train_rows=len(split.train),
+        stress_memory_rows=len(split.stress), memory=split.memory, gap_rows=split.gap,
+        learned_axis=learned_axis, tuning=tuning)
 
 
 def _data_window(ds: Dataset, split: Split, source: dict[str, Any] | None) -> dict[str, Any]:
@@ -352,15 +361,12 @@ def train_candidate(
     x, y = _xy(ds, np.concatenate([split.stress, split.train]))
     estimator, tuning = fit_estimator(x, y, config, gap=split.gap)
     model = wrap(estimator, ds.inputs, ds.labeler.rule, y)
-    metrics = _metrics(ds, split, model, cv_scores)
-    if tuning is not None:
-        metrics["tuning"] = tuning
     info = labeler_info(ds)
     return TrainResult(
         bundle=make_bundle(model, ds.inputs, info),
-        metrics=metrics,
-        baselines=baselines_on(ds, split),
-        incumbent=score_incumbent(incumbent, ds, split),
+        candidate=_metrics(ds, split, model, cv_scores, tuning),
+        baseline_scores=baselines_on(ds, split),
+        incumbent_scores=score_incumbent(incumbent, ds, split),
         data=_data_window(ds, split, source),
         config=config.to_dict(),
         labeler=info,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from quantshift_ml.errors import DataError
-from quantshift_ml.gate import GATE_METRICS, GateConfig, decide, strongest
+from quantshift_ml.gate import GateConfig, decide, strongest
 from quantshift_ml.labels import make_labeler
 from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training import report as rp
@@ -34,6 +34,7 @@ from quantshift_ml.training.pipeline import (
     relabel,
     split_window,
 )
+from quantshift_ml.training.results import Scores, scores_dict
 
 STRESS_PERIODS: dict[str, tuple[str, str]] = {
     "2008-09..2008-12": ("2008-09-01", "2008-12-31"),
@@ -74,10 +75,10 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     model = wrap(estimator, cols, ds.labeler.rule, y)
     xh = ds.features.iloc[split.holdout][cols].to_numpy(dtype=float)
     y_hold = ds.labels.to_numpy()[split.holdout]
-    hold = ev.classification_report(y_hold, model.predict(xh))
-    hold_base = {k: ev.classification_report(y_hold, v) for k, v in
+    hold = Scores.of(y_hold, model.predict(xh))
+    hold_base = {k: Scores.of(y_hold, v) for k, v in
                  baseline_predictions(ds, tr, split.holdout).items()}
-    decision = decide({gate.metric: hold[GATE_METRICS[gate.metric]]}, None, gate, hold_base)
+    decision = decide(hold, None, gate, hold_base)
     xm = ds.features.iloc[month][cols].to_numpy(dtype=float)
     pm = np.asarray(model.predict(xm), dtype=object)
     pooled.truth.append(full.labels.to_numpy()[month])
@@ -89,7 +90,7 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     best_name, best = strongest(hold_base, gate.metric, gate.labeler)
     pooled.windows.append({
         "month": str(ds.features.index[month[0]].to_period("M")),
-        "gate_value": hold[GATE_METRICS[gate.metric]], "gate_passed": decision["passed"],
+        "gate_value": hold.metric(gate.metric), "gate_passed": decision["passed"],
         "holdout_strongest": best_name, "holdout_strongest_value": round(best, 4),
         "month_accuracy": round(ev.accuracy(full.labels.to_numpy()[month], pm), 4)})
 
@@ -171,8 +172,8 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
     preds = {k: np.concatenate(v) for k, v in pooled.preds.items()}
     dates = pd.DatetimeIndex(full.features.index[pos])
     months = np.asarray(dates.year * 12 + dates.month)
-    base_reports = {k: ev.classification_report(y, v) for k, v in preds.items() if k != "model"}
-    best_name, best_value = strongest(base_reports, "balanced_accuracy", full.labeler.name)
+    base_scores = {k: Scores.of(y, v) for k, v in preds.items() if k != "model"}
+    best_name, best_value = strongest(base_scores, "balanced_accuracy", full.labeler.name)
     report: dict[str, Any] = {
         "labeler": {"name": full.labeler.name, "horizon": full.labeler.horizon,
                     "params": full.labeler.params()},
@@ -185,7 +186,7 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
         "first_month": pooled.windows[0]["month"],
         "last_month": pooled.windows[-1]["month"],
         "model": ev.classification_report(y, preds["model"]),
-        "baselines": base_reports,
+        "baselines": scores_dict(base_scores),
         "strongest_baseline": {"name": best_name, "balanced_accuracy": round(best_value, 4),
                                **rp.margin_interval(y, preds["model"], preds[best_name],
                                                     months)},

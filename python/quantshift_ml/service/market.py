@@ -1,0 +1,138 @@
+"""Market data for the service: bars and the newest feature row, refreshed off the
+request path (a slow or failing source never stalls or fails ``/regime``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quantshift_ml.data.sources import DataSource
+from quantshift_ml.errors import DataError
+from quantshift_ml.features import HMM_FILTER, compute_features, usable, with_hmm_filter
+
+log = logging.getLogger(__name__)
+
+
+def bar_age_days(bar_date: str) -> int:
+    """Calendar days from the bar a regime describes to today (UTC): stale data shows."""
+    return (dt.datetime.now(dt.timezone.utc).date() - dt.date.fromisoformat(bar_date)).days
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The newest usable feature row, ready for the model."""
+
+    bar_date: str
+    x: np.ndarray
+    """float64, shape (1, n_features), columns in the order the model asked for."""
+
+
+class MarketCache:
+    """Bars and features from the source, refreshed at most every ``refresh_seconds``.
+
+    Only the first load makes a request wait. After that a stale cache is refreshed
+    on a background thread while requests keep getting the bars they had (a slow
+    source, e.g. yfinance retrying with backoff, never stalls ``/regime``). A failed
+    refresh keeps the previous bars (logged, shown in ``/healthz``) and is retried
+    after the next interval, so a flaky source neither fails requests nor gets
+    hammered.
+    """
+
+    def __init__(self, source: DataSource, refresh_seconds: float = 300.0) -> None:
+        self.source = source
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._refreshing = False
+        self._features: pd.DataFrame | None = None
+        self._bars: pd.DataFrame | None = None
+        self._rows: dict[tuple[Any, ...], Snapshot] = {}
+        self.refreshed_at: str | None = None
+        self.error: str | None = None
+
+    def _load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        bars = self.source.load()
+        feats = compute_features(bars)
+        feats = feats[usable(feats)]
+        if feats.empty:
+            raise DataError(f"{self.source.name}: not enough history to compute features")
+        return bars, feats
+
+    def _install(self, loaded: tuple[pd.DataFrame, pd.DataFrame] | None,
+                 exc: BaseException | None) -> None:
+        """Swap in fresh bars and features, or record why not (call under the lock)."""
+        self._refreshing = False
+        if loaded is not None:
+            self._bars, self._features = loaded
+            self._rows = {}
+            self.refreshed_at, self.error = utcnow(), None
+            return
+        self.error = f"refresh failed: {type(exc).__name__}: {exc}"
+        if self._features is not None:
+            log.warning("market data %s; serving bars as of %s", self.error,
+                        self._features.index[-1].date())
+
+    def _refresh_in_background(self) -> None:
+        loaded: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        error: BaseException | None = None
+        try:
+            loaded = self._load()
+        except Exception as exc:
+            error = exc
+        with self._lock:
+            self._install(loaded, error)
+
+    def snapshot(self, features: Sequence[str], fitted: dict[str, Any] | None = None
+                 ) -> Snapshot:
+        """The newest row of ``features``; ``fitted`` (the model's HMM) adds ``hmm_filter``.
+
+        Rows are cached per feature list and HMM until the next refresh, so a
+        request costs a dict lookup, not a feature computation.
+        """
+        fit_key = None if not fitted else (fitted.get("log_likelihood"), fitted.get("n_obs"))
+        key = (tuple(features), fit_key)
+        with self._lock:
+            if self._features is None:
+                self._at = time.monotonic()
+                try:
+                    self._install(self._load(), None)
+                except Exception as exc:
+                    self._install(None, exc)
+                    raise
+            elif (not self._refreshing
+                  and time.monotonic() - self._at >= self.refresh_seconds):
+                self._at, self._refreshing = time.monotonic(), True
+                threading.Thread(target=self._refresh_in_background, name="market-refresh",
+                                 daemon=True).start()
+            assert self._features is not None
+            snap = self._rows.get(key)
+            if snap is None:
+                frame = self._features
+                if HMM_FILTER in features and fitted and self._bars is not None:
+                    frame = with_hmm_filter(frame, self._bars, fitted)
+                missing = [f for f in features if f not in frame.columns]
+                if missing:
+                    raise DataError(f"model expects features {missing} the data does not provide")
+                row = frame[list(features)].iloc[[-1]]
+                snap = Snapshot(bar_date=str(row.index[0].date()),
+                                x=np.ascontiguousarray(row.to_numpy(dtype=float)))
+                self._rows[key] = snap
+            return snap
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            as_of = None if self._features is None else str(self._features.index[-1].date())
+            return {"source": self.source.name, "as_of": as_of,
+                    "refreshed_at": self.refreshed_at, "error": self.error}
