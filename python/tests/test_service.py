@@ -267,3 +267,19 @@ def test_prediction_log_failure_does_not_fail_requests(running, tmp_path: Path) 
     assert _get(url + "/regime?symbol=SPY")[0] == 200
     service.predictions.flush()
     assert "quantshift_prediction_log_errors_total 1.0" in _get(url + "/metrics")[1]
+
+
+def test_notify_ready_tells_systemd(tmp_path, monkeypatch):
+    """Type=notify: READY=1 on $NOTIFY_SOCKET (systemd then lets a queued reload through)."""
+    import socket
+
+    from quantshift_ml.service.server import notify_ready
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify_ready() is False
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify_ready() is True
+        assert sock.recv(64) == b"READY=1"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +104,25 @@ def install_signal_handlers(service: RegimeService, stop: Callable[[], None]
     return restore
 
 
+def notify_ready() -> bool:
+    """Tell systemd (``Type=notify``) that the service answers and handles SIGHUP.
+
+    Until then systemd holds back a reload (``ExecReload`` sends SIGHUP): a SIGHUP
+    during start-up, before the handler exists, would kill the process, and
+    ``Restart=on-failure`` does not restart a service killed by SIGHUP. Without
+    ``$NOTIFY_SOCKET`` (run by hand) there is nobody to tell.
+    """
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):  # abstract namespace socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(b"READY=1")
+    return True
+
+
 def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int = 8787,
           symbol: str = "SPY", refresh_seconds: float = 300.0) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the model."""
@@ -111,6 +132,7 @@ def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int 
     restore = install_signal_handlers(service, server.shutdown)
     threading.Thread(target=service.warm, name="warm", daemon=True).start()
     log.info("listening on http://%s:%d (root %s)", host, server.server_address[1], root)
+    notify_ready()
     try:
         server.serve_forever()
     finally:
