@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import __version__, cli_ab
+from quantshift_ml import __version__, cli_ab, defaults
 from quantshift_ml import cli_commands as commands
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import KINDS, AlertConfig, notify, read_env_file
@@ -89,7 +89,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-trials", type=int, default=8, help="candidates tried by --tune")
     gate = p.add_argument_group("gate (defaults per labeler: docs/model.md)")
     gate.add_argument("--min-accuracy", type=float, default=None,
-                      help="absolute floor of the gate metric (hmm 0, rules 0.75)")
+                      help=f"absolute floor of the gate metric ({defaults.floors_text()})")
     gate.add_argument("--max-regression", type=float, default=None,
                       help="max drop vs the active model on the same holdout (0.05)")
     gate.add_argument("--gate-metric", choices=list(GATE_METRICS), default=None,
@@ -132,8 +132,8 @@ def _model_parsers(sub: Any) -> None:
     _source_opts(p)
     _train_opts(p)
     p.add_argument("--promote", action="store_true", help="promote when the gate passes")
-    p.add_argument("--keep-backups", type=int, default=3)
-    p.add_argument("--keep-logs", type=int, default=10)
+    p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
+    p.add_argument("--keep-logs", type=int, default=defaults.KEEP_LOGS)
     p.add_argument("--check", action="store_true", help="train and gate; write nothing")
     _freeze_opts(p)
 
@@ -142,13 +142,13 @@ def _model_parsers(sub: Any) -> None:
     p.add_argument("artifact", type=Path,
                    help="candidate .pkl (metadata beside it) or a release .tar, unpacked "
                         "into the store's staging first")
-    p.add_argument("--keep-backups", type=int, default=3)
+    p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
     _freeze_opts(p)
 
     p = sub.add_parser("rollback", help="make a backup active again (verified first)")
     _common(p)
     p.add_argument("--to", default="latest", help="latest or a VERSION")
-    p.add_argument("--keep-backups", type=int, default=3)
+    p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
 
     p = sub.add_parser("verify", help="check sha256 of the active model or a backup")
     _common(p)
@@ -163,6 +163,8 @@ def _model_parsers(sub: Any) -> None:
     _common(p)
     _source_opts(p)
     p.add_argument("--to", default="latest", help="backup VERSION, latest, or active")
+    p.add_argument("--force", action="store_true",
+                   help="decide a rollback to it even below the floor (decision.forced)")
 
     p = sub.add_parser("predict", help="regime of the newest bar with the active model")
     _common(p)
@@ -353,7 +355,8 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
         store = ModelStore(root)
         pkl = (store.layout.active_pkl if a.to == "active"
                else store.resolve_backup(a.to).pkl)
-        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
+        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of,
+                                            force=a.force)
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml import defaults
 from quantshift_ml.errors import IntegrityError, UsageError
 from quantshift_ml.store import backups, checks, recovery
 from quantshift_ml.store.artifact import ActiveState, Artifact, refuse_symlink
@@ -39,7 +40,7 @@ from quantshift_ml.store.signing import Keyring
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEEP_BACKUPS = 3
+DEFAULT_KEEP_BACKUPS = defaults.KEEP_BACKUPS
 
 
 def _now_version() -> str:
