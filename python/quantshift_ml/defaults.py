@@ -38,5 +38,5 @@ GATE_BY_LABELER: dict[str, dict[str, Any]] = {
 
 
 def floors_text() -> str:
-    """``hmm 0.0, forward 0.0, rules 0.75``: the floors for help texts, never restated."""
+    """Each labeler's floor as ``NAME FLOOR, ...``: help texts read it, never restate it."""
     return ", ".join(f"{name} {gate['floor']}" for name, gate in GATE_BY_LABELER.items())

@@ -5,8 +5,8 @@ active on the host) and every baseline are scored on the candidate's own holdout
 the freshest data. Defaults differ per labeler (``LABELER_DEFAULTS``) and are
 backed by the walk-forward report (docs/model.md):
 
-* ``hmm`` (default): balanced accuracy, no absolute floor (0.75 would refuse most
-  retrains of a target whose best classic baseline scores about 0.75 itself), and
+* ``hmm`` (default): balanced accuracy, no absolute floor (the ``rules`` floor would
+  refuse most retrains of a target whose best classic baseline scores about that), and
   the candidate may trail the strongest baseline on its ~100-day holdout by at
   most ``baseline_tolerance`` (0.10): such a holdout is noisy, and 0.10 was chosen
   from the refusal rates the walk-forward reports for each value (S&P 500: 25 % of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -143,3 +144,23 @@ def test_restore_after_a_failed_promotion_is_byte_identical(tmp_path: Path) -> N
     after = {k: v for k, v in tree_digest(tmp_path / "models").items()
              if not k.startswith("staging")}
     assert after == before
+
+
+def test_lease_refusal_is_reported_and_a_dead_local_holder_named(tmp_path: Path) -> None:
+    import socket
+
+    from quantshift_ml.store import lease
+
+    path = tmp_path / ".operation.lease"
+    here = socket.gethostname()
+    lease.acquire(path, "other", details={"controller_host": here,
+                                          "controller_pid": 999999999})
+    res = lease.acquire_or_report(path, "mine", details={"controller_host": here})
+    assert not res["acquired"] and res["held"]["owner"] == "other"
+    assert lease.dead_holder(res["held"], here) == "other"  # no such pid here
+    assert lease.dead_holder(res["held"], "another-node") is None
+    alive = {**res["held"], "controller_pid": os.getpid()}
+    assert lease.dead_holder(alive, here) is None
+    took = lease.acquire_or_report(path, "mine", takeover="other")
+    assert took["acquired"] and took["took_over"]["owner"] == "other"
+    assert lease.controller_identity()["controller_pid"] == os.getppid()
