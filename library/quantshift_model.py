@@ -12,7 +12,6 @@ short_description: Promote, roll back, verify, evaluate or prune the QuantShift 
 description:
   - Manages the model store under O(root) with the C(quantshift_ml) package; all logic lives
     in the package, this module only adapts it.
-  - Nothing is ever unpickled before its sha256 matches its metadata.
   - O(state=promoted) backs up the active model, swaps the candidate in atomically and keeps
     the last O(keep_backups) backups; promoting what is already active changes nothing.
   - O(state=rolled_back) makes a verified backup active again (O(to=latest) is the newest
@@ -20,44 +19,36 @@ description:
   - O(state=restored) undoes a failed promotion on this host; backup O(to) becomes active
     again without backing up the failed model, and with O(discard_backup) the backup that
     promotion created is removed, so the store ends byte-identical to before.
-  - O(state=verified) checks the active model's sha256 against its metadata and, when
-    O(expect_sha256) is given, that the host really runs that model. With O(service_url)
-    it then waits up to O(service_timeout) seconds until the service's C(/healthz) is
-    healthy and reports that sha256, polling from the host itself (one module call, not
-    one SSH round trip per attempt), and fails with the service's last answer otherwise.
+  - O(state=verified) checks the active model (and that it is O(expect_sha256)); with
+    O(service_url) it then polls the service's C(/healthz) from the host itself (one module
+    call, not one SSH round trip per attempt) until it reports that sha256, or fails with
+    the service's last answer after O(service_timeout) seconds.
   - O(state=evaluated) verifies a backup (or the active model), loads it and scores it on
     fresh data without changing anything, so a playbook can refuse a bad rollback.
   - O(state=pruned) removes old backups beyond O(keep_backups).
-  - O(state=inspected) diagnoses the store without changing it (active model, interrupted
-    promotion, backups, keys) and returns C(diagnosis), the same report as
-    C(quantshift-ml doctor), with the command that fixes each problem.
+  - O(state=inspected) returns C(diagnosis), the report of C(quantshift-ml doctor) (active
+    model, interrupted promotion, backups, keys, the fix of each problem); changes nothing.
   - Every model is trusted only when its metadata is signed by a key in O(keys) and its
     files match the sha256s it names; an active file that does not check out is never
     the current model; promoting or rolling back moves it to C(models/quarantine/).
   - O(state=locked) / O(state=unlocked) take and release the fleet operation lease (stale
-    after O(lease_ttl) seconds) so two retrains or rollbacks never run at once.
+    after O(lease_ttl) seconds) so two retrains or rollbacks never run at once; with
+    O(lease_report) a lease held by another run is returned in RV(held) instead of failing.
+  - O(state=packed) checks release O(version)'s files in O(path) (sha256s; the signature
+    too with O(trusted_keys)) and packs them into C(release-VERSION.tar) there, RV(release),
+    what the rollout ships (the controller runs it on its own copy).
 version_added: "0.1.0"
 author: QuantShift ML ops
-requirements:
-  - quantshift_ml in the interpreter running the module
+extends_documentation_fragment:
+  - quantshift
+  - quantshift.source
 options:
-  root:
-    description: Store root on the host.
-    type: path
-    default: /opt/quantshift
   state:
     description: Desired state, see the description.
     type: str
     required: true
     choices: [promoted, rolled_back, restored, verified, evaluated, pruned, locked, unlocked,
-              inspected]
-  keys:
-    description:
-      - Keys directory on the host (C(trusted/*.pub), and C(signing.key) on the training
-        host). Every model is loaded only after its metadata's signature checks out against
-        a trusted key there.
-    type: path
-    default: /etc/quantshift/keys
+              inspected, packed]
   artifact:
     description: Candidate pickle on the host for O(state=promoted) (metadata beside it).
     type: path
@@ -97,25 +88,8 @@ options:
     type: str
     default: ""
   service_timeout:
-    description: Seconds to wait for the service to report O(expect_sha256).
+    description: Seconds to wait for the service to report O(expect_sha256); default the package's.
     type: int
-    default: 60
-  keep_backups:
-    description: Backups to keep.
-    type: int
-    default: 3
-  source:
-    description: Market-data source for O(state=evaluated).
-    type: str
-    choices: [bundled, csv, yfinance]
-    default: bundled
-  data:
-    description: CSV path for O(source=csv).
-    type: path
-  symbol:
-    description: Ticker for O(source=yfinance).
-    type: str
-    default: SPY
   as_of:
     description: Last bar of the data the model is scored on for O(state=evaluated) (YYYY-MM-DD); default the newest.
     type: str
@@ -123,15 +97,39 @@ options:
     description:
       - Floor of the evaluated model's gate metric for O(state=evaluated); RV(evaluation.meets_floor)
         says whether it is met.
-      - Default the floor of the model's labeler (docs/model.md; V(0) for C(hmm), V(0.75) for C(rules)).
+      - Default the floor of the model's labeler (C(quantshift_ml.defaults.GATE_BY_LABELER), docs/model.md).
     type: float
+  force:
+    description:
+      - With O(state=evaluated), decide a rollback to a backup below the floor as allowed
+        (RV(evaluation.decision), from C(quantshift_ml.gate.rollback_decision)).
+    type: bool
+    default: false
+  path:
+    description: With O(state=packed), the directory holding the release's files (the archive is written there).
+    type: path
+  version:
+    description: With O(state=packed), the release version in O(path).
+    type: str
+  trusted_keys:
+    description:
+      - With O(state=packed), public keys (PEM) the release's signature is checked against;
+        empty checks the sha256s only (every host checks the signature again before use).
+    type: list
+    elements: str
+    default: []
   owner:
     description: Lease owner id for O(state=locked) and O(state=unlocked).
     type: str
   lease_ttl:
-    description: Seconds after which a lease left by a dead controller counts as stale.
+    description: Seconds after which a lease left by a dead controller counts as stale; default the package's.
     type: int
-    default: 7200
+  lease_report:
+    description:
+      - With O(state=locked), return a lease held by another run in RV(held) (RV(acquired) false)
+        instead of failing, so the controller can check whether its holder is dead.
+    type: bool
+    default: false
   lease_takeover:
     description:
       - Owner id of a lease whose controller process is known to be dead; that lease is
@@ -144,20 +142,20 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports whether the state would change; writes nothing.
+    description: A dry run of the store; reports whether the state would change, writes nothing.
   diff_mode:
     support: full
     description: Shows the active version and sha256 before and after.
 """
 
 EXAMPLES = r"""
-- name: Promote the staged candidate
+- name: Pack a release kept on the controller
   quantshift_model:
-    root: /opt/quantshift
-    state: promoted
-    artifact: /opt/quantshift/models/staging/regime_classifier_20261124-020000.pkl
-  vars:
-    ansible_python_interpreter: /opt/quantshift/venv/bin/python
+    state: packed
+    path: /srv/artifacts/20261124-020000
+    version: "20261124-020000"
+  delegate_to: localhost
+  register: packed
 
 - name: Promote a release archive copied to the host
   quantshift_model:
@@ -174,9 +172,7 @@ EXAMPLES = r"""
     prune: true
 
 - name: Roll back to a named backup
-  quantshift_model:
-    state: rolled_back
-    to: "20261117-020000"
+  quantshift_model: {state: rolled_back, to: "20261117-020000"}
 """
 
 RETURN = r"""
@@ -201,22 +197,35 @@ pruned:
 evaluation:
   description:
     - Version, sha256, accuracy and balanced accuracy of the evaluated model on fresh data.
-    - C(metric), C(value), C(floor) and C(meets_floor), the rollback decision against the floor.
+    - C(metric), C(value), C(floor), C(meets_floor); C(decision) (allowed, forced, message).
   returned: for evaluated
   type: dict
 artifact:
-  description: Path of the evaluated or restored artifact on the host.
+  description: Path of the evaluated artifact on the host.
   returned: for evaluated
   type: str
 files:
-  description: The artifact and the files that travel with it (metadata, compiled ONNX model).
+  description: The artifact and its release's other files (metadata, compiled ONNX model).
   returned: for evaluated
   type: list
   elements: str
 lease:
   description: The lease now held (owner, host, expiry).
+  returned: for locked, when acquired
+  type: dict
+acquired:
+  description: Whether this run holds the lease now.
+  returned: for locked
+  type: bool
+held:
+  description: The lease of another run that refused this one (with O(lease_report)), else null.
   returned: for locked
   type: dict
+release:
+  description: The packed release, C(version), C(sha256), C(archive) (path), C(files), C(signature_checked).
+  returned: for packed
+  type: dict
+  sample: {"version": "20261124-020000", "sha256": "ab12...", "archive": "/srv/artifacts/20261124-020000/release-20261124-020000.tar"}
 health:
   description: The service's C(/healthz) answer once it reported O(expect_sha256), and C(attempts).
   returned: for verified with O(service_url)
@@ -224,192 +233,166 @@ health:
   sample: {"status": "ok", "version": "20261124-020000", "sha256": "ab12...", "attempts": 3}
 """
 
-import os
-import traceback
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.quantshift_common import make_source, new_module, run_module
 
-# Only the store (standard library) is imported up front: promote, verify, prune
-# and the lease run on every host at each rollout and need neither pandas nor
-# scikit-learn, whose import costs seconds. state=evaluated imports them itself.
-try:
-    from quantshift_ml.errors import IntegrityError, QuantshiftError, UsageError
-    from quantshift_ml.store import ModelStore
-    from quantshift_ml.store import lease as leases
-    from quantshift_ml.store.files import sha256_file
-    from quantshift_ml.store.signing import Keyring
-except ImportError:
-    HAS_QUANTSHIFT = False
-    IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_QUANTSHIFT = True
-    IMPORT_ERROR = None
+# Each state imports what it needs: the rollout's states run on every host and skip
+# pandas and scikit-learn (seconds to import); only state=evaluated loads them.
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", required=True,
+               choices=["promoted", "rolled_back", "restored", "verified", "evaluated",
+                        "pruned", "locked", "unlocked", "inspected", "packed"]),
+    prune=dict(type="bool"),
+    discard_backup=dict(type="bool", default=False),
+    artifact=dict(type="path"),
+    archive=dict(type="path"),
+    to=dict(type="str", default="latest"),
+    expect_sha256=dict(type="str"),
+    service_url=dict(type="str", default=""),
+    service_timeout=dict(type="int"),
+    min_accuracy=dict(type="float"),
+    force=dict(type="bool", default=False),
+    owner=dict(type="str"),
+    lease_ttl=dict(type="int"),
+    lease_takeover=dict(type="str"),
+    lease_details=dict(type="dict", default={}),
+    lease_report=dict(type="bool", default=False),
+    path=dict(type="path"),
+    version=dict(type="str"),
+    trusted_keys=dict(type="list", elements="str", default=[], no_log=False),
+)
 
 
-def _brief(art):
-    return None if art is None else {"version": art.version, "sha256": art.sha256}
-
-
-def _diff(before, after):
+def _with_diff(res):
+    """The store's answer with the active model before and after, as Ansible's diff."""
     fmt = lambda a: "none\n" if a is None else "%s %s\n" % (a["version"], a["sha256"])
-    return {"before": fmt(before), "after": fmt(after),
-            "before_header": "active model", "after_header": "active model"}
-
-
-def _would(before, target):
-    """Check-mode answer of a promotion or rollback: what would be active after it."""
-    changed = before is None or before["sha256"] != target["sha256"]
-    after = target if changed else before
-    return {"changed": changed, "previous": before, "current": after,
-            "diff": _diff(before, after)}
-
-
-def run(module, store):
-    p = module.params
-    state = p["state"]
-    if state == "locked":
-        if not p["owner"]:
-            module.fail_json(msg="state=locked needs owner")
-        if module.check_mode:
-            return {"changed": False}
-        return leases.acquire(store.layout.lease_file, p["owner"], p["lease_ttl"],
-                              takeover=p["lease_takeover"], details=p["lease_details"])
-    if state == "unlocked":
-        if module.check_mode:
-            return {"changed": False}
-        return leases.release(store.layout.lease_file, p["owner"] or "")
-    if state == "verified":
-        art = store.verify(store.layout.active_pkl)
-        if p["expect_sha256"] and art.sha256 != p["expect_sha256"]:
-            raise IntegrityError("active model %s (sha256 %s) is not the expected sha256 %s"
-                                 % (art.version, art.sha256, p["expect_sha256"]))
-        result = {"changed": False, "current": _brief(art)}
-        if p["service_url"]:
-            if not p["expect_sha256"]:
-                raise UsageError("service_url needs expect_sha256: the sha the service must report")
-            from quantshift_ml.healthcheck import wait_for_sha
-
-            result["health"] = wait_for_sha(p["service_url"], p["expect_sha256"],
-                                            timeout=p["service_timeout"])
-        if p["prune"] and not module.check_mode:
-            result["pruned"] = store.prune()
-            result["changed"] = bool(result["pruned"])
-        return result
-    if state == "evaluated":
-        from quantshift_ml import operations
-        from quantshift_ml.data.sources import make_source
-
-        pkl = (store.layout.active_pkl if p["to"] == "active"
-               else store.resolve_backup(p["to"]).pkl)
-        source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=store.layout.root)
-        ev = operations.evaluate_artifact(pkl, source, root=store.layout.root,
-                                          floor=p["min_accuracy"], as_of=p["as_of"])
-        files = [str(pkl), str(pkl.with_suffix(".json"))]
-        if pkl.with_suffix(".onnx").exists():
-            files.append(str(pkl.with_suffix(".onnx")))
-        return {"changed": False, "evaluation": ev, "artifact": str(pkl), "files": files}
-    if state == "pruned":
-        if module.check_mode:
-            return {"changed": False}
-        removed = store.prune()
-        return {"changed": bool(removed), "pruned": removed}
-
-    if state == "restored":
-        if module.check_mode:
-            return {"changed": True}
-        res = store.restore(p["to"], discard_backup=p["discard_backup"])
-        res["diff"] = _diff(res["previous"], res["current"])
-        return res
-
-    if state == "inspected":
-        from quantshift_ml.doctor import diagnose
-
-        return {"changed": False, "diagnosis": diagnose(store)}
-
-    # the active model's trusted identity: a file that does not check out is no
-    # "current" model, so promoting or rolling back onto it always repairs it
-    active = store.inspect_active()
-    before = active.artifact if active.state == "ok" else None
-    if state == "promoted":
-        if p["archive"]:
-            from quantshift_ml.store.release import release_metadata, unpack_release
-
-            if module.check_mode:
-                meta = release_metadata(Path(p["archive"]))
-                return _would(_brief(before),
-                              {"version": meta.get("version"), "sha256": meta.get("sha256")})
-            p["artifact"] = str(unpack_release(Path(p["archive"]), store.layout.staging))
-        if not p["artifact"]:
-            module.fail_json(msg="state=promoted needs artifact or archive")
-        target = store.verify(Path(p["artifact"]))
-    else:  # rolled_back
-        target = store.verify(store.resolve_backup(p["to"]).pkl)
-    if module.check_mode or (before is not None and before.sha256 == target.sha256):
-        return _would(_brief(before), _brief(target))
-    if state == "promoted":
-        res = store.promote(Path(p["artifact"]), prune=p["prune"] is not False)
-    else:
-        res = store.rollback(p["to"])
-    res["diff"] = _diff(res["previous"], res["current"])
+    res["diff"] = {"before": fmt(res.get("previous")), "after": fmt(res.get("current")),
+                   "before_header": "active model", "after_header": "active model"}
     res.setdefault("pruned", [])
-    current = store.verify(store.layout.active_pkl)
-    if current.sha256 != sha256_file(store.layout.active_pkl):
-        raise IntegrityError("active model does not match its metadata after the swap")
     return res
 
 
+def locked(module, store, p, dry):
+    from quantshift_ml import defaults
+    from quantshift_ml.store import lease
+
+    ttl = defaults.LEASE_TTL if p["lease_ttl"] is None else p["lease_ttl"]
+    res = lease.acquire_or_report(store.layout.lease_file, p["owner"], ttl, dry_run=dry,
+                                  takeover=p["lease_takeover"], details=p["lease_details"])
+    if res["held"] and not (p["lease_report"] or dry):
+        # the same refusal as the CLI's, naming the holder
+        lease.acquire(store.layout.lease_file, p["owner"], ttl, takeover=p["lease_takeover"])
+    return res
+
+
+def unlocked(module, store, p, dry):
+    from quantshift_ml.store.lease import release
+
+    return {"changed": False} if dry else release(store.layout.lease_file, p["owner"] or "")
+
+
+def verified(module, store, p, dry):
+    from quantshift_ml import defaults
+    from quantshift_ml.errors import IntegrityError, UsageError
+    from quantshift_ml.store.checks import brief
+
+    art = store.verify(store.layout.active_pkl)
+    if p["expect_sha256"] and art.sha256 != p["expect_sha256"]:
+        raise IntegrityError("active model %s (sha256 %s) is not the expected sha256 %s"
+                             % (art.version, art.sha256, p["expect_sha256"]))
+    result = {"changed": False, "current": brief(art)}
+    if p["service_url"]:
+        if not p["expect_sha256"]:
+            raise UsageError("service_url needs expect_sha256: the sha the service must report")
+        from quantshift_ml.healthcheck import wait_for_sha
+
+        timeout = defaults.SERVICE_TIMEOUT if p["service_timeout"] is None else p["service_timeout"]
+        result["health"] = wait_for_sha(p["service_url"], p["expect_sha256"], timeout=timeout)
+    if p["prune"]:
+        result["pruned"] = store.prune(dry_run=dry)
+        result["changed"] = bool(result["pruned"])
+    return result
+
+
+def evaluated(module, store, p, dry):
+    from quantshift_ml import operations
+    from quantshift_ml.store.release import release_files
+
+    pkl = store.layout.active_pkl if p["to"] == "active" else store.resolve_backup(p["to"]).pkl
+    ev = operations.evaluate_artifact(pkl, make_source(module), root=store.layout.root,
+                                      floor=p["min_accuracy"], as_of=p["as_of"],
+                                      force=p["force"])
+    return {"changed": False, "evaluation": ev, "artifact": str(pkl),
+            "files": [str(f) for f in release_files(pkl)]}
+
+
+def packed(module, store, p, dry):
+    from quantshift_ml.store.release import pack_release, release_pkl
+    from quantshift_ml.store.signing import Keyring, load_public
+
+    directory = Path(p["path"])
+    trusted = dict(load_public(pem.encode(), "trusted_keys") for pem in p["trusted_keys"])
+    keys = Keyring(directory, _trusted=trusted) if trusted else None
+    return {"release": pack_release(release_pkl(directory, p["version"]), directory,
+                                    keys=keys, dry_run=dry)}
+
+
+def pruned(module, store, p, dry):
+    removed = store.prune(dry_run=dry)
+    return {"changed": bool(removed), "pruned": removed}
+
+
+def restored(module, store, p, dry):
+    return _with_diff(store.restore(p["to"], discard_backup=p["discard_backup"], dry_run=dry))
+
+
+def inspected(module, store, p, dry):
+    from quantshift_ml.doctor import diagnose
+
+    return {"changed": False, "diagnosis": diagnose(store)}
+
+
+def promoted(module, store, p, dry):
+    artifact = p["artifact"]
+    if p["archive"]:
+        from quantshift_ml.store.artifact import Artifact
+        from quantshift_ml.store.release import release_metadata, unpack_release
+
+        if dry:  # the archive is only read: what it would make active
+            meta = release_metadata(Path(p["archive"]))
+            return _with_diff(store.would_install(Artifact(Path(p["archive"]), meta)))
+        artifact = str(unpack_release(Path(p["archive"]), store.layout.staging))
+    return _with_diff(store.promote(Path(artifact), prune=p["prune"] is not False, dry_run=dry))
+
+
+def rolled_back(module, store, p, dry):
+    return _with_diff(store.rollback(p["to"], dry_run=dry))
+
+
+STATES = {f.__name__: f for f in (locked, unlocked, verified, evaluated, packed, pruned,
+                                  restored, inspected, promoted, rolled_back)}
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            root=dict(type="path", default="/opt/quantshift"),
-            keys=dict(type="path", default="/etc/quantshift/keys"),
-            state=dict(type="str", required=True,
-                       choices=["promoted", "rolled_back", "restored", "verified", "evaluated",
-                                "pruned", "locked", "unlocked", "inspected"]),
-            prune=dict(type="bool"),
-            discard_backup=dict(type="bool", default=False),
-            artifact=dict(type="path"),
-            archive=dict(type="path"),
-            to=dict(type="str", default="latest"),
-            expect_sha256=dict(type="str"),
-            service_url=dict(type="str", default=""),
-            service_timeout=dict(type="int", default=60),
-            keep_backups=dict(type="int", default=3),
-            source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
-            data=dict(type="path"),
-            symbol=dict(type="str", default="SPY"),
-            min_accuracy=dict(type="float"),
-            as_of=dict(type="str"),
-            owner=dict(type="str"),
-            lease_ttl=dict(type="int", default=7200),
-            lease_takeover=dict(type="str"),
-            lease_details=dict(type="dict", default={}),
-        ),
+    module = new_module(
+        ARGUMENT_SPEC, source=True,
         required_if=[("state", "promoted", ("artifact", "archive"), True),
                      ("state", "locked", ("owner",)),
-                     ("state", "restored", ("to",))],
-        mutually_exclusive=[("artifact", "archive")],
-        supports_check_mode=True,
-    )
-    if not HAS_QUANTSHIFT:
-        module.fail_json(msg=missing_required_lib("quantshift_ml (run with the venv's python)"),
-                         exception=IMPORT_ERROR)
-    # every store this run opens (evaluate_artifact opens its own) trusts these keys
-    os.environ["QUANTSHIFT_KEYS"] = module.params["keys"]
-    try:
-        store = ModelStore(Path(module.params["root"]), keep_backups=module.params["keep_backups"],
-                           keys=Keyring(Path(module.params["keys"])))
-        result = run(module, store)
-    except QuantshiftError as exc:
-        module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
-    except ImportError:
-        module.fail_json(msg=missing_required_lib("quantshift_ml's dependencies (run with the "
-                                                  "venv's python)"),
-                         exception=traceback.format_exc())
-    except OSError as exc:
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), error_type=type(exc).__name__)
-    module.exit_json(**result)
+                     ("state", "restored", ("to",)),
+                     ("state", "packed", ("path", "version"))],
+        mutually_exclusive=[("artifact", "archive")])
+
+    def action():
+        from quantshift_ml.store import ModelStore
+        from quantshift_ml.store.signing import Keyring
+
+        p = module.params
+        store = ModelStore(Path(p["root"]), keep_backups=p["keep_backups"],
+                           keys=Keyring(Path(p["keys"])))
+        return STATES[p["state"]](module, store, p, module.check_mode)
+
+    run_module(module, action)
 
 
 if __name__ == "__main__":

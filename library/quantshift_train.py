@@ -22,11 +22,10 @@ version_added: "0.1.0"
 author: QuantShift ML ops
 requirements:
   - quantshift_ml (with numpy, pandas, scikit-learn, joblib) in the interpreter running the module
+extends_documentation_fragment:
+  - quantshift
+  - quantshift.source
 options:
-  root:
-    description: Store root on the host (models/, logs/, data/ below it).
-    type: path
-    default: /opt/quantshift
   keys:
     description:
       - Keys directory on the training host. The staged model's metadata is signed with
@@ -34,25 +33,15 @@ options:
         primary only); the incumbent is trusted only when signed by a key in C(trusted/).
     type: path
     default: /etc/quantshift/keys
-  source:
-    description: Market-data source.
-    type: str
-    choices: [bundled, csv, yfinance]
-    default: bundled
   data:
     description: Yahoo-format CSV path on the host, for O(source=csv).
     type: path
-  symbol:
-    description: Ticker for O(source=yfinance).
-    type: str
-    default: SPY
-  years:
-    description: Length of the rolling training window in years.
-    type: float
-    default: 2.0
   as_of:
     description: Last bar of the window (YYYY-MM-DD); default the newest bar.
     type: str
+  years:
+    description: Length of the rolling training window in years; default the package's (2).
+    type: float
   labeler:
     description:
       - Labeler that defines the regimes (see docs/model.md). V(hmm) learns the hindsight
@@ -62,9 +51,10 @@ options:
     choices: [hmm, rules, forward]
     default: hmm
   gap:
-    description: Embargo in bars between the training rows and the holdout (raised to the label horizon).
+    description:
+      - Embargo in bars between the training rows and the holdout (raised to the label horizon);
+        default the package's (21).
     type: int
-    default: 21
   stress_memory:
     description: Keep earlier Crisis and High Vol rows from before the window in the training set.
     type: bool
@@ -99,12 +89,13 @@ options:
     type: str
     choices: [test_accuracy, balanced_accuracy]
   min_accuracy:
-    description: Absolute floor of O(gate_metric); default the labeler's (C(hmm) V(0), C(rules) V(0.75)).
+    description: Absolute floor of O(gate_metric); default the labeler's (C(quantshift_ml.defaults.GATE_BY_LABELER), docs/model.md).
     type: float
   max_regression:
-    description: Largest allowed drop of O(gate_metric) against the active model on the same holdout.
+    description:
+      - Largest allowed drop of O(gate_metric) against the active model on the same holdout;
+        default the package's (C(quantshift_ml.defaults.MAX_REGRESSION)).
     type: float
-    default: 0.05
   beat_baseline:
     description:
       - Baseline the candidate must not trail on the same holdout by more than O(baseline_tolerance);
@@ -121,14 +112,9 @@ options:
       - Fleet rollouts leave this false and promote host by host with M(quantshift_model).
     type: bool
     default: false
-  keep_backups:
-    description: Backups kept when promoting.
-    type: int
-    default: 3
   keep_logs:
-    description: Training logs kept.
+    description: Training logs kept; default the package's (C(quantshift_ml.defaults.KEEP_LOGS)).
     type: int
-    default: 10
 attributes:
   check_mode:
     support: full
@@ -157,11 +143,11 @@ EXAMPLES = r"""
       max_features: sqrt
   register: candidate
 
-- name: Train with the old same-day rule and its gate (test accuracy, floor 0.75)
+- name: Train with the old same-day rule and its gate (test accuracy, a raised floor)
   quantshift_train:
     root: /opt/quantshift
     labeler: rules
-    min_accuracy: 0.75
+    min_accuracy: 0.8
   register: candidate
 
 - name: Refuse to deploy a model the gate refused
@@ -232,90 +218,66 @@ promoted:
   type: bool
 """
 
-import os
-import traceback
+from ansible.module_utils.quantshift_common import new_module, run_module
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+GATE_OPTIONS = ("gate_metric", "min_accuracy", "max_regression", "beat_baseline",
+                "baseline_tolerance")
+ARGUMENT_SPEC = dict(
+    years=dict(type="float"),
+    labeler=dict(type="str", default="hmm", choices=["hmm", "rules", "forward"]),
+    gap=dict(type="int"),
+    stress_memory=dict(type="bool", default=True),
+    memory=dict(type="str", default="auto", choices=["auto", "window", "stress", "all"]),
+    estimator=dict(type="str", default="forest", choices=["forest", "ensemble"]),
+    tune=dict(type="bool", default=False),
+    model=dict(type="dict", default={}),
+    gate_metric=dict(type="str", choices=["test_accuracy", "balanced_accuracy"]),
+    min_accuracy=dict(type="float"),
+    max_regression=dict(type="float"),
+    beat_baseline=dict(type="str", choices=[
+        "strongest", "majority", "persistence", "rule", "rv20_threshold", "hmm_filter",
+        "hmm_filter_tuned", "har_rv", "none"]),
+    baseline_tolerance=dict(type="float"),
+    promote=dict(type="bool", default=False),
+    keep_logs=dict(type="int"),
+)
 
-try:
-    from quantshift_ml import operations
-    from quantshift_ml.data.sources import make_source
-    from quantshift_ml.errors import QuantshiftError
-    from quantshift_ml.gate import gate_for
+
+def _config(p):
+    """The training configuration; unset options keep the package's defaults."""
     from quantshift_ml.training.config import TrainConfig, model_params
-except ImportError:
-    HAS_QUANTSHIFT = False
-    IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_QUANTSHIFT = True
-    IMPORT_ERROR = None
+
+    given = {k: p[k] for k in ("years", "gap") if p[k] is not None}
+    return TrainConfig(labeler=p["labeler"], stress_memory=p["stress_memory"],
+                       memory=p["memory"], estimator=p["estimator"], tune=p["tune"],
+                       model=model_params(p["model"]), **given)
+
+
+def _train(module):
+    from pathlib import Path
+
+    from quantshift_ml import defaults, operations
+    from quantshift_ml.data.sources import make_source
+    from quantshift_ml.gate import gate_for
+
+    p = module.params
+    root = Path(p["root"])
+    # the gate's renamed options: gate_metric -> metric, min_accuracy -> floor
+    names = {"gate_metric": "metric", "min_accuracy": "floor"}
+    gate = gate_for(p["labeler"], {names.get(k, k): p[k] for k in GATE_OPTIONS})
+    result = operations.train(
+        make_source(p["source"], data=p["data"], symbol=p["symbol"], root=root),
+        root=root, config=_config(p), gate=gate, as_of=p["as_of"], promote=p["promote"],
+        check_mode=module.check_mode, keep_backups=p["keep_backups"],
+        keep_logs=defaults.KEEP_LOGS if p["keep_logs"] is None else p["keep_logs"])
+    if module.check_mode:
+        result["changed"] = True  # it would stage a candidate
+    return result
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            root=dict(type="path", default="/opt/quantshift"),
-            keys=dict(type="path", default="/etc/quantshift/keys"),
-            source=dict(type="str", default="bundled", choices=["bundled", "csv", "yfinance"]),
-            data=dict(type="path"),
-            symbol=dict(type="str", default="SPY"),
-            years=dict(type="float", default=2.0),
-            as_of=dict(type="str"),
-            labeler=dict(type="str", default="hmm", choices=["hmm", "rules", "forward"]),
-            gap=dict(type="int", default=21),
-            stress_memory=dict(type="bool", default=True),
-            memory=dict(type="str", default="auto", choices=["auto", "window", "stress", "all"]),
-            estimator=dict(type="str", default="forest", choices=["forest", "ensemble"]),
-            tune=dict(type="bool", default=False),
-            model=dict(type="dict", default={}),
-            gate_metric=dict(type="str", choices=["test_accuracy", "balanced_accuracy"]),
-            min_accuracy=dict(type="float"),
-            max_regression=dict(type="float", default=0.05),
-            beat_baseline=dict(type="str", choices=[
-                "strongest", "majority", "persistence", "rule", "rv20_threshold", "hmm_filter",
-                "hmm_filter_tuned", "har_rv", "none"]),
-            baseline_tolerance=dict(type="float"),
-            promote=dict(type="bool", default=False),
-            keep_backups=dict(type="int", default=3),
-            keep_logs=dict(type="int", default=10),
-        ),
-        required_if=[("source", "csv", ("data",))],
-        supports_check_mode=True,
-    )
-    if not HAS_QUANTSHIFT:
-        module.fail_json(msg=missing_required_lib("quantshift_ml (run with the venv's python)"),
-                         exception=IMPORT_ERROR)
-    p = module.params
-    from pathlib import Path
-
-    root = Path(p["root"])
-    os.environ["QUANTSHIFT_KEYS"] = p["keys"]  # read by every store this run opens
-    try:
-        source = make_source(p["source"], data=p["data"], symbol=p["symbol"], root=root)
-        result = operations.train(
-            source,
-            root=root,
-            config=TrainConfig(years=p["years"], labeler=p["labeler"], gap=p["gap"],
-                               stress_memory=p["stress_memory"], memory=p["memory"],
-                               estimator=p["estimator"], tune=p["tune"],
-                               model=model_params(p["model"])),
-            gate=gate_for(p["labeler"], {"metric": p["gate_metric"], "floor": p["min_accuracy"],
-                                         "max_regression": p["max_regression"],
-                                         "beat_baseline": p["beat_baseline"],
-                                         "baseline_tolerance": p["baseline_tolerance"]}),
-            as_of=p["as_of"],
-            promote=p["promote"],
-            check_mode=module.check_mode,
-            keep_backups=p["keep_backups"],
-            keep_logs=p["keep_logs"],
-        )
-    except QuantshiftError as exc:
-        module.fail_json(msg=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
-    except OSError as exc:
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), error_type=type(exc).__name__)
-    if module.check_mode:
-        result["changed"] = True  # it would stage a candidate
-    module.exit_json(**result)
+    module = new_module(ARGUMENT_SPEC, source=True, required_if=[("source", "csv", ("data",))])
+    run_module(module, lambda: _train(module))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
 ``quantshift_fleet_problems``: the fleet check of retrain.yml (``quantshift_ml.fleet``).
 ``quantshift_ab_decision``: the automatic A/B fallback of ab_guard.yml
 (``quantshift_ml.ab_report.fallback_decision``).
+``quantshift_controller`` and ``quantshift_lease_takeover``: who this controller run
+is, and whether a lease refusing it was left by a dead run of this control node
+(tasks/lease.yml; ``quantshift_ml.store.lease``). Filters run on the controller,
+in a worker forked from ansible-playbook, which is what they rely on.
 """
 
 from __future__ import annotations
@@ -23,7 +27,21 @@ def _ab_decision(reports, min_accuracy=None, min_samples=20):
     return fallback_decision(dict(reports), floor, int(min_samples))
 
 
+def _controller(_purpose=None):
+    from quantshift_ml.store.lease import controller_identity
+
+    return controller_identity()
+
+
+def _lease_takeover(held, controller):
+    from quantshift_ml.store.lease import dead_holder
+
+    return dead_holder(dict(held) if held else None, controller["controller_host"])
+
+
 class FilterModule:
     def filters(self):
         return {"quantshift_fleet_problems": _fleet_problems,
-                "quantshift_ab_decision": _ab_decision}
+                "quantshift_ab_decision": _ab_decision,
+                "quantshift_controller": _controller,
+                "quantshift_lease_takeover": _lease_takeover}

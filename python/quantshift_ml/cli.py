@@ -176,7 +176,8 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
         store = ModelStore(root)
         pkl = (store.layout.active_pkl if a.to == "active"
                else store.resolve_backup(a.to).pkl)
-        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of)
+        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of,
+                                            force=a.force)
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards

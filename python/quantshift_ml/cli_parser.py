@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import __version__, cli_ab
+from quantshift_ml import __version__, cli_ab, defaults
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import KINDS
 from quantshift_ml.console import cli as console_cli
@@ -63,7 +63,7 @@ def train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-trials", type=int, default=8, help="candidates tried by --tune")
     gate = p.add_argument_group("gate (defaults per labeler: docs/model.md)")
     gate.add_argument("--min-accuracy", type=float, default=None,
-                      help="absolute floor of the gate metric (hmm 0, rules 0.75)")
+                      help=f"absolute floor of the gate metric ({defaults.floors_text()})")
     gate.add_argument("--max-regression", type=float, default=None,
                       help="max drop vs the active model on the same holdout (0.05)")
     gate.add_argument("--gate-metric", choices=list(METRICS), default=None,
@@ -106,8 +106,8 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
     source_opts(p)
     train_opts(p)
     p.add_argument("--promote", action="store_true", help="promote when the gate passes")
-    p.add_argument("--keep-backups", type=int, default=3)
-    p.add_argument("--keep-logs", type=int, default=10)
+    p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
+    p.add_argument("--keep-logs", type=int, default=defaults.KEEP_LOGS)
     p.add_argument("--check", action="store_true", help="train and gate; write nothing")
     freeze_opts(p)
 
@@ -116,13 +116,13 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("artifact", type=Path,
                    help="candidate .pkl (metadata beside it) or a release .tar, unpacked "
                         "into the store's staging first")
-    p.add_argument("--keep-backups", type=int, default=3)
+    p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
     freeze_opts(p)
 
     p = sub.add_parser("rollback", help="make a backup active again (verified first)")
     common(p)
     p.add_argument("--to", default="latest", help="latest or a VERSION")
-    p.add_argument("--keep-backups", type=int, default=3)
+    p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
 
     p = sub.add_parser("verify", help="check sha256 of the active model or a backup")
     common(p)
@@ -137,6 +137,8 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
     common(p)
     source_opts(p)
     p.add_argument("--to", default="latest", help="backup VERSION, latest, or active")
+    p.add_argument("--force", action="store_true",
+                   help="decide a rollback to it even below the floor (decision.forced)")
 
     p = sub.add_parser("predict", help="regime of the newest bar with the active model")
     common(p)

@@ -5,13 +5,13 @@ active on the host) and every baseline are scored on the candidate's own holdout
 the freshest data. Defaults differ per labeler (``LABELER_DEFAULTS``) and are
 backed by the walk-forward report (docs/model.md):
 
-* ``hmm`` (default): balanced accuracy, no absolute floor (0.75 would refuse most
-  retrains of a target whose best classic baseline scores about 0.75 itself), and
+* ``hmm`` (default): balanced accuracy, no absolute floor (the ``rules`` floor would
+  refuse most retrains of a target whose best classic baseline scores about that), and
   the candidate may trail the strongest baseline on its ~100-day holdout by at
   most ``baseline_tolerance`` (0.10): such a holdout is noisy, and 0.10 was chosen
   from the refusal rates the walk-forward reports for each value (S&P 500: 25 % of
   monthly retrains refused at 0.05, 17 % at 0.10, 8 % at 0.20; NASDAQ 14 %, 9 %, 5 %).
-* ``rules``: the seed's gate (test accuracy, floor 0.75, beat majority), kept for
+* ``rules``: the seed's gate (test accuracy, the runbook's floor, beat majority), kept for
   continuity: its "rule" baseline is the label itself, which no model can beat.
 * ``forward``: balanced accuracy, strongest baseline, no floor.
 """
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from quantshift_ml import defaults
 from quantshift_ml.errors import UsageError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ NOT_COMPETITORS = {"rules": ("rule",)}
 class GateConfig:
     metric: str = "balanced_accuracy"
     floor: float = 0.0
-    max_regression: float = 0.05
+    max_regression: float = defaults.MAX_REGRESSION
     beat_baseline: str | None = "strongest"
     """A baseline the candidate must not trail on the holdout (by more than
     ``baseline_tolerance``), ``strongest`` for the best of them, or None."""
@@ -63,14 +64,8 @@ class GateConfig:
                              f"{self.baseline_tolerance}")
 
 
-LABELER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hmm": {"metric": "balanced_accuracy", "floor": 0.0, "beat_baseline": "strongest",
-            "baseline_tolerance": 0.10},
-    "forward": {"metric": "balanced_accuracy", "floor": 0.0, "beat_baseline": "strongest",
-                "baseline_tolerance": 0.10},
-    "rules": {"metric": "test_accuracy", "floor": 0.75, "beat_baseline": "majority",
-              "baseline_tolerance": 0.0},
-}
+LABELER_DEFAULTS: dict[str, dict[str, Any]] = defaults.GATE_BY_LABELER
+"""Each labeler's gate, defined in ``quantshift_ml.defaults``."""
 
 
 def gate_for(labeler: str, overrides: Mapping[str, Any] | None = None) -> GateConfig:
@@ -153,3 +148,28 @@ def decide(scores: Scores, incumbent: Scores | None, gate: GateConfig,
             "baseline": None if base_value is None else round(base_value, 4),
             "baseline_name": base_name,
             "reasons": reasons, "summary": summary, **asdict(gate)}
+
+
+def meets_floor(value: float | None, floor: float) -> bool:
+    """An evaluated model's gate metric against the floor (no score never meets it)."""
+    return value is not None and float(value) >= floor
+
+
+def rollback_decision(evaluation: Mapping[str, Any], *, force: bool = False) -> dict[str, Any]:
+    """May the fleet roll back to this evaluated backup? Decided here for CLI and playbook.
+
+    A backup below its labeler's floor (or the given one) is refused unless
+    forced: it was good once, but on fresh data it no longer is. Forcing is for
+    the emergency where any trusted model beats the broken one running.
+    """
+    value, floor = evaluation.get("value"), float(evaluation.get("floor") or 0.0)
+    shown = "no score" if value is None else round(float(value), 4)
+    base = (f"Backup {evaluation.get('version')} scores {evaluation.get('metric')} {shown} "
+            "on fresh data")
+    if meets_floor(value, floor):
+        return {"allowed": True, "forced": False, "message": f"{base} (floor {floor})"}
+    if force:
+        return {"allowed": True, "forced": True,
+                "message": f"{base}, below the floor {floor}; forced"}
+    return {"allowed": False, "forced": False,
+            "message": f"{base}, below the floor {floor}; refusing"}

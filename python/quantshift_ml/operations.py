@@ -22,7 +22,7 @@ from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
 from quantshift_ml.explain import importance_summary
 from quantshift_ml.features import model_frame, usable
-from quantshift_ml.gate import GateConfig, decide, gate_for
+from quantshift_ml.gate import GateConfig, decide, gate_for, meets_floor, rollback_decision
 from quantshift_ml.served import serving_spec
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
@@ -274,13 +274,14 @@ def verify(root: Path, target: str = "active") -> dict[str, Any]:
 
 def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
                       config: TrainConfig | None = None, as_of: str | None = None,
-                      floor: float | None = None) -> dict[str, Any]:
+                      floor: float | None = None, force: bool = False) -> dict[str, Any]:
     """Score an existing artifact (e.g. a backup before rollback) on fresh data.
 
     The artifact is verified before it is unpickled; it is scored on the same
     holdout a fresh candidate would be, with its own labeler, and compared with
     the floor of that labeler's gate (``floor`` overrides it): ``meets_floor``
-    is the rollback decision, made here once for the CLI and the playbook.
+    and ``decision`` (``gate.rollback_decision``, with ``force``) are the rollback
+    decision, made here once for the CLI and the playbook.
     """
     store = ModelStore(root)
     bundle, art = store.load_model(pkl)
@@ -297,12 +298,13 @@ def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
                "last_bar": str(prep.ds.bars.index[-1].date())}
     gate = gate_for(labeler_name, {"floor": floor})
     value = None if scores is None else scores.metric(gate.metric)
-    return {"version": art.version, "sha256": art.sha256,
-            "accuracy": None if scores is None else scores.accuracy,
-            "balanced_accuracy": None if scores is None else scores.balanced_accuracy,
-            "holdout": holdout, "labeler": labeler_name, "metric": gate.metric, "value": value,
-            "floor": gate.floor, "meets_floor": value is not None and value >= gate.floor,
-            "error": scored.error if isinstance(scored, Unscored) else None}
+    out = {"version": art.version, "sha256": art.sha256,
+           "accuracy": None if scores is None else scores.accuracy,
+           "balanced_accuracy": None if scores is None else scores.balanced_accuracy,
+           "holdout": holdout, "labeler": labeler_name, "metric": gate.metric, "value": value,
+           "floor": gate.floor, "meets_floor": meets_floor(value, gate.floor),
+           "error": scored.error if isinstance(scored, Unscored) else None}
+    return {**out, "decision": rollback_decision(out, force=force)}
 
 
 def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:

@@ -72,3 +72,18 @@ def test_rules_labeler_keeps_the_seed_gate_and_never_counts_its_own_rule() -> No
     assert gate_for("hmm", {"floor": 0.6, "beat_baseline": "none"}).beat_baseline is None
     with pytest.raises(UsageError, match="unknown baseline"):
         gate_for("hmm", {"beat_baseline": "oracle"})
+
+
+def test_rollback_decision_is_the_floor_unless_forced() -> None:
+    from quantshift_ml.gate import rollback_decision
+
+    ev = {"version": "20261117-020000", "metric": "balanced_accuracy", "value": 0.81234,
+          "floor": 0.99}
+    refused = rollback_decision(ev)
+    assert not refused["allowed"] and not refused["forced"]
+    assert refused["message"] == ("Backup 20261117-020000 scores balanced_accuracy 0.8123 on "
+                                  "fresh data, below the floor 0.99; refusing")
+    forced = rollback_decision(ev, force=True)
+    assert forced["allowed"] and forced["forced"] and "forced" in forced["message"]
+    assert rollback_decision({**ev, "floor": 0.8})["allowed"]
+    assert not rollback_decision({**ev, "value": None, "floor": 0.0})["allowed"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
 from quantshift_ml.store import ModelStore, release
 from quantshift_ml.store.release import release_metadata, unpack_release
+from quantshift_ml.store.signing import Keyring
 
 from .conftest import FAST, OPEN, tree_digest
 
@@ -31,12 +31,49 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _pack(candidate: dict, dest: Path) -> Path:
-    """Pack exactly as playbooks/tasks/rollout.yml does: GNU tar, plain names."""
-    files = [Path(f) for f in candidate["files"]]
-    archive = dest / f"release-{candidate['version']}.tar"
-    subprocess.run(["tar", "--create", "--file", str(archive), "--directory",
-                    str(files[0].parent), "--", *(f.name for f in files)], check=True)
-    return archive
+    """Pack as every playbook does (tasks/release.yml): the package's pack_release."""
+    return Path(release.pack_release(Path(candidate["artifact"]), dest)["archive"])
+
+
+def _copy(candidate: dict, dest: Path) -> Path:
+    """The candidate's files in ``dest`` (a controller's release directory); its pkl."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in map(Path, candidate["files"]):
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest / Path(candidate["artifact"]).name
+
+
+def test_pack_release_is_the_release_object(candidate: dict, tmp_path: Path) -> None:
+    pkl = _copy(candidate, tmp_path / "controller")
+    keys = Keyring.default()
+    dry = release.pack_release(pkl, pkl.parent, keys=keys, dry_run=True)
+    assert not (pkl.parent / f"release-{candidate['version']}.tar").exists()
+    out = release.pack_release(pkl, pkl.parent, keys=keys)
+    assert {k: out[k] for k in ("version", "sha256")} == {
+        "version": candidate["version"], "sha256": candidate["sha256"]}
+    assert out["archive"] == dry["archive"] and out["changed"] and out["signature_checked"]
+    with tarfile.open(out["archive"]) as tf:
+        assert sorted(tf.getnames()) == sorted(Path(f).name for f in candidate["files"])
+    assert not release.pack_release(pkl, pkl.parent, keys=keys)["changed"]  # same bytes
+    assert release.release_files(pkl) == [pkl.with_suffix(f".{s}")
+                                          for s in release.RELEASE_SUFFIXES]
+
+
+def test_pack_release_refuses_a_tampered_or_forged_release(candidate: dict,
+                                                           tmp_path: Path) -> None:
+    pkl = _copy(candidate, tmp_path / "controller")
+    data = bytearray(pkl.read_bytes())
+    data[100] ^= 0x01
+    pkl.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match its metadata"):
+        release.pack_release(pkl, pkl.parent)
+    assert not list(pkl.parent.glob("release-*.tar"))
+    pkl = _copy(candidate, tmp_path / "forged")
+    meta = json.loads(pkl.with_suffix(".json").read_text())
+    meta["metrics"] = {"test_accuracy": 1.0}
+    pkl.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="forged or altered"):
+        release.pack_release(pkl, pkl.parent, keys=Keyring.default())
 
 
 def _archive(dest: Path, members: dict[str, bytes], *, symlink: str | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def test_rollback_latest_and_by_version(tmp_path: Path) -> None:
     b = _train(tmp_path, "2018-06-29")
     c = _train(tmp_path, "2018-12-31")
     store = ModelStore(tmp_path)
+    untouched = tree_digest(tmp_path / "models")
+    dry = store.rollback("latest", dry_run=True)  # check mode: the store's own dry run
+    assert dry["changed"] and dry["current"]["version"] == b["version"]
+    assert store.prune(dry_run=True) == [] and tree_digest(tmp_path / "models") == untouched
     res = store.rollback("latest")
     assert res["current"]["version"] == b["version"]
     res = store.rollback("latest")
@@ -137,9 +142,33 @@ def test_restore_after_a_failed_promotion_is_byte_identical(tmp_path: Path) -> N
               if not k.startswith("staging")}
     previous = store.active()
     cand = operations.train(FixedSource("2018-06-29"), root=tmp_path, config=FAST, gate=OPEN)
+    staged = tree_digest(tmp_path / "models")
+    dry = store.promote(Path(cand["artifact"]), dry_run=True)
+    assert dry["changed"] and dry["current"]["sha256"] == cand["sha256"]
+    assert tree_digest(tmp_path / "models") == staged
     res = store.promote(Path(cand["artifact"]), prune=False)
     assert res["backup_created"] and len(store.backups()) == 4  # nothing pruned yet
     store.restore(previous.version, discard_backup=True)  # type: ignore[union-attr]
     after = {k: v for k, v in tree_digest(tmp_path / "models").items()
              if not k.startswith("staging")}
     assert after == before
+
+
+def test_lease_refusal_is_reported_and_a_dead_local_holder_named(tmp_path: Path) -> None:
+    import socket
+
+    from quantshift_ml.store import lease
+
+    path = tmp_path / ".operation.lease"
+    here = socket.gethostname()
+    lease.acquire(path, "other", details={"controller_host": here,
+                                          "controller_pid": 999999999})
+    res = lease.acquire_or_report(path, "mine", details={"controller_host": here})
+    assert not res["acquired"] and res["held"]["owner"] == "other"
+    assert lease.dead_holder(res["held"], here) == "other"  # no such pid here
+    assert lease.dead_holder(res["held"], "another-node") is None
+    alive = {**res["held"], "controller_pid": os.getpid()}
+    assert lease.dead_holder(alive, here) is None
+    took = lease.acquire_or_report(path, "mine", takeover="other")
+    assert took["acquired"] and took["took_over"]["owner"] == "other"
+    assert lease.controller_identity()["controller_pid"] == os.getppid()

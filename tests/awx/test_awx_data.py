@@ -11,6 +11,8 @@ from dateutil.rrule import rrulestr
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = yaml.safe_load((REPO / "awx/job_templates.yml").read_text())
+FLEET_VARS = ("playbooks/group_vars/all.yml", "inventory/production/group_vars/quantshift.yml")
+"""The production fleet's variables: the fleet defaults, then the inventory's overrides."""
 SCHEDULES = yaml.safe_load((REPO / "awx/schedules.yml").read_text())
 
 
@@ -33,7 +35,7 @@ def test_every_template_points_at_an_existing_playbook() -> None:
 
 
 def test_survey_variables_are_read_by_the_playbooks() -> None:
-    inventories = (REPO / "inventory/production/group_vars/all/quantshift.yml").read_text()
+    inventories = "".join((REPO / f).read_text() for f in FLEET_VARS)
     for jt in TEMPLATES["quantshift_awx_job_templates"]:
         if not jt["survey_enabled"]:
             continue
@@ -75,8 +77,7 @@ def test_fleet_changing_schedules_never_run_inside_the_production_freeze() -> No
 
     from quantshift_ml.freeze import FreezeConfig, status
 
-    prod = yaml.safe_load(
-        (REPO / "inventory/production/group_vars/all/quantshift.yml").read_text())
+    prod = {k: v for f in FLEET_VARS for k, v in yaml.safe_load((REPO / f).read_text()).items()}
     assert prod["quantshift_freeze_enabled"]
     cfg = FreezeConfig.from_settings(calendar=prod["quantshift_freeze_calendar"],
                                      margin=prod["quantshift_freeze_margin"],

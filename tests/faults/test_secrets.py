@@ -50,6 +50,8 @@ def _playbook() -> str:
     return yaml.safe_dump([{
         "name": "Apply the monitoring cron with alert secrets",
         "hosts": "localhost", "connection": "local", "gather_facts": False,
+        # the role's defaults derive from the fleet variables, as in the fleet's playbooks
+        "vars_files": [str(REPO / "playbooks/group_vars/all.yml")],
         "roles": [{"role": "quantshift_cron", "vars": role_vars}],
     }])
 

@@ -22,7 +22,9 @@ BIN = Path(sys.executable).parent
 
 def _play(tmp_path: Path, tasks: list[dict], role_vars: dict, *extra: str
           ) -> subprocess.CompletedProcess[str]:
-    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    # the role's defaults derive from the fleet's (playbooks/group_vars/all.yml)
+    fleet = yaml.safe_load((REPO / "playbooks/group_vars/all.yml").read_text())
+    defaults = {**fleet, **yaml.safe_load((ROLE / "defaults/main.yml").read_text())}
     book = tmp_path / "play.yml"
     book.write_text(yaml.safe_dump([{
         "name": "Render", "hosts": "localhost", "connection": "local", "gather_facts": False,

@@ -17,13 +17,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantshift_ml import defaults
+
 MODEL_NAME = "regime_classifier"
 VERSION_RE = re.compile(r"^\d{8}-\d{6}$")
 
 
 def default_root() -> Path:
     """``--root`` default: ``$QUANTSHIFT_ROOT`` or ``/opt/quantshift``."""
-    return Path(os.environ.get("QUANTSHIFT_ROOT", "/opt/quantshift"))
+    return Path(os.environ.get("QUANTSHIFT_ROOT", defaults.ROOT))
 
 
 @dataclass(frozen=True)

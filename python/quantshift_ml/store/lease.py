@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml import defaults
 from quantshift_ml.errors import LockHeld
 
-DEFAULT_TTL = 2 * 3600
+DEFAULT_TTL = defaults.LEASE_TTL
 
 
 @contextlib.contextmanager
@@ -118,3 +119,59 @@ def release(path: Path, owner: str) -> dict[str, Any]:
             raise LockHeld(f"lease {path} is held by {held.get('owner')}, not {owner}")
         path.unlink(missing_ok=True)
         return {"changed": True}
+
+
+def controller_identity() -> dict[str, Any]:
+    """This control node and its ``ansible-playbook`` process, for the lease's details.
+
+    Called from a filter, which runs in an Ansible worker: the worker is forked
+    from ``ansible-playbook``, so its parent is the process whose death frees
+    the lease (a takeover proof that needs no ``/proc`` parsing in YAML).
+    """
+    return {"controller_host": socket.gethostname(), "controller_pid": os.getppid()}
+
+
+def dead_holder(held: dict[str, Any] | None, controller_host: str) -> str | None:
+    """The owner of ``held`` when its controller ran on this node and is gone, else None.
+
+    Only a lease of this control node can be proven dead (its pid is looked up
+    here); any other live lease is left to its TTL.
+    """
+    if not held or held.get("controller_host") != controller_host:
+        return None
+    pid = str(held.get("controller_pid", ""))
+    if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+        return None
+    owner = held.get("owner")
+    return str(owner) if owner else None
+
+
+def acquire_or_report(path: Path, owner: str, ttl: float = DEFAULT_TTL, *,
+                      takeover: str | None = None, details: dict[str, Any] | None = None,
+                      dry_run: bool = False) -> dict[str, Any]:
+    """``acquire``, but a live lease of another owner is returned (``held``), not raised.
+
+    The controller then decides with ``dead_holder`` whether to take it over.
+    ``dry_run`` (check mode) only reads the lease.
+    """
+    if dry_run:
+        with _guard(path):
+            held = _read(path)
+        mine = held is not None and held.get("owner") == owner
+        return {"changed": False, "acquired": False,
+                "held": None if held is None or mine else _json_safe(held)}
+    try:
+        return {**acquire(path, owner, ttl, takeover=takeover, details=details),
+                "acquired": True, "held": None}
+    except LockHeld:
+        with _guard(path):
+            held = _read(path)
+        return {"changed": False, "acquired": False, "held": _json_safe(held)}
+
+
+def _json_safe(held: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An unreadable lease's infinite expiry as null: module results are JSON."""
+    if held is None:
+        return None
+    return {k: (None if isinstance(v, float) and v == float("inf") else v)
+            for k, v in held.items()}

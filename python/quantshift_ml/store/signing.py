@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml import defaults
 from quantshift_ml.errors import IntegrityError, UsageError
 
-DEFAULT_KEYS_DIR = "/etc/quantshift/keys"
+DEFAULT_KEYS_DIR = defaults.KEYS_DIR
 KEYS_ENV = "QUANTSHIFT_KEYS"
 SIGNATURE = "signature"
 ALGORITHM = "ed25519"

@@ -16,30 +16,31 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import io
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml import defaults
 from quantshift_ml.errors import IntegrityError, UsageError
-from quantshift_ml.store import recovery
+from quantshift_ml.store import backups, checks, recovery
 from quantshift_ml.store.artifact import ActiveState, Artifact, refuse_symlink
+from quantshift_ml.store.checks import brief, check_permissions
 from quantshift_ml.store.files import (
-    atomic_copy,
     atomic_write_bytes,
     atomic_write_json,
     read_json,
     sha256_file,
 )
-from quantshift_ml.store.layout import VERSION_RE, Layout, meta_for, onnx_for, version_of
+from quantshift_ml.store.install import install
+from quantshift_ml.store.layout import VERSION_RE, Layout, meta_for, onnx_for
 from quantshift_ml.store.lock import StoreLock
 from quantshift_ml.store.signing import Keyring
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEEP_BACKUPS = 3
+DEFAULT_KEEP_BACKUPS = defaults.KEEP_BACKUPS
 
 
 def _now_version() -> str:
@@ -67,28 +68,7 @@ class ModelStore:
 
     def load_artifact(self, pkl: Path) -> Artifact:
         """A model file and its metadata, read without trusting either (no symlinks)."""
-        meta_path = meta_for(pkl)
-        for path in (pkl, meta_path, onnx_for(pkl)):
-            refuse_symlink(path)
-        if not pkl.exists():
-            raise IntegrityError(f"{pkl}: model file missing")
-        if not meta_path.exists():
-            raise IntegrityError(f"{meta_path}: metadata missing for {pkl.name}")
-        try:
-            meta = read_json(meta_path)
-        except (ValueError, OSError) as exc:
-            raise IntegrityError(f"{meta_path}: unreadable metadata: {exc}") from exc
-        return Artifact(pkl=pkl, meta=meta)
-
-    def _check_version(self, art: Artifact) -> None:
-        """A version names files: it must be a timestamp, and the one in the file's name."""
-        if not VERSION_RE.match(art.version):
-            raise IntegrityError(f"{meta_for(art.pkl)}: version {art.version!r} is not "
-                                 "YYYYMMDD-HHMMSS; refusing it")
-        named = version_of(art.pkl)
-        if named is not None and named != art.version:
-            raise IntegrityError(f"{meta_for(art.pkl)}: version {art.version} does not match "
-                                 f"its file name ({art.pkl.name}); refusing it")
+        return checks.load_artifact(pkl)
 
     def verify(self, pkl: Path, *, content: bytes | None = None,
                onnx_content: bytes | None = None) -> Artifact:
@@ -98,26 +78,10 @@ class ModelStore:
         check is on those very bytes, so what is unpickled (or handed to
         onnxruntime) afterwards is what was verified.
         """
-        art = self.load_artifact(pkl)
+        art = checks.load_artifact(pkl)
         self.keys.check(art.meta, meta_for(pkl))
-        self._check_version(art)
-        actual = sha256_file(pkl) if content is None else hashlib.sha256(content).hexdigest()
-        if not art.sha256:
-            raise IntegrityError(f"{meta_for(pkl)}: no sha256 recorded")
-        if actual != art.sha256:
-            raise IntegrityError(
-                f"{pkl}: sha256 {actual[:12]}... does not match metadata {art.sha256[:12]}... "
-                "(file corrupted or tampered with); refusing to load it"
-            )
-        onnx_sha = (art.meta.get("onnx") or {}).get("sha256")
-        if onnx_sha:
-            onnx = onnx_for(pkl)
-            if onnx_content is None and not onnx.exists():
-                raise IntegrityError(f"{onnx}: compiled model named in the metadata is missing")
-            actual_onnx = (sha256_file(onnx) if onnx_content is None
-                           else hashlib.sha256(onnx_content).hexdigest())
-            if actual_onnx != onnx_sha:
-                raise IntegrityError(f"{onnx}: sha256 does not match metadata; refusing it")
+        checks.check_version(art)
+        checks.check_files(art, content=content, onnx_content=onnx_content)
         return art
 
     def load_model(self, pkl: Path) -> tuple[dict[str, Any], Artifact]:
@@ -155,16 +119,7 @@ class ModelStore:
 
     def backups(self) -> list[Artifact]:
         """Backups, oldest first (versions sort chronologically)."""
-        out = []
-        if self.layout.backups.is_dir():
-            for pkl in sorted(self.layout.backups.glob("regime_classifier_*.pkl")):
-                if version_of(pkl) is None:
-                    continue
-                try:
-                    out.append(self.load_artifact(pkl))
-                except IntegrityError as exc:
-                    log.warning("ignoring backup %s: %s", pkl.name, exc)
-        return sorted(out, key=lambda a: version_of(a.pkl) or "")
+        return backups.listed(self)
 
     def new_version(self) -> str:
         """A UTC timestamp version not used by the active model, a backup or a candidate."""
@@ -220,15 +175,6 @@ class ModelStore:
             raise
         return Artifact(pkl=pkl, meta=full)
 
-    @staticmethod
-    def _copy_onnx(src_pkl: Path, dst_pkl: Path) -> None:
-        """The compiled model follows its pkl; a model without one leaves none behind."""
-        src, dst = onnx_for(src_pkl), onnx_for(dst_pkl)
-        if src.exists():
-            atomic_copy(src, dst)
-        else:
-            dst.unlink(missing_ok=True)
-
     def _remove_stale_temp_files(self) -> None:
         """Temp files (``.NAME.xxxx.tmp``) left by a writer killed mid-write.
 
@@ -268,72 +214,40 @@ class ModelStore:
 
     def _install(self, source: Artifact, *, reason: str, prune: bool = True,
                  backup: bool = True) -> dict[str, Any]:
-        """Back up the active model, then atomically make ``source`` active (under lock).
+        """Back up the active model, then atomically make ``source`` active (under lock)."""
+        return install(self, source, reason=reason, prune=prune, backup=backup)
 
-        An active file that is not trusted (corrupted, unsigned, replaced by hand)
-        is moved to ``models/quarantine/`` as evidence, never backed up as good; one
-        copied by hand from a backup is that backup. ``prune=False`` keeps every
-        backup until the caller has verified the new model (a fleet rollout prunes
-        only after the host is healthy, so a restore loses nothing).
-        ``backup=False`` is for undoing a failed promotion: the failed model is not kept.
+    def would_install(self, target: Artifact) -> dict[str, Any]:
+        """A dry run of ``_install``: what would be active after it (check mode).
+
+        Like the real swap, an active file that does not check out is no current
+        model, so installing onto it always counts as a change.
         """
-        self.recover()
-        state = self.inspect_active()
-        quarantined = None
-        if state.state == "untrusted":
-            quarantined = recovery.quarantine(self, state.detail)
-        previous = state.artifact
-        if previous is not None and previous.sha256 == source.sha256 and state.state == "ok":
-            return {"changed": False, "previous": _brief(previous), "current": _brief(previous)}
-        backup_path: Path | None = None
-        backup_created = False
-        if previous is not None and backup:
-            backup_path = self.layout.backup_pkl(previous.version)
-            if not backup_path.exists() or sha256_file(backup_path) != previous.sha256:
-                atomic_copy(self.layout.active_pkl, backup_path)
-                self._copy_onnx(self.layout.active_pkl, backup_path)
-                atomic_copy(self.layout.active_meta, meta_for(backup_path))
-                backup_created = True
-        atomic_write_json(self.layout.journal, {
-            "new_version": source.version, "new_sha256": source.sha256,
-            "previous_version": version_of(backup_path) if backup_path else None,
-            "reason": reason,
-        })
-        # Metadata travels byte for byte with its model (staging, active, backups), so
-        # a restore or a rollback reproduces exactly the files that were there before.
-        try:
-            atomic_copy(source.pkl, self.layout.active_pkl)
-            self._copy_onnx(source.pkl, self.layout.active_pkl)
-            atomic_copy(meta_for(source.pkl), self.layout.active_meta)
-        except BaseException:
-            # nothing renamed yet -> the old model is intact: drop the journal;
-            # otherwise put the previous model back from its backup
-            if previous is None or sha256_file(self.layout.active_pkl) != previous.sha256:
-                self.recover()
-            else:
-                self.layout.journal.unlink(missing_ok=True)
-            raise
-        self.layout.journal.unlink()
-        pruned = self._prune() if prune else []
-        out = {"changed": True, "previous": _brief(previous), "current": _brief(source),
-               "backup_created": backup_created, "pruned": pruned}
-        if state.state != "ok":
-            out["repaired"] = {"active_was": state.state, "detail": state.detail,
-                               "quarantined": str(quarantined) if quarantined else None}
-        return out
+        active = self.inspect_active()
+        before = brief(active.artifact if active.state == "ok" else None)
+        after = brief(target)
+        changed = before is None or after is None or before["sha256"] != after["sha256"]
+        return {"changed": changed, "previous": before,
+                "current": after if changed else before, "dry_run": True}
 
-    def promote(self, candidate: Path, *, prune: bool = True) -> dict[str, Any]:
+    def promote(self, candidate: Path, *, prune: bool = True,
+                dry_run: bool = False) -> dict[str, Any]:
         """Make a verified candidate active, keeping the previous one as a backup."""
+        if dry_run:
+            return self.would_install(self.verify(candidate))
         with self.lock("promote"):
             return self._install(self.verify(candidate), reason="promote", prune=prune)
 
-    def restore(self, version: str, *, discard_backup: bool) -> dict[str, Any]:
+    def restore(self, version: str, *, discard_backup: bool,
+                dry_run: bool = False) -> dict[str, Any]:
         """Undo a failed promotion: make backup ``version`` active again.
 
         The failed model is not backed up, and with ``discard_backup`` the backup the
         promotion created is removed again, so models/ ends byte-identical to before
         the promotion.
         """
+        if dry_run:
+            return self.would_install(self.verify(self.resolve_backup(version).pkl))
         with self.lock("restore"):
             target = self.verify(self.resolve_backup(version).pkl)
             res = self._install(target, reason=f"restore {version}", prune=False, backup=False)
@@ -344,103 +258,34 @@ class ModelStore:
 
     def trusted_backups(self) -> list[Artifact]:
         """Backups whose signature and sha256s check out, oldest first."""
-        return self._sorted_backups()[0]
+        return backups.sorted_backups(self)[0]
 
     def _sorted_backups(self) -> tuple[list[Artifact], dict[str, str]]:
         """(trusted backups oldest first, version -> why each other one is refused)."""
-        good, bad = [], {}
-        for b in self.backups():
-            try:
-                good.append(self.verify(b.pkl))
-            except IntegrityError as exc:
-                bad[version_of(b.pkl) or b.pkl.name] = str(exc)
-                log.warning("ignoring backup %s: %s", b.pkl.name, exc)
-        return good, bad
+        return backups.sorted_backups(self)
 
     def resolve_backup(self, to: str = "latest") -> Artifact:
-        """``latest``: the newest trusted backup older than the active model; or a version.
+        """``latest``: the newest trusted backup older than the active model; or a version."""
+        return backups.resolve(self, to)
 
-        "Older" is by version (a timestamp), so running ``rollback`` again walks
-        further back instead of returning to the model just left. With no trusted
-        active model, ``latest`` is the newest trusted backup. A backup that does
-        not check out is skipped with a warning, or refused by name when asked for.
-        """
-        if to != "latest" and not VERSION_RE.match(to):
-            raise UsageError(f"--to must be 'latest' or a version YYYYMMDD-HHMMSS, not {to!r}")
-        backups, bad = self._sorted_backups()
-        if to in bad:
-            raise IntegrityError(bad[to])
-        if not backups:
-            if bad:
-                raise IntegrityError("no backup checks out: " + "; ".join(bad.values()))
-            raise UsageError(f"no backups in {self.layout.backups}: nothing to roll back to")
-        if to != "latest":
-            for b in backups:
-                if b.version == to:
-                    return b
-            raise UsageError(f"no backup with version {to!r}; available: "
-                             f"{', '.join(b.version for b in backups)}")
-        active = self.inspect_active().artifact
-        if active is None:
-            return backups[-1]
-        older = [b for b in backups if b.version < active.version]
-        if not older:
-            newer = ", ".join(b.version for b in backups if b.version > active.version)
-            raise UsageError(f"no backup older than the active model {active.version}"
-                             + (f"; newer ones: {newer} (use --to VERSION)" if newer else ""))
-        return older[-1]
-
-    def rollback(self, to: str = "latest") -> dict[str, Any]:
+    def rollback(self, to: str = "latest", *, dry_run: bool = False) -> dict[str, Any]:
         """Verify a backup (signature, sha256s; no unpickling) and make it active."""
+        if dry_run:
+            return self.would_install(self.resolve_backup(to))
         with self.lock("rollback"):
             self.recover()
             art = self.resolve_backup(to)
             return self._install(art, reason=f"rollback to {art.version}")
 
     def _prune(self) -> list[str]:
-        backups = sorted(self.layout.backups.glob("regime_classifier_*.pkl"))
-        backups = [b for b in backups if version_of(b)]
-        removed = []
-        for pkl in backups[: max(0, len(backups) - self.keep_backups)]:
-            for p in (pkl, meta_for(pkl), onnx_for(pkl)):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-            removed.append(version_of(pkl) or pkl.name)
-        for staged in self.layout.staging.glob("*.pkl") if self.layout.staging.is_dir() else []:
-            active = self.active()
-            if active is not None and active.version in staged.name:
-                for p in (staged, meta_for(staged), onnx_for(staged)):
-                    with contextlib.suppress(FileNotFoundError):
-                        p.unlink()
-        return removed
+        return backups.prune(self)
 
-    def prune(self) -> list[str]:
+    def prune(self, *, dry_run: bool = False) -> list[str]:
+        """Remove old backups (``dry_run``: only name them)."""
+        if dry_run:
+            return backups.prune(self, dry_run=True)
         with self.lock("prune"):
-            return self._prune()
+            return backups.prune(self)
 
 
-def check_permissions(root: Path) -> None:
-    """Refuse a world-writable store root; warn when others could write it.
-
-    Whoever can write the root can replace models (signatures stop them from
-    running forged ones, but not from deleting or swapping good ones).
-    """
-    try:
-        st = root.stat()
-    except FileNotFoundError:
-        return
-    if st.st_mode & 0o002 and not st.st_mode & 0o1000:
-        raise IntegrityError(f"{root} is world-writable (mode {st.st_mode & 0o7777:o}); "
-                             f"run `chmod o-w {root}` before using it as a model store")
-    if st.st_mode & 0o020:
-        log.warning("%s is group-writable (mode %o): every member of its group can "
-                    "replace models", root, st.st_mode & 0o7777)
-    if st.st_uid not in (os.geteuid(), 0):
-        log.warning("%s is owned by uid %d, not by this user (%d)", root, st.st_uid,
-                    os.geteuid())
-
-
-def _brief(art: Artifact | None) -> dict[str, Any] | None:
-    if art is None:
-        return None
-    return {"version": art.version, "sha256": art.sha256}
+__all__ = ["ModelStore", "check_permissions"]

@@ -1,0 +1,42 @@
+"""The package's own defaults, in one place.
+
+The CLI's flags, the Ansible modules' options and the store read their defaults
+here, so a default is changed once; the fleet's values live in
+``playbooks/group_vars/all.yml`` and override these only where they differ.
+Why each gate default is what it is: ``gate.py`` and docs/model.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROOT = "/opt/quantshift"
+"""Store root on a host (``--root``, ``$QUANTSHIFT_ROOT``), the old runbook's path."""
+KEYS_DIR = "/etc/quantshift/keys"
+"""Keys directory (``--keys``, ``$QUANTSHIFT_KEYS``): trusted/*.pub, signing.key."""
+KEEP_BACKUPS = 3
+KEEP_LOGS = 10
+LEASE_TTL = 2 * 3600
+"""Seconds after which a fleet lease left by a dead controller is stale."""
+SERVICE_TIMEOUT = 60
+"""Seconds a rollout waits for the service to report the new model's sha256."""
+SOURCE = "bundled"
+SYMBOL = "SPY"
+LABELER = "hmm"
+
+MAX_REGRESSION = 0.05
+"""How far a candidate may trail the production model on the same holdout."""
+GATE_BY_LABELER: dict[str, dict[str, Any]] = {
+    "hmm": {"metric": "balanced_accuracy", "floor": 0.0, "beat_baseline": "strongest",
+            "baseline_tolerance": 0.10},
+    "forward": {"metric": "balanced_accuracy", "floor": 0.0, "beat_baseline": "strongest",
+                "baseline_tolerance": 0.10},
+    "rules": {"metric": "test_accuracy", "floor": 0.75, "beat_baseline": "majority",
+              "baseline_tolerance": 0.0},
+}
+"""Each labeler's gate (metric, absolute floor, baseline and tolerance)."""
+
+
+def floors_text() -> str:
+    """Each labeler's floor as ``NAME FLOOR, ...``: help texts read it, never restate it."""
+    return ", ".join(f"{name} {gate['floor']}" for name, gate in GATE_BY_LABELER.items())
