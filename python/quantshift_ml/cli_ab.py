@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml.cli_insight import OptionHook
 from quantshift_ml.errors import UsageError
 
 
-def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None],
-               source_opts: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Any, common: OptionHook, source_opts: OptionHook) -> None:
     p = sub.add_parser("ab", help="A/B test of the model against the rules: report, replay, "
                                   "fallback")
     common(p)

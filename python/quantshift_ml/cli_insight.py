@@ -23,6 +23,9 @@ from quantshift_ml.errors import UsageError
 from quantshift_ml.monitor import Thresholds
 from quantshift_ml.store import ModelStore
 
+# a function adding a group of shared options (--root/--keys/--json, the data source)
+OptionHook = Callable[[argparse.ArgumentParser], None]
+
 THRESHOLDS_FILE = "etc/monitor.json"
 
 
@@ -98,8 +101,7 @@ def add_monitor_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     threshold_opts(p)
 
 
-def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None],
-                source_opts: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(sub: Any, common: OptionHook, source_opts: OptionHook) -> None:
     p = sub.add_parser("explain", help="the active model's regime for one day, with each "
                                        "feature's exact SHAP contribution")
     common(p)

@@ -44,13 +44,12 @@ class ConsoleConfig:
     secret: str = field(repr=False)
     secure_cookies: bool = False
 
-    @property
-    def playbooks(self) -> Path:
-        return self.project / "playbooks"
+    playbooks: Path = field(init=False)
+    audit_log: Path = field(init=False)
 
-    @property
-    def audit_log(self) -> Path:
-        return self.state / "audit.log"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "playbooks", self.project / "playbooks")
+        object.__setattr__(self, "audit_log", self.state / "audit.log")
 
     def ansible_env(self) -> dict[str, str]:
         """The environment a playbook gets: the checkout's config and this venv's tools."""

@@ -1,4 +1,4 @@
-"""Paths on a host, compatible with the old shell runbook (see docs/operations.md).
+"""Paths on a host, compatible with the old shell runbook (README "On a host", GUIDE §2).
 
 ::
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantshift_ml import defaults
@@ -30,47 +30,31 @@ def default_root() -> Path:
 
 @dataclass(frozen=True)
 class Layout:
+    """Every path of one store, derived from its root once (the module docstring's tree)."""
+
     root: Path
+    models: Path = field(init=False)
+    backups: Path = field(init=False)
+    staging: Path = field(init=False)
+    logs: Path = field(init=False)
+    data: Path = field(init=False)
+    active_pkl: Path = field(init=False)
+    active_meta: Path = field(init=False)
+    lock_file: Path = field(init=False)
+    lease_file: Path = field(init=False)
+    journal: Path = field(init=False)
 
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def backups(self) -> Path:
-        return self.models / "backups"
-
-    @property
-    def staging(self) -> Path:
-        return self.models / "staging"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def active_pkl(self) -> Path:
-        return self.models / f"{MODEL_NAME}.pkl"
-
-    @property
-    def active_meta(self) -> Path:
-        return self.models / f"{MODEL_NAME}.json"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.models / ".quantshift.lock"
-
-    @property
-    def lease_file(self) -> Path:
-        return self.models / ".operation.lease"
-
-    @property
-    def journal(self) -> Path:
-        return self.models / ".promote-journal.json"
+    def __post_init__(self) -> None:
+        models = self.root / "models"
+        for name, path in {
+            "models": models, "backups": models / "backups", "staging": models / "staging",
+            "logs": self.root / "logs", "data": self.root / "data",
+            "active_pkl": models / f"{MODEL_NAME}.pkl",
+            "active_meta": models / f"{MODEL_NAME}.json",
+            "lock_file": models / ".quantshift.lock", "lease_file": models / ".operation.lease",
+            "journal": models / ".promote-journal.json",
+        }.items():
+            object.__setattr__(self, name, path)  # frozen: set once, here
 
     def backup_pkl(self, version: str) -> Path:
         return self.backups / f"{MODEL_NAME}_{version}.pkl"
@@ -94,11 +78,6 @@ def meta_for(pkl: Path) -> Path:
 def onnx_for(pkl: Path) -> Path:
     """The compiled (ONNX) model that sits beside an artifact, when there is one."""
     return pkl.with_suffix(".onnx")
-
-
-def sidecars(pkl: Path) -> tuple[Path, Path]:
-    """Files that travel with a model file: its metadata and its compiled form."""
-    return meta_for(pkl), onnx_for(pkl)
 
 
 def version_of(pkl: Path) -> str | None:
