@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import predlog
+from quantshift_ml import defaults, predlog
 from quantshift_ml.ab import AbConfig
 from quantshift_ml.ab_stats import ALPHA, Paired
 from quantshift_ml.training.evaluate import classification_report
@@ -128,7 +128,7 @@ def ab_check(root: Any, src: Any) -> dict[str, Any]:
 
 
 def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
-           split: float = 0.5, symbol: str = "SPY", config: Any = None) -> dict[str, Any]:
+           split: float = 0.5, symbol: str = defaults.SYMBOL, config: Any = None) -> dict[str, Any]:
     """The report over ``start..end`` of ``bars``, as the service would have produced it."""
     from quantshift_ml.ab import rules_regime
     from quantshift_ml.errors import UsageError

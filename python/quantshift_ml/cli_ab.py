@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml import defaults
 from quantshift_ml.cli_insight import OptionHook
 from quantshift_ml.errors import UsageError
 
@@ -49,7 +50,7 @@ def run(a: argparse.Namespace, root: Path, source: Callable[[], Any]) -> dict[st
         ab.AbConfig(split=a.split)  # validates the split
         src = source()
         return ab_report.replay(src.load(), a.start, a.end, clients=a.clients, split=a.split,
-                                symbol=getattr(src, "symbol", "SPY"))
+                                symbol=getattr(src, "symbol", defaults.SYMBOL))
     return ab_report.host_report(root, source())
 
 

@@ -39,18 +39,20 @@ def common(p: argparse.ArgumentParser) -> None:
 
 
 def source_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=["bundled", "csv", "yfinance"], default="bundled")
+    p.add_argument("--source", choices=["bundled", "csv", "yfinance"],
+                   default=defaults.SOURCE)
     p.add_argument("--data", help="Yahoo-format CSV file (with --source csv)")
-    p.add_argument("--symbol", default="SPY", help="ticker for --source yfinance")
-    p.add_argument("--max-cache-age-hours", type=float, default=72.0,
+    p.add_argument("--symbol", default=defaults.SYMBOL, help="ticker for --source yfinance")
+    p.add_argument("--max-cache-age-hours", type=float, default=defaults.MAX_CACHE_AGE_HOURS,
                    help="yfinance: fall back to a cache at most this old")
     p.add_argument("--as-of", default=None, help="last bar of the window (YYYY-MM-DD)")
 
 
 def train_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--years", type=float, default=2.0, help="rolling window length")
+    p.add_argument("--years", type=float, default=defaults.YEARS, help="rolling window length")
     p.add_argument("--labeler", choices=sorted(LABELERS), default=DEFAULT_LABELER)
-    p.add_argument("--gap", type=int, default=21, help="embargo bars (>= label horizon)")
+    p.add_argument("--gap", type=int, default=defaults.GAP,
+                   help="embargo bars (>= label horizon)")
     p.add_argument("--no-stress-memory", action="store_true",
                    help="train on the window only (same as --memory window)")
     p.add_argument("--memory", choices=MEMORIES, default="auto",
@@ -181,7 +183,7 @@ def _ops_parsers(sub: Any) -> None:
     common(p)
     source_opts(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address")
-    p.add_argument("--port", type=int, default=8787, help="listen port")
+    p.add_argument("--port", type=int, default=defaults.SERVICE_PORT, help="listen port")
     p.add_argument("--refresh-seconds", type=float, default=300.0,
                    help="market data refresh interval")
 

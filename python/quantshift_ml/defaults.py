@@ -22,7 +22,14 @@ SERVICE_TIMEOUT = 60
 """Seconds a rollout waits for the service to report the new model's sha256."""
 SOURCE = "bundled"
 SYMBOL = "SPY"
+MAX_CACHE_AGE_HOURS = 72.0
+"""yfinance: how old a cached download may be when Yahoo cannot be reached."""
 LABELER = "hmm"
+YEARS = 2.0
+"""The rolling window, in years."""
+GAP = 21
+"""Embargo in bars between training and holdout rows (>= the labels' horizon, 20)."""
+SERVICE_PORT = 8787
 
 MAX_REGRESSION = 0.05
 """How far a candidate may trail the production model on the same holdout."""

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import hmm
+from quantshift_ml import defaults, hmm
 from quantshift_ml.errors import UsageError
 from quantshift_ml.regimes import CALM, TURBULENT, RegimeRule
 
@@ -187,7 +187,7 @@ Labeler = RulesLabeler | ForwardLabeler | HmmLabeler
 
 LABELERS: dict[str, Callable[[], Labeler]] = {
     "hmm": HmmLabeler, "rules": RulesLabeler, "forward": ForwardLabeler}
-DEFAULT_LABELER = "hmm"
+DEFAULT_LABELER = defaults.LABELER
 
 
 def make_labeler(name: str, **params: Any) -> Labeler:

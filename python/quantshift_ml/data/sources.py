@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from quantshift_ml import defaults
 from quantshift_ml.data.validation import validate_ohlcv
 from quantshift_ml.errors import DataError, DataSourceUnavailable, UsageError
 from quantshift_ml.store.files import atomic_write_bytes
@@ -101,7 +102,7 @@ class YFinanceSource:
     and is replaced by a fake in tests (there is no route to Yahoo in CI).
     """
 
-    symbol: str = "SPY"
+    symbol: str = defaults.SYMBOL
     cache_dir: Path | None = None
     retries: int = 4
     backoff_seconds: float = 2.0
@@ -196,7 +197,7 @@ def make_source(
     source: str,
     *,
     data: str | None = None,
-    symbol: str = "SPY",
+    symbol: str = defaults.SYMBOL,
     root: Path | None = None,
     max_cache_age_hours: float = 72.0,
 ) -> DataSource:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from quantshift_ml import defaults
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import QuantshiftError
 from quantshift_ml.service.app import RegimeService
@@ -69,7 +70,7 @@ def make_handler(service: RegimeService) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def build_server(service: RegimeService, host: str = "127.0.0.1", port: int = 8787
+def build_server(service: RegimeService, host: str = "127.0.0.1", port: int = defaults.SERVICE_PORT
                  ) -> ThreadingHTTPServer:
     """The HTTP server (one thread per request); ``port=0`` picks a free port."""
     server = ThreadingHTTPServer((host, port), make_handler(service))
@@ -123,8 +124,9 @@ def notify_ready() -> bool:
     return True
 
 
-def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1", port: int = 8787,
-          symbol: str = "SPY", refresh_seconds: float = 300.0) -> None:
+def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1",
+          port: int = defaults.SERVICE_PORT, symbol: str = defaults.SYMBOL,
+          refresh_seconds: float = 300.0) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the model."""
     service = RegimeService(root, source, symbol, refresh_seconds)
     service.reload()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from quantshift_ml import defaults
 from quantshift_ml.errors import UsageError
 
 
@@ -138,10 +139,10 @@ class TrainConfig:
     forest's parameters by time-series CV inside the training rows.
     """
 
-    years: float = 2.0
+    years: float = defaults.YEARS
     labeler: str = "hmm"
     holdout_fraction: float = 0.2
-    gap: int = 21
+    gap: int = defaults.GAP
     cv_folds: int = 5
     stress_memory: bool = True
     stress_classes: tuple[str, ...] = ("Crisis", "High Vol", "turbulent")
