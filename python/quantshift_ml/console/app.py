@@ -28,7 +28,6 @@ from quantshift_ml.console.jobs import (
     JobManager,
     Runner,
     ansible_runner_run,
-    now,
     retrain_vars,
     rollback_vars,
 )
@@ -70,7 +69,7 @@ class Console:
             job.phase = "refreshing the fleet (status.yml)"
             refresh = Job(kind="status", user=job.user, extravars={})
             refresh.rc = self.runner(refresh, self.config)
-            self.snapshot.save_status(now(), refresh.facts)
+            self.snapshot.save_status(audit.now(), refresh.facts)
             job.hosts_after = pages.host_versions(self.snapshot.fleet())
         job.phase = "done"
 

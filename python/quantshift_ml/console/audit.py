@@ -14,17 +14,13 @@ from typing import Any
 from quantshift_ml.store.files import append_text
 
 
-def record(path: Path, user: str, action: str, result: str, **details: Any) -> dict[str, Any]:
-    """Append one line and return it (the tests and the audit page read the same dict)."""
-    line = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "user": user, "action": action, "result": result, **details}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    append_text(path, json.dumps(line, sort_keys=True, default=str) + "\n", mode=0o600)
-    return line
+def now() -> str:
+    """UTC now, to the second: the audit lines, the jobs and the snapshot all use it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def tail(path: Path, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest ``limit`` lines, newest first; a line that does not parse is skipped."""
+def json_lines(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` JSON lines of ``path``, oldest first; a bad line is skipped."""
     if not path.is_file():
         return []
     out: list[dict[str, Any]] = []
@@ -33,4 +29,18 @@ def tail(path: Path, limit: int = 50) -> list[dict[str, Any]]:
             out.append(json.loads(raw))
         except json.JSONDecodeError:
             continue
-    return out[::-1]
+    return out
+
+
+def record(path: Path, user: str, action: str, result: str, **details: Any) -> dict[str, Any]:
+    """Append one line and return it (the tests and the audit page read the same dict)."""
+    line = {"time": now(),
+            "user": user, "action": action, "result": result, **details}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_text(path, json.dumps(line, sort_keys=True, default=str) + "\n", mode=0o600)
+    return line
+
+
+def tail(path: Path, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` lines, newest first."""
+    return json_lines(path, limit)[::-1]

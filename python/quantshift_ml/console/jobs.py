@@ -16,9 +16,9 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
+from quantshift_ml.console.audit import now
 from quantshift_ml.console.config import ConsoleConfig
 from quantshift_ml.errors import UsageError
 from quantshift_ml.store.layout import VERSION_RE
@@ -33,10 +33,6 @@ _HOST_EVENTS = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_s
 
 class Busy(UsageError):
     """Another console operation is running: refuse, never queue behind it."""
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from quantshift_ml.console.audit import json_lines
 from quantshift_ml.store.files import append_text, atomic_write_json, read_json
 
 _MONITOR_KEEP = ("status", "time", "model_version", "exit_code")
@@ -55,16 +56,7 @@ class Snapshot:
         append_text(self.monitor_file, json.dumps(line, sort_keys=True) + "\n", mode=0o600)
 
     def monitor_history(self, limit: int = 500) -> list[dict[str, Any]]:
-        if not self.monitor_file.is_file():
-            return []
-        lines = self.monitor_file.read_text().splitlines()[-limit:]
-        out = []
-        for raw in lines:
-            try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return json_lines(self.monitor_file, limit)
 
 
 def _history_entry(report: dict[str, Any]) -> dict[str, Any]:
