@@ -71,6 +71,13 @@ options:
     type: str
     choices: [forest, ensemble]
     default: forest
+  combine:
+    description:
+      - For C(hmm), V(max) makes the model's P(turbulent) the larger of the estimator's and the
+        HMM filter's (turbulent when either says so); V(none) uses the estimator's alone (docs/model.md).
+    type: str
+    choices: [max, none]
+    default: max
   tune:
     description: Search the forest's parameters by time-series CV inside the training rows (docs/model.md).
     type: bool
@@ -229,6 +236,7 @@ ARGUMENT_SPEC = dict(
     stress_memory=dict(type="bool", default=True),
     memory=dict(type="str", default="auto", choices=["auto", "window", "stress", "all"]),
     estimator=dict(type="str", default="forest", choices=["forest", "ensemble"]),
+    combine=dict(type="str", default="max", choices=["max", "none"]),
     tune=dict(type="bool", default=False),
     model=dict(type="dict", default={}),
     gate_metric=dict(type="str", choices=["test_accuracy", "balanced_accuracy"]),
@@ -249,7 +257,8 @@ def _config(p):
 
     given = {k: p[k] for k in ("years", "gap") if p[k] is not None}
     return TrainConfig(labeler=p["labeler"], stress_memory=p["stress_memory"],
-                       memory=p["memory"], estimator=p["estimator"], tune=p["tune"],
+                       memory=p["memory"], estimator=p["estimator"], combine=p["combine"],
+                       tune=p["tune"],
                        model=model_params(p["model"]), **given)
 
 

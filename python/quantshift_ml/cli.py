@@ -59,7 +59,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(years=a.years, labeler=a.labeler, gap=a.gap,
                        stress_memory=not a.no_stress_memory,
                        memory="window" if a.no_stress_memory else a.memory,
-                       estimator=a.estimator, tune=a.tune, tune_trials=a.tune_trials,
+                       estimator=a.estimator, combine=a.combine, tune=a.tune,
+                       tune_trials=a.tune_trials,
                        model=model_params({k: v for k, v in given.items() if v is not None}))
 
 

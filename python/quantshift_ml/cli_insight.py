@@ -155,8 +155,15 @@ def drift_cmd(a: argparse.Namespace, root: Path, source: Any) -> dict[str, Any]:
 
 
 def render_explain(result: dict[str, Any]) -> str:
-    lines = [f"{result['date']}: {result['regime']} (P({result['explained']}) "
-             f"{result['probability']:.3f} = base {result['base_value']:.3f} + contributions)"]
+    head = (f"{result['date']}: {result['regime']} (P({result['explained']}) "
+            f"{result['probability']:.3f}")
+    forest = result.get("forest_probability", result["probability"])
+    if result.get("decided_by", "forest") != "forest":  # the max rule: the filter said more
+        head += (f" from {result['decided_by']}; the forest's {forest:.3f} = base "
+                 f"{result['base_value']:.3f} + contributions)")
+    else:
+        head += f" = base {result['base_value']:.3f} + contributions)"
+    lines = [head]
     for c in result["contributions"][:10]:
         lines.append(f"  {c['feature']:<18}{c['value']:>12.4g}  {c['shap']:+.4f}")
     return "\n".join(lines)

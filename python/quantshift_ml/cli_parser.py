@@ -18,7 +18,7 @@ from quantshift_ml.console import cli as console_cli
 from quantshift_ml.errors import UsageError
 from quantshift_ml.gate import BASELINE_CHOICES, METRICS
 from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
-from quantshift_ml.training.config import ESTIMATORS, MEMORIES
+from quantshift_ml.training.config import COMBINES, ESTIMATORS, MEMORIES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +60,9 @@ def train_opts(p: argparse.ArgumentParser) -> None:
                         "stress rows, or all (auto: all for hmm, stress otherwise)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="forest",
                    help="forest or a soft-voting ensemble (forest, boosting, logistic)")
+    p.add_argument("--combine", choices=COMBINES, default="max",
+                   help="hmm: P(turbulent) is the larger of the estimator's and the HMM "
+                        "filter's (max, default) or the estimator's alone (none)")
     p.add_argument("--tune", action="store_true",
                    help="search the forest's parameters by time-series CV in the training rows")
     p.add_argument("--tune-trials", type=int, default=8, help="candidates tried by --tune")

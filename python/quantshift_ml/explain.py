@@ -11,6 +11,11 @@ What is explained is the probability behind the served regime:
 * ``hmm`` labeler: the forest predicts calm / turbulent and a causal rule picks the
   regime on that side (regimes.py), so the regime's probability *is* the forest's
   probability of that volatility state; the explanation is of that state.
+  With ``combine="max"`` the served P(turbulent) is the larger of the forest's
+  and the ``hmm_filter`` input's: ``decided_by`` names which one it was, and
+  ``base_value + sum(contributions)`` is always ``forest_probability`` (the
+  forest's own, exactly); when the filter decided, ``probability`` is the
+  filter's and the forest's decomposition shows why it said less.
 * ``rules`` / ``forward``: the forest predicts the regime itself; the explanation is
   of the predicted class.
 
@@ -29,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from quantshift_ml import REGIMES
 from quantshift_ml.errors import UsageError
-from quantshift_ml.regimes import CALM, TURBULENT, RegimeModel
+from quantshift_ml.regimes import CALM, TURBULENT, TURBULENT_REGIMES, RegimeModel
 
 METHOD = "shap.TreeExplainer (exact TreeSHAP, tree_path_dependent)"
 SUMMARY_DIGITS = 6
@@ -67,10 +73,13 @@ class Explanation:
     probability: float
     base_value: float
     contributions: list[dict[str, Any]]
+    forest_probability: float = 0.0
+    decided_by: str = "forest"
 
     def as_dict(self) -> dict[str, Any]:
         return {"date": self.date, "regime": self.regime, "explained": self.explained,
                 "probability": self.probability, "base_value": self.base_value,
+                "forest_probability": self.forest_probability, "decided_by": self.decided_by,
                 "contributions": self.contributions}
 
 
@@ -97,13 +106,12 @@ class Explainer:
         base = np.atleast_1d(np.asarray(self._tree.expected_value, dtype=float))
         return sv, base
 
-    def _explained_class(self, proba_row: np.ndarray) -> int:
+    def _explained_class(self, proba_row: np.ndarray, regime: str) -> int:
         if self.model.rule is None:
             return int(np.argmax(np.round(proba_row, 6)))
         if TURBULENT not in self.classes:  # trained on calm rows only
             return self.classes.index(CALM)
-        p = float(np.round(proba_row[self.classes.index(TURBULENT)], 6))
-        return self.classes.index(TURBULENT if p > self.model.threshold else CALM)
+        return self.classes.index(TURBULENT if regime in TURBULENT_REGIMES else CALM)
 
     def explain(self, x: np.ndarray, dates: list[str] | None = None) -> list[Explanation]:
         """The regime of each row and the exact contributions to its probability."""
@@ -114,17 +122,25 @@ class Explainer:
         # of 2008-2018). Summing them avoids predict_proba, which costs a one-row
         # request ten times the SHAP values themselves (joblib over 100 trees).
         proba = base[None, :] + sv.sum(axis=1)
-        regimes = self.model.finish(proba, x)[0]
+        regimes, served = self.model.finish(proba, x)
         out = []
         for i in range(len(x)):
-            k = self._explained_class(proba[i])
+            regime = str(regimes[i])
+            k = self._explained_class(proba[i], regime)
+            p_served = (float(served[i, REGIMES.index(regime)]) if self.model.rule is not None
+                        else float(proba[i, k]))
             contrib: list[dict[str, Any]] = [
                 {"feature": f, "value": float(x[i, j]), "shap": float(sv[i, j, k])}
                 for j, f in enumerate(self.model.features)]
             contrib.sort(key=lambda c: -abs(c["shap"]))
-            out.append(Explanation(date=dates[i] if dates else None, regime=str(regimes[i]),
-                                   explained=self.classes[k], probability=float(proba[i, k]),
-                                   base_value=float(base[k]), contributions=contrib))
+            # with a counterpart (max rule) the served probability may be the HMM
+            # filter's; the decomposition stays the forest's, and says so
+            by = ("forest" if abs(p_served - float(proba[i, k])) <= 1e-6
+                  else str(self.model.__dict__.get("counterpart") or "forest"))
+            out.append(Explanation(date=dates[i] if dates else None, regime=regime,
+                                   explained=self.classes[k], probability=p_served,
+                                   base_value=float(base[k]), contributions=contrib,
+                                   forest_probability=float(proba[i, k]), decided_by=by))
         return out
 
     def summary(self, x: np.ndarray) -> dict[str, Any]:

@@ -32,9 +32,12 @@ METRICS = ("test_accuracy", "balanced_accuracy")
 """Gate metrics, read from the candidate's, the incumbent's and each baseline's
 ``Scores`` alike (``Scores.metric``)."""
 BASELINE_CHOICES = ("strongest", "majority", "persistence", "rule", "rv20_threshold",
-                    "hmm_filter", "hmm_filter_tuned", "har_rv")
-NOT_COMPETITORS = {"rules": ("rule",)}
-"""Baselines that are a labeler's own definition, never counted as "strongest"."""
+                    "hmm_filter", "hmm_filter_tuned", "hmm_filter_balanced", "har_rv",
+                    "gjr_garch")
+REFERENCES = ("persistence_hindsight",)
+"""Reported for reference, never "strongest": they use data not known at the time."""
+NOT_COMPETITORS = {"rules": ("rule", *REFERENCES), "hmm": REFERENCES, "forward": REFERENCES}
+"""Baselines that are a labeler's own definition or use the future, never "strongest"."""
 
 
 @dataclass(frozen=True)

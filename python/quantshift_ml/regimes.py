@@ -43,6 +43,8 @@ STATES: tuple[str, str] = (CALM, TURBULENT)
 TURBULENT_REGIMES: tuple[str, ...] = ("Crisis", "Bear", "High Vol")
 RULE_FEATURES: tuple[str, str, str] = ("drawdown_252", "sma50_slope", "close_vs_sma200")
 _COL = {name: REGIMES.index(name) for name in REGIMES}
+PRIOR_FLOOR = 0.001
+"""A regime absent from the training rows still weighs as if it were 0.1 % of them."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,23 @@ class RegimeRule:
         return asdict(self)
 
 
+def regime_shares(labels: np.ndarray) -> dict[str, float]:
+    """Each regime's share of ``labels`` (the priors of ``balanced_cutoff``)."""
+    names = np.asarray([str(v) for v in labels], dtype=object)
+    return {c: round(float(np.mean(names == c)), 6) for c in REGIMES} if len(names) else {}
+
+
+def balanced_cutoff(priors: dict[str, float], calm: str, turbulent: str) -> float:
+    """P(turbulent) above which ``turbulent`` beats ``calm`` for balanced accuracy.
+
+    Predicting class c where ``P(c) / prior(c)`` is largest maximises the mean
+    recall over classes; with two candidates that is ``p > pt / (pt + pc)``.
+    """
+    pt = max(priors.get(turbulent, 0.0), PRIOR_FLOOR)
+    pc = max(priors.get(calm, 0.0), PRIOR_FLOOR)
+    return pt / (pt + pc)
+
+
 class RegimeModel:
     """A fitted estimator plus the step that turns its outputs into regimes.
 
@@ -108,18 +127,33 @@ class RegimeModel:
     ``predict_proba`` puts P(turbulent) on the one of Crisis / Bear / High Vol and
     P(calm) on the one of Bull / Low Vol that the rule picks: the others get 0.
 
-    ``threshold``: a day is turbulent when P(turbulent) exceeds it. Training sets it
-    to the training rows' share of turbulent days, the decision rule that
-    maximises balanced accuracy for calibrated probabilities (each state weighs
-    the same however rare it is), chosen without looking at any holdout.
+    ``threshold``: a day is turbulent when P(turbulent) exceeds it (models trained
+    before ``priors`` existed; ``priors`` takes precedence).
+
+    ``priors``: each regime's share of the training rows. The rule leaves two
+    candidate regimes per day (the calm one and the turbulent one), and the day
+    is turbulent when ``p / prior(turbulent regime) > (1 - p) / prior(calm
+    regime)``: the decision that maximises the mean recall over the five regimes
+    (the gate's balanced accuracy) for calibrated probabilities, so a rare regime
+    (Crisis, High Vol) needs less evidence than Bull. Chosen from training rows
+    only, never from a holdout.
+
+    ``counterpart``: name of an input column holding the classic counterpart's
+    P(turbulent) (``hmm_filter``). When set, P(turbulent) is the larger of the
+    estimator's and the counterpart's: turbulent when either says so
+    (docs/model.md, "the model"), because labels known at training time
+    understate the turbulence that the final hindsight state shows.
     """
 
     def __init__(self, estimator: Any, features: list[str], rule: RegimeRule | None = None,
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, priors: dict[str, float] | None = None,
+                 counterpart: str | None = None) -> None:
         self.estimator = estimator
         self.features = list(features)
         self.rule = rule
         self.threshold = threshold
+        self.priors = dict(priors) if priors else None
+        self.counterpart = counterpart
         self._rule_cols = [self.features.index(c) for c in RULE_FEATURES] if rule else []
 
     @property
@@ -139,20 +173,34 @@ class RegimeModel:
             return np.zeros(len(estimator_proba))
         return np.asarray(estimator_proba, dtype=float)[:, classes.index(TURBULENT)]
 
+    def _combined(self, p: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """P(turbulent) after the counterpart (if any), rounded so that float32 (ONNX)
+        and float64 (scikit-learn) agree on a tie: an even number of trees can vote 0.5."""
+        counterpart = self.__dict__.get("counterpart")  # None in bundles from before it
+        if counterpart is not None:
+            p = np.maximum(p, x[:, self.features.index(counterpart)])
+        return np.round(p, 6)
+
+    def cutoff(self, calm: str, turbulent: str) -> float:
+        """The P(turbulent) above which a day whose rule gives these two regimes is
+        turbulent (see the class docstring)."""
+        priors = self.__dict__.get("priors")  # None in bundles pickled before priors
+        return balanced_cutoff(priors, calm, turbulent) if priors else float(self.threshold)
+
     def finish(self, estimator_proba: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and class probabilities (columns ``classes_``) from the estimator's output."""
         proba = np.asarray(estimator_proba, dtype=float)
         if self.rule is None:
             classes = self.classes_
             return classes[np.argmax(np.round(proba, 6), axis=1)], proba
-        # rounded so that float32 (ONNX) and float64 (scikit-learn) agree on a tie:
-        # an even number of trees can vote exactly 0.5
-        p = np.round(self.p_turbulent(proba), 6)
-        turb = p > self.threshold
         x = np.asarray(x, dtype=float)
-        labels = self.rule.compose(turb, *(x[:, i] for i in self._rule_cols))
-        calm_label = self.rule.compose(np.zeros(len(p), bool), *(x[:, i] for i in self._rule_cols))
-        turb_label = self.rule.compose(np.ones(len(p), bool), *(x[:, i] for i in self._rule_cols))
+        p = self._combined(self.p_turbulent(proba), x)
+        cols = [x[:, i] for i in self._rule_cols]
+        calm_label = self.rule.compose(np.zeros(len(p), bool), *cols)
+        turb_label = self.rule.compose(np.ones(len(p), bool), *cols)
+        cut = np.asarray([self.cutoff(c, t) for c, t in zip(calm_label, turb_label,
+                                                               strict=True)])
+        labels = np.where(p > cut, turb_label, calm_label).astype(object)
         out = np.zeros((len(p), len(REGIMES)))
         rows = np.arange(len(p))
         out[rows, [_COL[c] for c in calm_label]] += 1.0 - p
@@ -174,12 +222,17 @@ class RegimeModel:
             classes = [str(c) for c in self.estimator.classes_]
             col = self.__dict__["_turb_col"] = (classes.index(TURBULENT)
                                                 if TURBULENT in classes else -1)
-        p = float(np.round(estimator_row[col], 6)) if col >= 0 else 0.0
+        p = float(estimator_row[col]) if col >= 0 else 0.0
+        counterpart = self.__dict__.get("counterpart")
+        if counterpart is not None:
+            p = max(p, float(x_row[self.features.index(counterpart)]))
+        p = float(np.round(p, 6))
         d, s, v = (float(x_row[i]) for i in self._rule_cols)
+        calm, turb = self.rule.compose_one(False, d, s, v), self.rule.compose_one(True, d, s, v)
         out = [0.0] * len(REGIMES)
-        out[_COL[self.rule.compose_one(False, d, s, v)]] += 1.0 - p
-        out[_COL[self.rule.compose_one(True, d, s, v)]] += p
-        return self.rule.compose_one(p > self.threshold, d, s, v), out
+        out[_COL[calm]] += 1.0 - p
+        out[_COL[turb]] += p
+        return (turb if p > self.cutoff(calm, turb) else calm), out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.finish(self.estimator.predict_proba(x), x)[1]

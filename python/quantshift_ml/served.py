@@ -5,9 +5,10 @@ forged pickle would run most often. It therefore never unpickles to answer (only
 ``/regime?explain=1`` loads the pickle, after the same checks: explain.py): it loads the
 compiled (ONNX) estimator, whose bytes match the sha256 in the signed metadata,
 and composes the five regimes from the metadata's ``serving`` section (feature
-order, the estimator's classes, the causal rule and its cut-off, the labeler's
-fitted HMM). The ONNX model's parity with scikit-learn was checked once, at
-training, on the holdout, and that report is part of what is signed.
+order, the estimator's classes, the causal rule, its priors and counterpart,
+the labeler's fitted HMM). The ONNX model's parity with scikit-learn was
+checked once, at training, on the holdout, and that report is part of what is
+signed.
 
 A model without a signed compiled form (trained without the ``serve`` extra, or
 whose parity check failed) is refused with the reason; ``predict`` and the
@@ -40,7 +41,9 @@ def serving_spec(model: RegimeModel, classes: list[str]) -> dict[str, Any]:
     return {"features": list(model.features), "classes": [str(c) for c in classes],
             "estimator_classes": [str(c) for c in model.estimator.classes_],
             "rule": model.rule.params() if model.rule is not None else None,
-            "threshold": float(model.threshold)}
+            "threshold": float(model.threshold),
+            "priors": model.__dict__.get("priors"),
+            "counterpart": model.__dict__.get("counterpart")}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ def load_verified(store: ModelStore, pkl: Path) -> Loaded:
     assert data is not None  # _spec requires a signed onnx sha256, which verify checked
     rule = RegimeRule(**spec["rule"]) if spec.get("rule") else None
     composer = RegimeModel(_Classes(np.asarray(spec["estimator_classes"], dtype=object)),
-                           list(spec["features"]), rule, float(spec.get("threshold", 0.5)))
+                           list(spec["features"]), rule, float(spec.get("threshold", 0.5)),
+                           priors=spec.get("priors"), counterpart=spec.get("counterpart"))
     try:
         predictor = OnnxPredictor.from_bytes(data, list(spec["estimator_classes"]))
         x = np.zeros((1, len(composer.features)))

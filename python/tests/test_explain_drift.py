@@ -50,15 +50,26 @@ def test_explain_contributions_sum_to_the_served_probability(store_root: Path,
     regimes, proba = model.predict(x), model.predict_proba(x)
     classes = [str(c) for c in model.classes_]
     assert len(explained) == len(x) > 2000
+    filt = frame["hmm_filter"].to_numpy()
     for i, e in enumerate(explained):
         total = e.base_value + sum(c["shap"] for c in e.contributions)
-        assert abs(total - e.probability) < 1e-6, (e.date, total, e.probability)
+        assert abs(total - e.forest_probability) < 1e-6, (e.date, total, e.forest_probability)
         assert e.regime == regimes[i]
         assert abs(proba[i, classes.index(e.regime)] - e.probability) < 1e-6
+        # the max rule: the served P(turbulent) is the larger of forest and filter
+        p_turb = e.probability if e.explained == "turbulent" else 1.0 - e.probability
+        f_turb = (e.forest_probability if e.explained == "turbulent"
+                  else 1.0 - e.forest_probability)
+        assert abs(p_turb - max(f_turb, filt[i])) < 1e-6
+        if e.decided_by == "forest":
+            assert abs(e.probability - e.forest_probability) < 1e-6
+        else:
+            assert e.decided_by == "hmm_filter" and abs(p_turb - filt[i]) < 1e-6
         shaps = [abs(c["shap"]) for c in e.contributions]
         assert shaps == sorted(shaps, reverse=True)  # most important first
     states = {e.explained for e in explained}
     assert states == {"calm", "turbulent"}  # 2008 and 2017 both in the rows
+    assert {e.decided_by for e in explained} == {"forest", "hmm_filter"}
 
 
 def test_explain_cli_json_for_a_crisis_day(store_root: Path,
@@ -248,6 +259,7 @@ def test_service_explains_on_request_only(store_root: Path) -> None:
     assert e["regime"] == body["regime"] and e["date"] == body["as_of"] == "2018-12-31"
     assert abs(e["probability"] - body["probabilities"][body["regime"]]) < 1e-4
     assert abs(e["base_value"] + sum(c["shap"] for c in e["contributions"])
-               - e["probability"]) < 1e-6
+               - e["forest_probability"]) < 1e-6
+    assert e["decided_by"] in ("forest", "hmm_filter")
     bundle, _ = ModelStore(store_root).load_model(ModelStore(store_root).layout.active_pkl)
     assert explain_active(bundle, BundledSource().load()).as_dict() == e

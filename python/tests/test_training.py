@@ -68,7 +68,10 @@ def test_hmm_trains_on_all_settled_history_and_records_its_fit(bars: pd.DataFram
     assert m["memory"] == "all" and m["stress_memory_rows"] > 1000
     assert res.data["train_start"] < "2001-01-01"
     assert [str(c) for c in res.bundle["model"].estimator.classes_] == ["calm", "turbulent"]
-    assert 0.1 < m["learned_axis"]["threshold"] < 0.6  # the training share of turbulent days
+    priors = m["learned_axis"]["priors"]  # the training rows' regime shares
+    assert abs(sum(priors.values()) - 1.0) < 1e-4
+    assert 0.1 < priors["Crisis"] + priors["Bear"] + priors["High Vol"] < 0.6
+    assert m["learned_axis"]["counterpart"] == "hmm_filter"  # the default max rule
     fitted = res.labeler["fitted"]
     assert fitted["n_obs"] == len(bars.loc[:"2006-12-29"]) - 1  # fitted on known bars only
     assert fitted["annual_vol"][0] < fitted["annual_vol"][1]
@@ -108,11 +111,14 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     rep = run_walkforward(bars, FAST, gate_for("hmm"), start="2017-07-01")
     assert rep["months"] == 17  # Dec 2018: its labels are not settled yet (20 bars)
     assert {"rule", "persistence", "majority", "rv20_threshold", "hmm_filter",
-            "hmm_filter_tuned"} == set(rep["baselines"])
+            "hmm_filter_tuned", "hmm_filter_balanced",
+            "persistence_hindsight"} == set(rep["baselines"])
     assert "2018-02..2018-03" in rep["stress_periods"]
     assert 0.0 <= rep["gate_pass_rate"] <= 1.0
     sb = rep["strongest_baseline"]
-    assert sb["name"] in rep["baselines"]
+    # the hindsight persistence uses the future: reported, never the bar to beat
+    assert sb["name"] in rep["baselines"] and sb["name"] != "persistence_hindsight"
+    assert rep["references"] == ["persistence_hindsight"]
     assert sb["ci95"][0] <= sb["margin"] <= sb["ci95"][1]
     assert sb["margin"] == pytest.approx(rep["model"]["balanced_accuracy"]
                                          - rep["baselines"][sb["name"]]["balanced_accuracy"],

@@ -117,6 +117,7 @@ def model_params(overrides: Mapping[str, Any] | None = None) -> ModelParams:
 
 MEMORIES = ("auto", "window", "stress", "all")
 ESTIMATORS = ("forest", "ensemble")
+COMBINES = ("max", "none")
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,10 @@ class TrainConfig:
     ``stress`` for the others; ``stress_memory=False`` turns ``auto`` into
     ``window``. The holdout is always the newest part of the window.
     ``estimator``: ``forest`` (Random Forest) or ``ensemble`` (soft vote of the
-    forest, gradient boosting and logistic regression). ``tune`` searches the
+    forest, gradient boosting and logistic regression). ``combine``: ``max`` makes
+    the model's P(turbulent) the larger of the estimator's and the HMM filter's
+    (``hmm`` labeler; turbulent when either says so), ``none`` the estimator's
+    alone (docs/model.md). ``tune`` searches the
     forest's parameters by time-series CV inside the training rows.
     """
 
@@ -149,6 +153,7 @@ class TrainConfig:
     model: ModelParams = field(default_factory=ModelParams)
     memory: str = "auto"
     estimator: str = "forest"
+    combine: str = "max"
     tune: bool = False
     tune_trials: int = 8
 
@@ -162,6 +167,9 @@ class TrainConfig:
         if self.estimator not in ESTIMATORS:
             raise UsageError(f"estimator must be one of {', '.join(ESTIMATORS)}, "
                              f"not {self.estimator!r}")
+        if self.combine not in COMBINES:
+            raise UsageError(f"combine must be one of {', '.join(COMBINES)}, "
+                             f"not {self.combine!r}")
         if self.tune_trials < 1:
             raise UsageError(f"tune_trials must be >= 1, got {self.tune_trials}")
 

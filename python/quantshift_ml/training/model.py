@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from quantshift_ml.regimes import RegimeModel, RegimeRule, regime_model
+from quantshift_ml.features import HMM_FILTER
+from quantshift_ml.regimes import RegimeModel, RegimeRule, regime_model, regime_shares
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
 __all__ = ["regime_model"]
@@ -90,13 +91,18 @@ def fit_estimator(x: np.ndarray, y: np.ndarray, config: TrainConfig, *, gap: int
 
 
 def wrap(estimator: Any, features: list[str], rule: RegimeRule | None,
-         y: np.ndarray | None = None) -> RegimeModel:
-    """The estimator as a RegimeModel; with a rule, its cut-off is the share of
-    turbulent rows in the training target ``y`` (see ``RegimeModel``)."""
-    threshold = 0.5
-    if rule is not None and y is not None and len(y):
-        threshold = round(float(np.mean(_labels(y) == "turbulent")), 4)
-    return RegimeModel(estimator, features, rule, threshold=threshold)
+         labels: np.ndarray | None = None, *, combine: str = "none") -> RegimeModel:
+    """The estimator as a RegimeModel.
+
+    With a rule, ``labels`` (the five regimes of the training rows) give the
+    priors of the balanced decision rule (see ``RegimeModel``), and
+    ``combine="max"`` makes the ``hmm_filter`` input the counterpart.
+    """
+    if rule is None:
+        return RegimeModel(estimator, features)
+    priors = regime_shares(labels) if labels is not None and len(labels) else None
+    counterpart = HMM_FILTER if combine == "max" and HMM_FILTER in features else None
+    return RegimeModel(estimator, features, rule, priors=priors, counterpart=counterpart)
 
 
 def make_bundle(model: RegimeModel, features: list[str], labeler: dict[str, Any]

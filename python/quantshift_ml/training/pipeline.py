@@ -195,10 +195,12 @@ def walk_forward_cv(ds: Dataset, split: Split, config: TrainConfig) -> list[floa
         return scores
     labels = ds.labels.to_numpy()
     for tr_idx, te_idx in TimeSeriesSplit(n_splits=folds, gap=split.gap).split(split.train):
-        x, y = _xy(ds, np.concatenate([split.stress, split.train[tr_idx]]))
+        rows = np.concatenate([split.stress, split.train[tr_idx]])
+        x, y = _xy(ds, rows)
         if len(set(map(str, y))) < 2:
             continue
-        model = wrap(fit_forest(x, y, config.model), ds.inputs, ds.labeler.rule, y)
+        model = wrap(fit_forest(x, y, config.model), ds.inputs, ds.labeler.rule,
+                     labels[rows], combine=config.combine)
         te = split.train[te_idx]
         scores.append(round(ev.accuracy(labels[te], model.predict(_x(ds, te))), 4))
     return scores
@@ -238,11 +240,13 @@ class TrainResult:
 
 
 def baseline_predictions(ds: Dataset, train: np.ndarray, rows: np.ndarray,
-                         persist_from: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                         persist_from: np.ndarray | None = None,
+                         hindsight: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every fair baseline's regimes for ``rows`` (see ``training.baselines``)."""
     inputs = bl.BaselineInputs(bars=ds.bars, features=ds.features,
                                target=ds.target.to_numpy(), train=train, rows=rows,
-                               labeler=ds.labeler, fitted=ds.fitted, persist_from=persist_from)
+                               labeler=ds.labeler, fitted=ds.fitted, persist_from=persist_from,
+                               labels=ds.labels.to_numpy(), hindsight=hindsight)
     return bl.finish(inputs, bl.predict_all(inputs))
 
 
@@ -268,8 +272,12 @@ def score_incumbent(bundle: dict[str, Any] | None, ds: Dataset, split: Split
         return Unscored(f"incumbent uses the {theirs!r} labeler, the candidate "
                         f"{ds.labeler.name!r}: not comparable, no regression check")
     y_hold = ds.labels.to_numpy()[split.holdout]
+    # fed as in production: the filter input from the model's *own* HMM fit, not
+    # from the one this training just made (the service does the same)
+    fitted = (bundle.get("labeler") or {}).get("fitted")
+    feats = ds.features if fitted is None else with_hmm_filter(ds.features, ds.bars, fitted)
     try:
-        pred = predict(bundle, ds.features.iloc[split.holdout])
+        pred = predict(bundle, feats.iloc[split.holdout])
     except (ValueError, KeyError, AttributeError, IndexError) as exc:
         return Unscored(f"incumbent cannot score this data: {exc}")
     return Scores.of(y_hold, pred)
@@ -311,7 +319,7 @@ def _metrics(ds: Dataset, split: Split, model: Any, cv_scores: list[float],
         learned_axis = {
             "target": "calm/turbulent", "accuracy": round(ev.accuracy(t_hold, states), 4),
             "balanced_accuracy": round(bl.balanced_accuracy(t_hold, states), 4),
-            "threshold": model.threshold}
+            "priors": model.priors, "counterpart": model.counterpart}
     return CandidateMetrics(
         holdout=Scores.of(y_hold, model.predict(x_hold)), cv_scores=cv_scores,
         top_features=top_features(model, ds.inputs), train_rows=len(split.train),
@@ -358,9 +366,11 @@ def train_candidate(
     prep = prepared or check_history(bars, config, as_of=as_of, origin=origin)
     ds, split = prep.ds, prep.split
     cv_scores = walk_forward_cv(ds, split, config)
-    x, y = _xy(ds, np.concatenate([split.stress, split.train]))
+    rows = np.concatenate([split.stress, split.train])
+    x, y = _xy(ds, rows)
     estimator, tuning = fit_estimator(x, y, config, gap=split.gap)
-    model = wrap(estimator, ds.inputs, ds.labeler.rule, y)
+    model = wrap(estimator, ds.inputs, ds.labeler.rule, ds.labels.to_numpy()[rows],
+                 combine=config.combine)
     info = labeler_info(ds)
     return TrainResult(
         bundle=make_bundle(model, ds.inputs, info),

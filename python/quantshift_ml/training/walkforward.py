@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quantshift_ml import hmm
 from quantshift_ml.errors import DataError
-from quantshift_ml.gate import GateConfig, decide, strongest
+from quantshift_ml.gate import REFERENCES, GateConfig, decide, strongest
 from quantshift_ml.labels import make_labeler
+from quantshift_ml.regimes import CALM, TURBULENT
 from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training import report as rp
 from quantshift_ml.training.baselines import balanced_accuracy
@@ -63,6 +65,18 @@ def _month_starts(idx: pd.DatetimeIndex) -> np.ndarray:
     return months.groupby(months).head(1).index.to_numpy()
 
 
+def _known_states(ds: Dataset) -> np.ndarray | None:
+    """Each day's state as known ``horizon`` bars later with this month's HMM (what the
+    fair persistence reads); None for labelers without an HMM (their labels are final)."""
+    if ds.fitted is None:
+        return None
+    p = np.full(len(ds.bars), np.nan)
+    p[1:] = hmm.settled(ds.fitted, hmm.returns_pct(ds.bars["Close"])[1:], ds.labeler.horizon)
+    out = np.where(p > 0.5, TURBULENT, CALM).astype(object)
+    out[np.isnan(p)] = np.nan
+    return pd.Series(out, index=ds.bars.index).reindex(ds.features.index).to_numpy()
+
+
 def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig,
                end_known: int, month: np.ndarray, pooled: _Pooled, origin: str) -> None:
     """Train at the cut-off, gate on the holdout, predict the month; append everything."""
@@ -72,7 +86,8 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     x = ds.features.iloc[tr][cols].to_numpy(dtype=float)
     y = ds.target.to_numpy()[tr]
     estimator, _ = fit_estimator(x, y, config, gap=split.gap)
-    model = wrap(estimator, cols, ds.labeler.rule, y)
+    model = wrap(estimator, cols, ds.labeler.rule, ds.labels.to_numpy()[tr],
+                 combine=config.combine)
     xh = ds.features.iloc[split.holdout][cols].to_numpy(dtype=float)
     y_hold = ds.labels.to_numpy()[split.holdout]
     hold = Scores.of(y_hold, model.predict(xh))
@@ -84,8 +99,8 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     pooled.truth.append(full.labels.to_numpy()[month])
     pooled.where.append(month)
     pooled.add("model", pm)
-    for name, p in baseline_predictions(ds, tr, month, persist_from=full.target.to_numpy()
-                                        ).items():
+    for name, p in baseline_predictions(ds, tr, month, persist_from=_known_states(ds),
+                                        hindsight=full.target.to_numpy()).items():
         pooled.add(name, p)
     best_name, best = strongest(hold_base, gate.metric, gate.labeler)
     pooled.windows.append({
@@ -187,6 +202,7 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
         "last_month": pooled.windows[-1]["month"],
         "model": ev.classification_report(y, preds["model"]),
         "baselines": scores_dict(base_scores),
+        "references": [k for k in REFERENCES if k in base_scores],
         "strongest_baseline": {"name": best_name, "balanced_accuracy": round(best_value, 4),
                                **rp.margin_interval(y, preds["model"], preds[best_name],
                                                     months)},
