@@ -46,7 +46,50 @@ def test_every_baseline_is_scored_on_the_candidates_holdout(bars: pd.DataFrame) 
         assert rep["n"] == res.metrics["holdout_rows"]
         assert rep["balanced_accuracy"] < 0.99  # the target is not a function of today
     fwd = train_candidate(bars, replace(FAST, labeler="forward"), as_of="2011-12-30")
-    assert "har_rv" in fwd.baselines and "hmm_filter" not in fwd.baselines
+    assert {"har_rv", "gjr_garch"} <= set(fwd.baselines) and "hmm_filter" not in fwd.baselines
+
+
+def test_gjr_forecast_matches_the_arch_package(bars: pd.DataFrame) -> None:
+    """Our GJR-GARCH(1,1) mean-variance forecast is arch's own analytic one."""
+    from arch import arch_model
+
+    from quantshift_ml import hmm
+
+    r = hmm.returns_pct(bars["Close"])[1:3000]
+    res = arch_model(r, mean="Constant", vol="GARCH", p=1, o=1, q=1,
+                     dist="normal").fit(disp="off")
+    ours = bl.gjr_variance_forecast(r, dict(res.params), 20, float(np.var(r)))
+    theirs = res.forecast(horizon=20, start=2000, reindex=False).variance.to_numpy().mean(axis=1)
+    np.testing.assert_allclose(ours[2000:], theirs, rtol=1e-4)
+
+
+def test_composed_tuning_and_the_balanced_rule_serve_the_five_regime_metric(
+        bars: pd.DataFrame) -> None:
+    """Tuned on the composed regimes, a baseline is at least as good on its training rows
+    as one tuned on calm/turbulent (it maximises that very metric)."""
+    ds = prepare_dataset(bars.iloc[:3500], make_labeler("hmm"))
+    train = np.nonzero(ds.valid)[0][:3000]
+    inputs = bl.BaselineInputs(bars=ds.bars, features=ds.features, target=ds.target.to_numpy(),
+                               train=train, rows=train, labeler=ds.labeler, fitted=ds.fitted,
+                               labels=ds.labels.to_numpy())
+    p = ds.features["hmm_filter"].to_numpy()
+    rule = ds.labeler.rule
+    feats = ds.features.iloc[train]
+    y5 = ds.labels.to_numpy()[train]
+    composed = rule.compose_frame(bl.tune_composed(inputs, p) == "turbulent", feats)
+    binary = rule.compose_frame(bl.apply_threshold(p[train], bl.tune_threshold(
+        p[train], ds.target.to_numpy()[train])) == "turbulent", feats)
+    assert bl.balanced_accuracy(y5, composed) >= bl.balanced_accuracy(y5, binary)
+    balanced = rule.compose_frame(bl.balanced_rule(inputs, p[train]) == "turbulent", feats)
+    half = rule.compose_frame(p[train] > 0.5, feats)
+    assert bl.balanced_accuracy(y5, balanced) > bl.balanced_accuracy(y5, half)
+
+
+def test_hindsight_persistence_is_never_the_strongest_baseline() -> None:
+    bases = {"persistence_hindsight": Scores(n=100, accuracy=0.95, balanced_accuracy=0.95),
+             "hmm_filter_tuned": Scores(n=100, accuracy=0.9, balanced_accuracy=0.85)}
+    for labeler in ("hmm", "forward", "rules"):
+        assert strongest(bases, "balanced_accuracy", labeler)[0] == "hmm_filter_tuned"
 
 
 def test_gate_refuses_a_candidate_that_trails_the_strongest_baseline() -> None:

@@ -96,3 +96,54 @@ def test_regime_model_probabilities_follow_the_rule() -> None:
     assert proba[0, classes.index("Crisis")] == pytest.approx(0.8)
     assert proba[0, classes.index("Low Vol")] == pytest.approx(0.2)  # calm would be Low Vol
     assert list(model.predict(x)) == list(labels)
+
+
+def test_balanced_rule_lets_a_rare_regime_win_on_less_evidence() -> None:
+    """With priors the cut-off is prior(turbulent regime) / (sum of both priors)."""
+    from quantshift_ml.regimes import balanced_cutoff
+
+    priors = {"Bull": 0.5, "Low Vol": 0.2, "High Vol": 0.05, "Bear": 0.15, "Crisis": 0.1}
+    assert balanced_cutoff(priors, "Bull", "High Vol") == pytest.approx(0.05 / 0.55)
+    assert balanced_cutoff(priors, "Low Vol", "Crisis") == pytest.approx(0.1 / 0.3)
+    assert balanced_cutoff({"Bull": 1.0}, "Bull", "Crisis") == pytest.approx(0.001 / 1.001)
+
+    class Stub:
+        classes_ = np.array(["calm", "turbulent"], dtype=object)
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            return np.c_[1 - x[:, 0], x[:, 0]]
+
+    features = ["p", "drawdown_252", "sma50_slope", "close_vs_sma200", "hmm_filter"]
+    x = np.array([[0.2, -0.01, 0.01, 0.1, 0.0],    # Bull/High Vol: 0.2 > 0.091
+                  [0.05, -0.01, 0.01, 0.1, 0.0],   # below it: Bull
+                  [0.05, -0.01, 0.01, 0.1, 0.6],   # the filter says more (max rule)
+                  [0.3, -0.3, -0.01, -0.1, 0.0]])  # Low Vol/Crisis: 0.3 < 0.333
+    plain = RegimeModel(Stub(), features, RegimeRule(), priors=priors)
+    combined = RegimeModel(Stub(), features, RegimeRule(), priors=priors,
+                           counterpart="hmm_filter")
+    assert list(plain.predict(x)) == ["High Vol", "Bull", "Bull", "Low Vol"]
+    assert list(combined.predict(x)) == ["High Vol", "Bull", "High Vol", "Low Vol"]
+    proba = combined.predict_proba(x)
+    assert proba[2, list(combined.classes_).index("High Vol")] == pytest.approx(0.6)
+    for model in (plain, combined):  # the service's one-row path agrees with the array path
+        est = model.estimator.predict_proba(x)
+        labels, probs = model.finish(est, x)
+        for i in range(len(x)):
+            one, row = model.finish_one(est[i], x[i])
+            assert one == labels[i] and row == pytest.approx(list(probs[i]))
+    old = RegimeModel(Stub(), features, RegimeRule(), threshold=0.5)
+    del old.__dict__["priors"], old.__dict__["counterpart"]  # a bundle pickled before them
+    assert list(old.predict(x)) == ["Bull", "Bull", "Bull", "Low Vol"]
+
+
+def test_settled_state_is_the_filter_at_lag_0_and_the_smoother_at_full_lag(
+        bars: pd.DataFrame, fitted: hmm.HmmParams) -> None:
+    r = hmm.returns_pct(bars["Close"])[1:1500]
+    np.testing.assert_allclose(hmm.settled(fitted, r, 0), hmm.filtered(fitted, r), atol=1e-12)
+    late = hmm.settled(fitted, r, 600)
+    np.testing.assert_allclose(late[:800], hmm.smoothed(fitted, r)[:800], atol=1e-9)
+    assert np.isnan(late[-600:]).all()  # not known yet
+    lag20 = hmm.settled(fitted, r, 20)[:1400]
+    # known 20 bars later: mostly but not always the final state
+    agree = float(np.mean((lag20 > 0.5) == (hmm.smoothed(fitted, r)[:1400] > 0.5)))
+    assert 0.9 < agree < 1.0

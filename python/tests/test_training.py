@@ -265,3 +265,22 @@ def test_scoring_a_backup_trains_nothing(tmp_path, monkeypatch) -> None:
     above = operations.evaluate_artifact(pkl, BundledSource(), root=tmp_path,
                                          as_of="2012-06-29", floor=1.0)
     assert above["floor"] == 1.0 and above["meets_floor"] is (above["value"] >= 1.0)
+
+
+def test_incumbent_is_scored_with_its_own_hmm_filter(bars: pd.DataFrame, monkeypatch) -> None:
+    """A stored hmm model is fed the filter of *its* HMM fit, as the service feeds it,
+    not the filter of the HMM the new training just fitted."""
+    from quantshift_ml.features import model_frame
+    from quantshift_ml.training import pipeline
+
+    old = train_candidate(bars, FAST, as_of="2008-12-31").bundle
+    prep = pipeline.check_history(bars, FAST, as_of="2011-12-30")
+    fed: list[pd.DataFrame] = []
+    real = pipeline.predict
+    monkeypatch.setattr(pipeline, "predict", lambda b, f: fed.append(f) or real(b, f))
+    assert isinstance(pipeline.score_incumbent(old, prep.ds, prep.split), Scores)
+    hold = prep.split.holdout
+    own = model_frame(bars.iloc[: hold[-1] + 1], old["labeler"])["hmm_filter"].iloc[hold]
+    new = prep.ds.features["hmm_filter"].iloc[hold]
+    assert float(np.abs(own.to_numpy() - new.to_numpy()).max()) > 1e-3  # two different fits
+    np.testing.assert_allclose(fed[0]["hmm_filter"].to_numpy(), own.to_numpy(), atol=1e-12)

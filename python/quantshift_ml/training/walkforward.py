@@ -86,6 +86,8 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     x = ds.features.iloc[tr][cols].to_numpy(dtype=float)
     y = ds.target.to_numpy()[tr]
     estimator, _ = fit_estimator(x, y, config, gap=split.gap)
+    if hasattr(estimator, "n_jobs"):  # predicting ~100 rows: threads cost more than they save
+        estimator.n_jobs = 1
     model = wrap(estimator, cols, ds.labeler.rule, ds.labels.to_numpy()[tr],
                  combine=config.combine)
     xh = ds.features.iloc[split.holdout][cols].to_numpy(dtype=float)
