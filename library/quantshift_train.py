@@ -111,7 +111,7 @@ options:
     type: str
     choices: [strongest, majority, persistence, rule, rv20_threshold, hmm_filter, hmm_filter_tuned, har_rv, none]
   baseline_tolerance:
-    description: How far the candidate may trail that baseline; default the labeler's (C(hmm) V(0.10)).
+    description: How far the candidate may trail that baseline; default the labeler's (C(hmm) V(0.15), C(forward) V(0.10)).
     type: float
   promote:
     description:

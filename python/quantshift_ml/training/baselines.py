@@ -41,7 +41,7 @@ comparison isolates the part the model claims to know. The baselines:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,9 +64,8 @@ def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def majority(y: np.ndarray) -> Any:
-    values, counts = np.unique(np.asarray([str(v) for v in y], dtype=object),
-                               return_counts=True)
-    return values[int(np.argmax(counts))]
+    values, counts = np.unique(np.asarray(y, dtype=object).astype(str), return_counts=True)
+    return str(values[int(np.argmax(counts))])
 
 
 def tune_threshold(values: np.ndarray, y: np.ndarray) -> tuple[float, Any, Any]:
@@ -124,6 +123,7 @@ class BaselineInputs:
     persist_from: np.ndarray | None = None
     labels: np.ndarray | None = None
     hindsight: np.ndarray | None = None
+    _pairs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
 
 def _persistence(b: BaselineInputs, known_target: np.ndarray | None = None) -> np.ndarray:
@@ -137,14 +137,17 @@ def _persistence(b: BaselineInputs, known_target: np.ndarray | None = None) -> n
     return out
 
 
-def _pairs(b: BaselineInputs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The calm and the turbulent regime the rule leaves for each of ``rows``."""
-    rule = b.labeler.rule
-    assert rule is not None
-    feats = b.features.iloc[rows]
-    n = len(rows)
-    return (rule.compose_frame(np.zeros(n, bool), feats),
-            rule.compose_frame(np.ones(n, bool), feats))
+def _pairs(b: BaselineInputs, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """The calm and the turbulent regime the rule leaves for each of the ``train`` or
+    ``rows`` positions (computed once per evaluation: three baselines read them)."""
+    if which not in b._pairs:
+        rule = b.labeler.rule
+        assert rule is not None
+        feats = b.features.iloc[b.train if which == "train" else b.rows]
+        n = len(feats)
+        b._pairs[which] = (rule.compose_frame(np.zeros(n, bool), feats),
+                           rule.compose_frame(np.ones(n, bool), feats))
+    return b._pairs[which]
 
 
 def tune_composed(b: BaselineInputs, values: np.ndarray) -> np.ndarray:
@@ -157,9 +160,10 @@ def tune_composed(b: BaselineInputs, values: np.ndarray) -> np.ndarray:
     """
     assert b.labels is not None
     v_tr = np.asarray(values, dtype=float)[b.train]
-    truth = np.asarray([str(t) for t in b.labels[b.train]], dtype=object)
+    truth = np.asarray(b.labels[b.train], dtype=object).astype(str)
     names, codes = np.unique(truth, return_inverse=True)
-    calm, turb = (np.searchsorted(names, p) for p in _pairs(b, b.train))
+    code = {str(n): i for i, n in enumerate(names)}  # a regime absent from the truth: -1
+    calm, turb = (np.asarray([code.get(str(v), -1) for v in p]) for p in _pairs(b, "train"))
     support = np.bincount(codes, minlength=len(names)).astype(float)
     best = (-1.0, 0.5)
     for q in np.unique(np.quantile(v_tr, TUNE_QUANTILES)) if len(v_tr) else []:
@@ -176,7 +180,7 @@ def balanced_rule(b: BaselineInputs, p: np.ndarray) -> np.ndarray:
     """calm/turbulent of P(turbulent) ``p`` (for ``b.rows``) with the model's decision rule."""
     assert b.labels is not None
     priors = regime_shares(b.labels[b.train])
-    calm, turb = _pairs(b, b.rows)
+    calm, turb = _pairs(b, "rows")
     cut = np.asarray([balanced_cutoff(priors, c, t) for c, t in zip(calm, turb, strict=True)])
     return np.where(np.asarray(p, dtype=float) > cut, TURBULENT, "calm").astype(object)
 

@@ -42,7 +42,7 @@ def forest_kwargs(params: ModelParams, n_rows: int) -> dict[str, Any]:
 
     Why the cap: with the ``hmm`` target the forest trains on every settled day
     since the data begin (4 700 rows in 2018) and a full bootstrap makes each of
-    the 100 trees about 5x slower for no measured gain (docs/model.md), while the
+    the trees about 5x slower for no measured gain (docs/model.md), while the
     walk-forward must retrain 200 times within two minutes.
     """
     kw = asdict(params)
