@@ -101,8 +101,10 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     pooled.truth.append(full.labels.to_numpy()[month])
     pooled.where.append(month)
     pooled.add("model", pm)
-    for name, p in baseline_predictions(ds, tr, month, persist_from=_known_states(ds),
-                                        hindsight=full.target.to_numpy()).items():
+    known = _known_states(ds)  # None: labels that never change (rules, forward)
+    hindsight = None if known is None else full.target.to_numpy()
+    for name, p in baseline_predictions(ds, tr, month, persist_from=known,
+                                        hindsight=hindsight).items():
         pooled.add(name, p)
     best_name, best = strongest(hold_base, gate.metric, gate.labeler)
     pooled.windows.append({
