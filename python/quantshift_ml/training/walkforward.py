@@ -13,6 +13,7 @@ training rows and scored on the same days.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -185,7 +186,13 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
     started = time.monotonic()
     # a report, not a training: every core grows trees (the forest is the same)
     config = replace(config, model=replace(config.model, n_jobs=-1))
-    full, pooled = _collect(bars, config, gate, start, origin)
+    # scikit-learn's forest threads now and then warn that its own ``delayed`` ran
+    # outside its ``Parallel`` (scikit-learn#32631, intermittent under load): 200
+    # refits turned it into megabytes of stderr; the results are unaffected
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*sklearn\.utils\.parallel\.delayed",
+                                category=UserWarning)
+        full, pooled = _collect(bars, config, gate, start, origin)
     y = np.concatenate(pooled.truth)
     pos = np.concatenate(pooled.where)
     preds = {k: np.concatenate(v) for k, v in pooled.preds.items()}
