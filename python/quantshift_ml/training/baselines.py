@@ -109,8 +109,10 @@ class BaselineInputs:
     ``train`` and ``rows`` are positions into ``features``; ``target`` holds the
     estimator's target as known at training time (NaN where not settled).
     ``persist_from`` is what persistence reads (default ``target``); the monthly
-    walk-forward passes the final state, which is at least as well informed as
-    what was known then, so persistence is never weakened by the monthly refits.
+    walk-forward passes each day's state as it was known ``horizon`` bars later
+    (``hmm.settled``), and ``hindsight`` the final state (the reference
+    ``persistence_hindsight``, which uses the future). ``labels`` holds the five
+    regimes (composed), which the five-regime tuning and the balanced rule read.
     """
 
     bars: pd.DataFrame
