@@ -223,9 +223,13 @@ class RegimeModel:
             col = self.__dict__["_turb_col"] = (classes.index(TURBULENT)
                                                 if TURBULENT in classes else -1)
         p = float(estimator_row[col]) if col >= 0 else 0.0
-        counterpart = self.__dict__.get("counterpart")
-        if counterpart is not None:
-            p = max(p, float(x_row[self.features.index(counterpart)]))
+        other = self.__dict__.get("_counterpart_col")
+        if other is None:  # cached on first use, like the column above (-1: none)
+            counterpart = self.__dict__.get("counterpart")
+            other = self.__dict__["_counterpart_col"] = (
+                self.features.index(counterpart) if counterpart is not None else -1)
+        if other >= 0:
+            p = max(p, float(x_row[other]))
         p = float(np.round(p, 6))
         d, s, v = (float(x_row[i]) for i in self._rule_cols)
         calm, turb = self.rule.compose_one(False, d, s, v), self.rule.compose_one(True, d, s, v)
