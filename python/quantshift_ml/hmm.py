@@ -202,7 +202,9 @@ def settled(params: HmmParams, returns: np.ndarray, lag: int) -> np.ndarray:
     for k in range(lag, 0, -1):  # from day t + lag back to day t
         nxt = np.clip(t + k, 0, n - 1)
         beta = (e[nxt] * beta) @ trans.T
-        beta /= beta.sum(axis=1, keepdims=True)
+        total = beta.sum(axis=1, keepdims=True)
+        # both densities underflowed: no information from that day, as in ``filtered``
+        beta = np.where(total > 0.0, beta / np.where(total > 0.0, total, 1.0), 0.5)
     post = np.c_[1.0 - alpha, alpha] * beta
     out = post[:, 1] / post.sum(axis=1)
     out[t + lag >= n] = np.nan

@@ -178,7 +178,7 @@ class RegimeModel:
         and float64 (scikit-learn) agree on a tie: an even number of trees can vote 0.5."""
         counterpart = self.__dict__.get("counterpart")  # None in bundles from before it
         if counterpart is not None:
-            p = np.maximum(p, x[:, self.features.index(counterpart)])
+            p = np.fmax(p, x[:, self.features.index(counterpart)])  # NaN filter: the forest
         return np.round(p, 6)
 
     def cutoff(self, calm: str, turbulent: str) -> float:
@@ -228,7 +228,7 @@ class RegimeModel:
             counterpart = self.__dict__.get("counterpart")
             other = self.__dict__["_counterpart_col"] = (
                 self.features.index(counterpart) if counterpart is not None else -1)
-        if other >= 0:
+        if other >= 0 and x_row[other] == x_row[other]:  # NaN filter: the forest alone
             p = max(p, float(x_row[other]))
         p = float(np.round(p, 6))
         d, s, v = (float(x_row[i]) for i in self._rule_cols)

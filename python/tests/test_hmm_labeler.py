@@ -131,9 +131,15 @@ def test_balanced_rule_lets_a_rare_regime_win_on_less_evidence() -> None:
         for i in range(len(x)):
             one, row = model.finish_one(est[i], x[i])
             assert one == labels[i] and row == pytest.approx(list(probs[i]))
-    old = RegimeModel(Stub(), features, RegimeRule(), threshold=0.5)
+    old = RegimeModel(Stub(), features, RegimeRule(), threshold=0.1)
     del old.__dict__["priors"], old.__dict__["counterpart"]  # a bundle pickled before them
-    assert list(old.predict(x)) == ["Bull", "Bull", "Bull", "Low Vol"]
+    assert list(old.predict(x)) == ["High Vol", "Bull", "Bull", "Crisis"]  # its threshold
+    nan_filter = x.copy()
+    nan_filter[:, 4] = np.nan  # the first bar's filter: the forest alone, on both paths
+    assert list(combined.predict(nan_filter)) == list(plain.predict(nan_filter))
+    est = combined.estimator.predict_proba(nan_filter)
+    assert [combined.finish_one(est[i], nan_filter[i])[0] for i in range(len(x))] == list(
+        plain.predict(nan_filter))
 
 
 def test_settled_state_is_the_filter_at_lag_0_and_the_smoother_at_full_lag(

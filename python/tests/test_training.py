@@ -284,3 +284,22 @@ def test_incumbent_is_scored_with_its_own_hmm_filter(bars: pd.DataFrame, monkeyp
     new = prep.ds.features["hmm_filter"].iloc[hold]
     assert float(np.abs(own.to_numpy() - new.to_numpy()).max()) > 1e-3  # two different fits
     np.testing.assert_allclose(fed[0]["hmm_filter"].to_numpy(), own.to_numpy(), atol=1e-12)
+
+
+def test_fair_persistence_reads_only_bars_before_the_day(bars: pd.DataFrame) -> None:
+    """What persistence reads for day t (the state of t-21, known 20 bars later) comes
+    from closes up to t-1: changing the closes from t on changes none of it."""
+    from quantshift_ml.labels import make_labeler
+    from quantshift_ml.training import walkforward as wf
+    from quantshift_ml.training.pipeline import prepare_dataset, relabel
+
+    full = prepare_dataset(bars.iloc[:3000], make_labeler("hmm"))
+    ds = relabel(full, 2500)
+    t = 2600
+    shocked_bars = ds.bars.copy()
+    shocked_bars.iloc[t:, shocked_bars.columns.get_loc("Close")] *= np.exp(
+        np.random.default_rng(0).normal(0, 0.05, len(shocked_bars) - t)).cumprod()
+    p, q = wf._known_probability(ds), wf._known_probability(replace(ds, bars=shocked_bars))
+    np.testing.assert_array_equal(p[1: t - 20], q[1: t - 20])  # days up to t-21: unchanged
+    assert np.abs(p[t - 20: t + 200] - q[t - 20: t + 200]).max() > 1e-3  # later ones read them
+    assert wf._known_states(ds)[t - 21] in ("calm", "turbulent")

@@ -66,14 +66,21 @@ def _month_starts(idx: pd.DatetimeIndex) -> np.ndarray:
     return months.groupby(months).head(1).index.to_numpy()
 
 
+def _known_probability(ds: Dataset) -> np.ndarray:
+    """P(turbulent) of each day as known ``horizon`` bars later with this month's HMM."""
+    p = np.full(len(ds.bars), np.nan)
+    p[1:] = hmm.settled(ds.fitted, hmm.returns_pct(ds.bars["Close"])[1:], ds.labeler.horizon)
+    return p
+
+
 def _known_states(ds: Dataset) -> np.ndarray | None:
     """Each day's state as known ``horizon`` bars later with this month's HMM (what the
     fair persistence reads); None for labelers without an HMM (their labels are final)."""
     if ds.fitted is None:
         return None
-    p = np.full(len(ds.bars), np.nan)
-    p[1:] = hmm.settled(ds.fitted, hmm.returns_pct(ds.bars["Close"])[1:], ds.labeler.horizon)
-    out = np.where(p > 0.5, TURBULENT, CALM).astype(object)
+    p = _known_probability(ds)
+    cut = getattr(ds.labeler, "threshold", 0.5)  # the labeler's own cut on P(turbulent)
+    out = np.where(p > cut, TURBULENT, CALM).astype(object)
     out[np.isnan(p)] = np.nan
     return pd.Series(out, index=ds.bars.index).reindex(ds.features.index).to_numpy()
 
