@@ -163,11 +163,29 @@ class HmmLabeler:
         params = fitted if fitted is not None else self.fit(bars)
         p = np.full(len(bars), np.nan)
         p[1:] = hmm.smoothed(params, hmm.returns_pct(bars["Close"])[1:])
-        out = np.where(p > self.threshold, TURBULENT, CALM).astype(object)
-        out[np.isnan(p)] = np.nan
+        out = self._states(p)
         if self.horizon:
             out[-self.horizon:] = np.nan
         return pd.Series(out, index=bars.index).reindex(features.index)
+
+    def settled(self, bars: pd.DataFrame, fitted: hmm.HmmParams) -> np.ndarray:
+        """P(turbulent) of each bar as known ``horizon`` bars later (``hmm.settled``)."""
+        p = np.full(len(bars), np.nan)
+        p[1:] = hmm.settled(fitted, hmm.returns_pct(bars["Close"])[1:], self.horizon)
+        return p
+
+    def known_target(self, bars: pd.DataFrame, features: pd.DataFrame,
+                     fitted: hmm.HmmParams) -> pd.Series:
+        """``target`` as it was known ``horizon`` bars after each day, with the HMM
+        ``fitted`` then (what the fair persistence baseline reads), not the final one."""
+        return pd.Series(self._states(self.settled(bars, fitted)),
+                         index=bars.index).reindex(features.index)
+
+    def _states(self, p: np.ndarray) -> np.ndarray:
+        """calm / turbulent of P(turbulent) ``p``; NaN where ``p`` is."""
+        out = np.where(p > self.threshold, TURBULENT, CALM).astype(object)
+        out[np.isnan(p)] = np.nan
+        return out
 
     def label(self, bars: pd.DataFrame, features: pd.DataFrame,
               fitted: hmm.HmmParams | None = None) -> pd.Series:

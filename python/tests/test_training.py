@@ -290,7 +290,6 @@ def test_fair_persistence_reads_only_bars_before_the_day(bars: pd.DataFrame) -> 
     """What persistence reads for day t (the state of t-21, known 20 bars later) comes
     from closes up to t-1: changing the closes from t on changes none of it."""
     from quantshift_ml.labels import make_labeler
-    from quantshift_ml.training import walkforward as wf
     from quantshift_ml.training.pipeline import prepare_dataset, relabel
 
     full = prepare_dataset(bars.iloc[:3000], make_labeler("hmm"))
@@ -299,7 +298,8 @@ def test_fair_persistence_reads_only_bars_before_the_day(bars: pd.DataFrame) -> 
     shocked_bars = ds.bars.copy()
     shocked_bars.iloc[t:, shocked_bars.columns.get_loc("Close")] *= np.exp(
         np.random.default_rng(0).normal(0, 0.05, len(shocked_bars) - t)).cumprod()
-    p, q = wf._known_probability(ds), wf._known_probability(replace(ds, bars=shocked_bars))
+    p, q = ds.labeler.settled(ds.bars, ds.fitted), ds.labeler.settled(shocked_bars, ds.fitted)
     np.testing.assert_array_equal(p[1: t - 20], q[1: t - 20])  # days up to t-21: unchanged
     assert np.abs(p[t - 20: t + 200] - q[t - 20: t + 200]).max() > 1e-3  # later ones read them
-    assert wf._known_states(ds)[t - 21] in ("calm", "turbulent")
+    assert ds.labeler.known_target(ds.bars, ds.features, ds.fitted).to_numpy()[t - 21] in (
+        "calm", "turbulent")

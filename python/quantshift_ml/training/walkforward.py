@@ -20,11 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import hmm
 from quantshift_ml.errors import DataError
 from quantshift_ml.gate import REFERENCES, GateConfig, decide, strongest
-from quantshift_ml.labels import make_labeler
-from quantshift_ml.regimes import CALM, TURBULENT
+from quantshift_ml.labels import HmmLabeler, make_labeler
 from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training import report as rp
 from quantshift_ml.training.baselines import balanced_accuracy
@@ -66,25 +64,6 @@ def _month_starts(idx: pd.DatetimeIndex) -> np.ndarray:
     return months.groupby(months).head(1).index.to_numpy()
 
 
-def _known_probability(ds: Dataset) -> np.ndarray:
-    """P(turbulent) of each day as known ``horizon`` bars later with this month's HMM."""
-    p = np.full(len(ds.bars), np.nan)
-    p[1:] = hmm.settled(ds.fitted, hmm.returns_pct(ds.bars["Close"])[1:], ds.labeler.horizon)
-    return p
-
-
-def _known_states(ds: Dataset) -> np.ndarray | None:
-    """Each day's state as known ``horizon`` bars later with this month's HMM (what the
-    fair persistence reads); None for labelers without an HMM (their labels are final)."""
-    if ds.fitted is None:
-        return None
-    p = _known_probability(ds)
-    cut = getattr(ds.labeler, "threshold", 0.5)  # the labeler's own cut on P(turbulent)
-    out = np.where(p > cut, TURBULENT, CALM).astype(object)
-    out[np.isnan(p)] = np.nan
-    return pd.Series(out, index=ds.bars.index).reindex(ds.features.index).to_numpy()
-
-
 def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig,
                end_known: int, month: np.ndarray, pooled: _Pooled, origin: str) -> None:
     """Train at the cut-off, gate on the holdout, predict the month; append everything."""
@@ -109,8 +88,10 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     pooled.truth.append(full.labels.to_numpy()[month])
     pooled.where.append(month)
     pooled.add("model", pm)
-    known = _known_states(ds)  # None: labels that never change (rules, forward)
-    hindsight = None if known is None else full.target.to_numpy()
+    known = hindsight = None  # labels that never change (rules, forward): their own
+    if isinstance(ds.labeler, HmmLabeler) and ds.fitted is not None:
+        known = ds.labeler.known_target(ds.bars, ds.features, ds.fitted).to_numpy()
+        hindsight = full.target.to_numpy()
     for name, p in baseline_predictions(ds, tr, month, persist_from=known,
                                         hindsight=hindsight).items():
         pooled.add(name, p)
