@@ -109,7 +109,7 @@ options:
         V(strongest) is the best of them; V(none) skips the check.
       - Default the labeler's (C(hmm) V(strongest), C(rules) V(majority)).
     type: str
-    choices: [strongest, majority, persistence, rule, rv20_threshold, hmm_filter, hmm_filter_tuned, hmm_filter_balanced, har_rv, gjr_garch, none]
+    choices: [strongest, majority, persistence, rule, rv20_threshold, hmm_filter, hmm_filter_tuned, hmm_filter_balanced, hmm_range_tuned, har_rv, gjr_garch, none]
   baseline_tolerance:
     description: How far the candidate may trail that baseline; default the labeler's (C(hmm) V(0.15), C(forward) V(0.10)).
     type: float
@@ -244,7 +244,8 @@ ARGUMENT_SPEC = dict(
     max_regression=dict(type="float"),
     beat_baseline=dict(type="str", choices=[
         "strongest", "majority", "persistence", "rule", "rv20_threshold", "hmm_filter",
-        "hmm_filter_tuned", "hmm_filter_balanced", "har_rv", "gjr_garch", "none"]),
+        "hmm_filter_tuned", "hmm_filter_balanced", "hmm_range_tuned", "har_rv", "gjr_garch",
+        "none"]),
     baseline_tolerance=dict(type="float"),
     promote=dict(type="bool", default=False),
     keep_logs=dict(type="int"),

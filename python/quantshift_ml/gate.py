@@ -32,8 +32,8 @@ METRICS = ("test_accuracy", "balanced_accuracy")
 """Gate metrics, read from the candidate's, the incumbent's and each baseline's
 ``Scores`` alike (``Scores.metric``)."""
 BASELINE_CHOICES = ("strongest", "majority", "persistence", "rule", "rv20_threshold",
-                    "hmm_filter", "hmm_filter_tuned", "hmm_filter_balanced", "har_rv",
-                    "gjr_garch")
+                    "hmm_filter", "hmm_filter_tuned", "hmm_filter_balanced", "hmm_range_tuned",
+                    "har_rv", "gjr_garch")
 REFERENCES = ("persistence_hindsight",)
 """Reported for reference, never "strongest": they use data not known at the time."""
 NOT_COMPETITORS = {"rules": ("rule", *REFERENCES), "hmm": REFERENCES, "forward": REFERENCES}

@@ -38,6 +38,7 @@ import pandas as pd
 
 from quantshift_ml import defaults, hmm
 from quantshift_ml.errors import UsageError
+from quantshift_ml.features import HMM_FILTER
 from quantshift_ml.regimes import CALM, TURBULENT, RegimeRule
 
 
@@ -168,17 +169,27 @@ class HmmLabeler:
             out[-self.horizon:] = np.nan
         return pd.Series(out, index=bars.index).reindex(features.index)
 
-    def settled(self, bars: pd.DataFrame, fitted: hmm.HmmParams) -> np.ndarray:
-        """P(turbulent) of each bar as known ``horizon`` bars later (``hmm.settled``)."""
+    def settled(self, bars: pd.DataFrame, fitted: hmm.HmmParams,
+                filtered: np.ndarray | None = None) -> np.ndarray:
+        """P(turbulent) of each bar as known ``horizon`` bars later (``hmm.settled``);
+        ``filtered``: the forward pass over ``bars`` with ``fitted``, if already known."""
         p = np.full(len(bars), np.nan)
-        p[1:] = hmm.settled(fitted, hmm.returns_pct(bars["Close"])[1:], self.horizon)
+        p[1:] = hmm.settled(fitted, hmm.returns_pct(bars["Close"])[1:], self.horizon,
+                            None if filtered is None else np.asarray(filtered)[1:])
         return p
 
     def known_target(self, bars: pd.DataFrame, features: pd.DataFrame,
                      fitted: hmm.HmmParams) -> pd.Series:
         """``target`` as it was known ``horizon`` bars after each day, with the HMM
-        ``fitted`` then (what the fair persistence baseline reads), not the final one."""
-        return pd.Series(self._states(self.settled(bars, fitted)),
+        ``fitted`` then (what the fair persistence baseline reads), not the final one.
+
+        The forward pass is read from ``features``' ``hmm_filter`` when it is there
+        for every bar (``relabel`` computes it with ``fitted``) instead of run again.
+        """
+        filt = None
+        if HMM_FILTER in features.columns and features.index.equals(bars.index):
+            filt = features[HMM_FILTER].to_numpy(dtype=float)
+        return pd.Series(self._states(self.settled(bars, fitted, filt)),
                          index=bars.index).reindex(features.index)
 
     def _states(self, p: np.ndarray) -> np.ndarray:

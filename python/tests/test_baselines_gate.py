@@ -41,7 +41,8 @@ def test_persistence_reads_the_newest_settled_label(bars: pd.DataFrame) -> None:
 def test_every_baseline_is_scored_on_the_candidates_holdout(bars: pd.DataFrame) -> None:
     res = train_candidate(bars, FAST, as_of="2011-12-30")
     assert set(res.baselines) == {"majority", "persistence", "rule", "rv20_threshold",
-                                  "hmm_filter", "hmm_filter_tuned", "hmm_filter_balanced"}
+                                  "hmm_filter", "hmm_filter_tuned", "hmm_filter_balanced",
+                                  "hmm_range_tuned"}
     for rep in res.baselines.values():
         assert rep["n"] == res.metrics["holdout_rows"]
         assert rep["balanced_accuracy"] < 0.99  # the target is not a function of today

@@ -153,3 +153,65 @@ def test_settled_state_is_the_filter_at_lag_0_and_the_smoother_at_full_lag(
     # known 20 bars later: mostly but not always the final state
     agree = float(np.mean((lag20 > 0.5) == (hmm.smoothed(fitted, r)[:1400] > 0.5)))
     assert 0.9 < agree < 1.0
+
+
+def test_known_target_reads_the_filter_column_and_gets_the_same_states(
+        bars: pd.DataFrame) -> None:
+    ds = prepare_dataset(bars.iloc[:2500], make_labeler("hmm"))
+    assert "hmm_filter" in ds.features.columns
+    lab = ds.labeler
+    assert isinstance(lab, HmmLabeler)
+    read = lab.known_target(ds.bars, ds.features, ds.fitted)
+    recomputed = lab.known_target(ds.bars, ds.features.drop(columns="hmm_filter"), ds.fitted)
+    pd.testing.assert_series_equal(read, recomputed)
+
+
+def test_range_filter_without_range_information_is_the_returns_filter(
+        bars: pd.DataFrame, fitted: hmm.HmmParams) -> None:
+    r = hmm.returns_pct(bars["Close"])[1:2000]
+    ranges = hmm.log_range(bars.iloc[1:2000])
+    same = hmm.RangeLaw(means=(-4.0, -4.0), variances=(0.2, 0.2))  # ranges tell nothing
+    np.testing.assert_allclose(hmm.range_filtered(fitted, same, r, ranges),
+                               hmm.filtered(fitted, r), atol=1e-12)
+    missing = np.full(len(r), np.nan)  # no range on record: the return alone
+    law = hmm.range_law(fitted, r, ranges)
+    np.testing.assert_allclose(hmm.range_filtered(fitted, law, r, missing),
+                               hmm.filtered(fitted, r), atol=1e-12)
+    assert law.means[1] > law.means[0]  # turbulent days have wider ranges
+
+
+def test_range_filter_is_causal_and_reads_wide_ranges_as_turbulence(
+        fitted: hmm.HmmParams) -> None:
+    rng = np.random.default_rng(7)
+    calm_sd, turb_sd = np.sqrt(fitted.variances)
+    state = np.r_[np.zeros(300, int), np.ones(100, int), np.zeros(300, int)]
+    sd = np.where(state == 1, turb_sd, calm_sd)
+    r = rng.normal(0.0, sd)
+    # the day's range scales with its volatility, measured far less noisily than r
+    ranges = np.log(sd / 100.0 * 1.6) + rng.normal(0.0, 0.25, len(r))
+    law = hmm.range_law(fitted, r, ranges)
+    p = hmm.range_filtered(fitted, law, r, ranges)
+    f = hmm.filtered(fitted, r)
+    hits = float(np.mean((p > 0.5) == (state == 1)))
+    assert hits > float(np.mean((f > 0.5) == (state == 1))) and hits > 0.97
+    part = hmm.range_filtered(fitted, law, r[:350], ranges[:350])
+    np.testing.assert_allclose(part, p[:350])  # later days never change day t
+
+
+def test_range_baseline_uses_only_bars_up_to_the_newest_training_row(
+        bars: pd.DataFrame) -> None:
+    from quantshift_ml.training import baselines as bl
+
+    ds = prepare_dataset(bars.iloc[:3000], make_labeler("hmm"))
+    inputs = dict(features=ds.features, target=ds.target.to_numpy(),
+                  train=np.arange(300, 2600), rows=np.arange(2700, 2750), labeler=ds.labeler,
+                  fitted=ds.fitted)
+    got = bl._range_filtered(bl.BaselineInputs(bars=ds.bars, **inputs))
+    later = ds.bars.copy()
+    later.iloc[2750:, later.columns.get_loc("High")] *= 1.5  # after the rows: unseen
+    moved = bl._range_filtered(bl.BaselineInputs(bars=later, **inputs))
+    np.testing.assert_allclose(got[:2750], moved[:2750])
+    wider = ds.bars.copy()
+    wider.iloc[2000:2600, wider.columns.get_loc("High")] *= 1.01  # inside training: read
+    assert not np.allclose(got[2700:2750],
+                           bl._range_filtered(bl.BaselineInputs(bars=wider, **inputs))[2700:2750])

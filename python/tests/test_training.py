@@ -111,7 +111,7 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     rep = run_walkforward(bars, FAST, gate_for("hmm"), start="2017-07-01")
     assert rep["months"] == 17  # Dec 2018: its labels are not settled yet (20 bars)
     assert {"rule", "persistence", "majority", "rv20_threshold", "hmm_filter",
-            "hmm_filter_tuned", "hmm_filter_balanced",
+            "hmm_filter_tuned", "hmm_filter_balanced", "hmm_range_tuned",
             "persistence_hindsight"} == set(rep["baselines"])
     assert "2018-02..2018-03" in rep["stress_periods"]
     assert 0.0 <= rep["gate_pass_rate"] <= 1.0
