@@ -123,6 +123,9 @@ class Explainer:
         # request ten times the SHAP values themselves (joblib over 100 trees).
         proba = base[None, :] + sv.sum(axis=1)
         regimes, served = self.model.finish(proba, x)
+        # with a counterpart (max rule) the served probability may be the HMM
+        # filter's; the decomposition stays the forest's, and says so
+        decided = self.model.decided_by(proba, x)
         out = []
         for i in range(len(x)):
             regime = str(regimes[i])
@@ -133,14 +136,11 @@ class Explainer:
                 {"feature": f, "value": float(x[i, j]), "shap": float(sv[i, j, k])}
                 for j, f in enumerate(self.model.features)]
             contrib.sort(key=lambda c: -abs(c["shap"]))
-            # with a counterpart (max rule) the served probability may be the HMM
-            # filter's; the decomposition stays the forest's, and says so
-            by = ("forest" if abs(p_served - float(proba[i, k])) <= 1e-6
-                  else str(self.model.__dict__.get("counterpart") or "forest"))
             out.append(Explanation(date=dates[i] if dates else None, regime=regime,
                                    explained=self.classes[k], probability=p_served,
                                    base_value=float(base[k]), contributions=contrib,
-                                   forest_probability=float(proba[i, k]), decided_by=by))
+                                   forest_probability=float(proba[i, k]),
+                                   decided_by=str(decided[i])))
         return out
 
     def summary(self, x: np.ndarray) -> dict[str, Any]:

@@ -198,14 +198,28 @@ class RegimeModel:
         cols = [x[:, i] for i in self._rule_cols]
         calm_label = self.rule.compose(np.zeros(len(p), bool), *cols)
         turb_label = self.rule.compose(np.ones(len(p), bool), *cols)
-        cut = np.asarray([self.cutoff(c, t) for c, t in zip(calm_label, turb_label,
-                                                               strict=True)])
-        labels = np.where(p > cut, turb_label, calm_label).astype(object)
+        ci = np.fromiter((_COL[c] for c in calm_label), dtype=int, count=len(p))
+        ti = np.fromiter((_COL[c] for c in turb_label), dtype=int, count=len(p))
+        # one cut-off per pair of regimes (a 5 x 5 table), not one call per row
+        table = np.asarray([[self.cutoff(c, t) for t in REGIMES] for c in REGIMES])
+        labels = np.where(p > table[ci, ti], turb_label, calm_label).astype(object)
         out = np.zeros((len(p), len(REGIMES)))
         rows = np.arange(len(p))
-        out[rows, [_COL[c] for c in calm_label]] += 1.0 - p
-        out[rows, [_COL[c] for c in turb_label]] += p
+        out[rows, ci] += 1.0 - p
+        out[rows, ti] += p
         return labels, out
+
+    def decided_by(self, estimator_proba: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Per row, which part's P(turbulent) the max rule served: ``"forest"`` or the
+        counterpart's name (where it is strictly larger and not NaN)."""
+        p = self.p_turbulent(np.asarray(estimator_proba, dtype=float))
+        counterpart = self.__dict__.get("counterpart")
+        out = np.full(len(p), "forest", dtype=object)
+        if self.rule is None or counterpart is None:
+            return out
+        other = np.asarray(x, dtype=float)[:, self.features.index(counterpart)]
+        out[np.round(np.fmax(p, other), 6) > np.round(p, 6)] = counterpart
+        return out
 
     def finish_one(self, estimator_row: np.ndarray, x_row: np.ndarray) -> tuple[str, list[float]]:
         """``finish`` of one row without array operations: the same label and probabilities.
