@@ -198,7 +198,7 @@ def test_range_filter_is_causal_and_reads_wide_ranges_as_turbulence(
     np.testing.assert_allclose(part, p[:350])  # later days never change day t
 
 
-def test_range_baseline_uses_only_bars_up_to_the_newest_training_row(
+def test_range_baseline_reads_no_bar_after_its_rows_and_learns_from_training_bars(
         bars: pd.DataFrame) -> None:
     from quantshift_ml.training import baselines as bl
 
