@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WHEELHOUSE := .cache/wheelhouse
+# the hosts' extras, defined once: the quantshift_common role's package spec
+HOST_SPEC := roles/quantshift_common/defaults/main.yml
+HOST_EXTRAS := $(shell sed -n 's/^quantshift_common_package_spec: quantshift-ml\(\[[a-z,]*\]\)$$/\1/p' $(HOST_SPEC))
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -68,12 +71,13 @@ package-wheel: $(STAMP)
 # downloaded again only when the package's requirements change. pip resolves them
 # from the package wheel, an order-only prerequisite: built first, never a reason
 # to download again.
-$(WHEELHOUSE)/.deps: python/pyproject.toml $(STAMP) | package-wheel
+$(WHEELHOUSE)/.deps: python/pyproject.toml $(HOST_SPEC) $(STAMP) | package-wheel
+	@test -n "$(HOST_EXTRAS)" || { echo "no extras in $(HOST_SPEC)'s quantshift_common_package_spec" >&2; exit 1; }
 	find $(WHEELHOUSE) -maxdepth 1 -name '*.whl' ! -name 'quantshift_ml-*' -delete
 	$(BIN)/pip download -q --only-binary=:all: --python-version 3.11 \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 --platform linux_x86_64 --platform any \
-	  -d $(WHEELHOUSE) "$$(ls $(WHEELHOUSE)/quantshift_ml-*.whl)[yfinance,serve,monitor,explain]"
+	  -d $(WHEELHOUSE) "$$(ls $(WHEELHOUSE)/quantshift_ml-*.whl)$(HOST_EXTRAS)"
 	touch $@
 
 molecule: $(STAMP) wheelhouse ## Molecule scenarios on systemd-nspawn hosts (root)
