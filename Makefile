@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 WHEELHOUSE := .cache/wheelhouse
 # the hosts' extras, defined once: the quantshift_common role's package spec
 HOST_SPEC := roles/quantshift_common/defaults/main.yml
-HOST_EXTRAS := $(shell sed -n 's/^quantshift_common_package_spec: quantshift-ml\(\[[a-z,]*\]\)$$/\1/p' $(HOST_SPEC))
+HOST_EXTRAS := $(shell sed -n 's/^quantshift_common_package_spec: quantshift-ml\(\[[^]]*]\)$$/\1/p' $(HOST_SPEC))
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 

@@ -196,9 +196,10 @@ def _forward(params: HmmParams, emissions: np.ndarray) -> np.ndarray:
 def log_range(bars: pd.DataFrame) -> np.ndarray:
     """log(ln(High / Low)) per bar: the day's range on a scale where it is near Gaussian
     within a volatility state (NaN where the range is not positive or missing)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lr = np.log(bars["High"].to_numpy(dtype=float) / bars["Low"].to_numpy(dtype=float))
-        return np.where(lr > 0.0, np.log(np.where(lr > 0.0, lr, 1.0)), np.nan)
+        ok = np.isfinite(lr) & (lr > 0.0)
+        return np.where(ok, np.log(np.where(ok, lr, 1.0)), np.nan)
 
 
 @dataclass(frozen=True)
@@ -209,14 +210,21 @@ class RangeLaw:
     variances: tuple[float, float]
 
 
+MIN_RANGE_DAYS = 60
+"""Fewer days with a range than this: the ranges are not used (an uninformative law)."""
+UNINFORMATIVE = RangeLaw(means=(0.0, 0.0), variances=(1.0, 1.0))
+
+
 def range_law(params: HmmParams, returns: np.ndarray, ranges: np.ndarray) -> RangeLaw:
     """Each state's ``log_range`` law, weighted by the smoothed state of every day given.
 
     Only the days passed in are read (a training run passes those up to its last
     training row), so the law is known at the time, like the HMM itself.
     """
-    post = smoothed(params, returns)
     ok = np.isfinite(ranges)
+    if int(ok.sum()) < MIN_RANGE_DAYS:  # e.g. a CSV whose High and Low equal its Close
+        return UNINFORMATIVE
+    post = smoothed(params, returns)
     x, w1 = np.asarray(ranges)[ok], post[ok]
     means, variances = [], []
     for w in (1.0 - w1, w1):
@@ -238,7 +246,10 @@ def range_filtered(params: HmmParams, law: RangeLaw, returns: np.ndarray,
     """
     mu, var = np.asarray(law.means), np.asarray(law.variances)
     x = np.asarray(ranges, dtype=float)[:, None]
-    dens = np.exp(-0.5 * (x - mu) ** 2 / var) / np.sqrt(2.0 * np.pi * var)
+    log_dens = -0.5 * (x - mu) ** 2 / var - 0.5 * np.log(2.0 * np.pi * var)
+    # scaled so the likelier state's factor is 1 (the ratio is all the filter
+    # reads): an extreme range never underflows both states to 0
+    dens = np.exp(log_dens - log_dens.max(axis=1, keepdims=True))
     dens = np.where(np.isfinite(dens), dens, 1.0)
     return _forward(params, _emissions(params, returns) * dens)
 

@@ -164,6 +164,8 @@ def test_known_target_reads_the_filter_column_and_gets_the_same_states(
     read = lab.known_target(ds.bars, ds.features, ds.fitted)
     recomputed = lab.known_target(ds.bars, ds.features.drop(columns="hmm_filter"), ds.fitted)
     pd.testing.assert_series_equal(read, recomputed)
+    flipped = ds.features.assign(hmm_filter=1.0 - ds.features["hmm_filter"])
+    assert not lab.known_target(ds.bars, flipped, ds.fitted).equals(read)  # it is read
 
 
 def test_range_filter_without_range_information_is_the_returns_filter(
@@ -198,20 +200,49 @@ def test_range_filter_is_causal_and_reads_wide_ranges_as_turbulence(
     np.testing.assert_allclose(part, p[:350])  # later days never change day t
 
 
-def test_range_baseline_reads_no_bar_after_its_rows_and_learns_from_training_bars(
-        bars: pd.DataFrame) -> None:
+def test_range_baseline_learns_its_law_from_bars_up_to_the_newest_training_row(
+        bars: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     from quantshift_ml.training import baselines as bl
 
     ds = prepare_dataset(bars.iloc[:3000], make_labeler("hmm"))
     inputs = dict(features=ds.features, target=ds.target.to_numpy(),
                   train=np.arange(300, 2600), rows=np.arange(2700, 2750), labeler=ds.labeler,
                   fitted=ds.fitted)
+    seen: list[np.ndarray] = []
+    real_law = hmm.range_law
+
+    def spy(params: hmm.HmmParams, returns: np.ndarray, ranges: np.ndarray) -> hmm.RangeLaw:
+        seen.append(np.asarray(ranges).copy())
+        return real_law(params, returns, ranges)
+
+    monkeypatch.setattr(hmm, "range_law", spy)
     got = bl._range_filtered(bl.BaselineInputs(bars=ds.bars, **inputs))
-    later = ds.bars.copy()
-    later.iloc[2750:, later.columns.get_loc("High")] *= 1.5  # after the rows: unseen
-    moved = bl._range_filtered(bl.BaselineInputs(bars=later, **inputs))
-    np.testing.assert_allclose(got[:2750], moved[:2750])
-    wider = ds.bars.copy()
-    wider.iloc[2000:2600, wider.columns.get_loc("High")] *= 1.01  # inside training: read
-    assert not np.allclose(got[2700:2750],
-                           bl._range_filtered(bl.BaselineInputs(bars=wider, **inputs))[2700:2750])
+    assert len(seen[0]) == 2599  # the ranges of bars 1..2599, the newest training row
+    after = ds.bars.copy()
+    after.iloc[2600:, after.columns.get_loc("High")] *= 1.5  # after the training rows
+    moved = bl._range_filtered(bl.BaselineInputs(bars=after, **inputs))
+    np.testing.assert_array_equal(seen[1], seen[0])  # the law never saw them
+    np.testing.assert_allclose(got[:2600], moved[:2600])  # nor did the filter before them
+    assert not np.allclose(got[2700:2750], moved[2700:2750])  # the filter reads them causally
+    beyond = ds.bars.copy()
+    beyond.iloc[2750:, beyond.columns.get_loc("High")] *= 1.5  # after the predicted rows
+    np.testing.assert_allclose(
+        bl._range_filtered(bl.BaselineInputs(bars=beyond, **inputs))[:2750], got[:2750])
+
+
+def test_range_law_without_enough_ranges_leaves_the_returns_filter(
+        fitted: hmm.HmmParams) -> None:
+    rng = np.random.default_rng(3)
+    r = rng.normal(0.0, 1.0, 400)
+    flat = np.full(400, np.nan)  # High == Low == Close: no range on any day
+    flat[:10] = -4.0
+    assert hmm.range_law(fitted, r, flat) == hmm.UNINFORMATIVE
+    np.testing.assert_allclose(hmm.range_filtered(fitted, hmm.UNINFORMATIVE, r, flat),
+                               hmm.filtered(fitted, r), atol=1e-12)
+    wild = np.full(400, -4.0)
+    wild[200] = 60.0  # a range far beyond either state's law: no underflow reset
+    law = hmm.RangeLaw(means=(-4.5, -3.9), variances=(0.2, 0.25))
+    p = hmm.range_filtered(fitted, law, r, wild)
+    assert p[200] > 0.99 and np.isfinite(p).all()
+    bad = pd.DataFrame({"High": [2.0, 1.0, 1.0], "Low": [1.0, 1.0, 0.0]})
+    assert np.isnan(hmm.log_range(bad)[1:]).all() and np.isfinite(hmm.log_range(bad)[0])

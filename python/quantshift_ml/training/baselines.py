@@ -31,7 +31,8 @@ comparison isolates the part the model claims to know. The baselines:
 ``hmm_range_tuned`` (``hmm``)
     the same HMM's forward filter fed each day's high-low range as well as its
     return (``hmm.range_filtered``: the range law of each state estimated on
-    the training span, smoothed with the HMM fitted then), with a cut-off tuned
+    every bar up to the newest training row, weighted by the state smoothed
+    with the HMM fitted then), with a cut-off tuned
     as ``hmm_filter_tuned``. The range measures a day's volatility more
     efficiently than the return, so this classic filter is stronger than the
     returns-only one on the S&P 500 (docs/model.md).
