@@ -29,6 +29,7 @@ average was 3.6 % of days, a regime too thin to mean anything to a bot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -115,6 +116,17 @@ def balanced_cutoff(priors: dict[str, float], calm: str, turbulent: str) -> floa
     return pt / (pt + pc)
 
 
+def regime_codes(names: np.ndarray) -> np.ndarray:
+    """Each regime name's column in ``REGIMES``."""
+    return np.fromiter((_COL[c] for c in names), dtype=int, count=len(names))
+
+
+def cutoff_table(cutoff: Callable[[str, str], float]) -> np.ndarray:
+    """``cutoff(calm, turbulent)`` for all 5 x 5 pairs of regimes, indexed by
+    ``regime_codes``: a day's cut-off is a lookup, not one call per row."""
+    return np.asarray([[cutoff(c, t) for t in REGIMES] for c in REGIMES])
+
+
 class RegimeModel:
     """A fitted estimator plus the step that turns its outputs into regimes.
 
@@ -198,11 +210,9 @@ class RegimeModel:
         cols = [x[:, i] for i in self._rule_cols]
         calm_label = self.rule.compose(np.zeros(len(p), bool), *cols)
         turb_label = self.rule.compose(np.ones(len(p), bool), *cols)
-        ci = np.fromiter((_COL[c] for c in calm_label), dtype=int, count=len(p))
-        ti = np.fromiter((_COL[c] for c in turb_label), dtype=int, count=len(p))
-        # one cut-off per pair of regimes (a 5 x 5 table), not one call per row
-        table = np.asarray([[self.cutoff(c, t) for t in REGIMES] for c in REGIMES])
-        labels = np.where(p > table[ci, ti], turb_label, calm_label).astype(object)
+        ci, ti = regime_codes(calm_label), regime_codes(turb_label)
+        labels = np.where(p > cutoff_table(self.cutoff)[ci, ti], turb_label,
+                          calm_label).astype(object)
         out = np.zeros((len(p), len(REGIMES)))
         rows = np.arange(len(p))
         out[rows, ci] += 1.0 - p
@@ -217,8 +227,7 @@ class RegimeModel:
         out = np.full(len(p), "forest", dtype=object)
         if self.rule is None or counterpart is None:
             return out
-        other = np.asarray(x, dtype=float)[:, self.features.index(counterpart)]
-        out[np.round(np.fmax(p, other), 6) > np.round(p, 6)] = counterpart
+        out[self._combined(p, np.asarray(x, dtype=float)) > np.round(p, 6)] = counterpart
         return out
 
     def finish_one(self, estimator_row: np.ndarray, x_row: np.ndarray) -> tuple[str, list[float]]:

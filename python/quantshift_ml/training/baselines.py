@@ -58,7 +58,13 @@ import pandas as pd
 
 from quantshift_ml import hmm
 from quantshift_ml.labels import ForwardLabeler, HmmLabeler, Labeler, RulesLabeler
-from quantshift_ml.regimes import TURBULENT, balanced_cutoff, regime_shares
+from quantshift_ml.regimes import (
+    TURBULENT,
+    balanced_cutoff,
+    cutoff_table,
+    regime_codes,
+    regime_shares,
+)
 
 TUNE_QUANTILES = np.linspace(0.05, 0.95, 37)
 """Candidate thresholds of a tuned one-feature baseline: training-row quantiles."""
@@ -205,7 +211,8 @@ def balanced_rule(b: BaselineInputs, p: np.ndarray) -> np.ndarray:
     assert b.labels is not None
     priors = regime_shares(b.labels[b.train])
     calm, turb = _pairs(b, "rows")
-    cut = np.asarray([balanced_cutoff(priors, c, t) for c, t in zip(calm, turb, strict=True)])
+    cut = cutoff_table(lambda c, t: balanced_cutoff(priors, c, t))[regime_codes(calm),
+                                                                   regime_codes(turb)]
     return np.where(np.asarray(p, dtype=float) > cut, TURBULENT, "calm").astype(object)
 
 
