@@ -322,6 +322,7 @@ def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: 
     model was wrong and the rules right: ab_guard.yml rolls the fleet back (trusted older
     backups exist) and alerts; run again, the restored version has no record: nothing."""
     from quantshift_ml import predlog
+    from quantshift_ml.ab import AbConfig
     from quantshift_ml.data import BundledSource
     from quantshift_ml.features import compute_features
     from quantshift_ml.labels import HmmLabeler
@@ -332,7 +333,12 @@ def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: 
         assert run.rc == 0, run.out
         for host in HOSTS:
             ab = json.loads((fleet.root(host) / "etc/ab.json").read_text())
-            assert ab == {"enabled": True, "split": 0.5}
+            assert (ab["enabled"], ab["split"], ab["primary"]) == (True, 0.5, "economic")
+            assert ab["outcomes"] == {  # the fleet's outcome settings, as native JSON
+                "exposure": {"Bull": 1.0, "Low Vol": 1.0, "High Vol": 0.5, "Bear": 0.0,
+                             "Crisis": 0.0}, "cost_bp": 5.0, "horizon": 20,
+                "vol_quantile": 0.75, "drawdown_depth": 0.07}
+            assert AbConfig.load(fleet.root(host)).primary == "economic"
         bars = BundledSource().load()
         labels = HmmLabeler().label(bars, compute_features(bars)).iloc[-80:-20]
         for host in HOSTS:

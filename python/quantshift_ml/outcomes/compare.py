@@ -20,7 +20,7 @@ excludes 0 and the record covers at least ``MIN_MONTHS`` months.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from quantshift_ml.ab_stats import (
 from quantshift_ml.outcomes.definitions import (
     OUTCOMES,
     TRADING_DAYS,
+    Calls,
     OutcomeConfig,
     correct,
     economic_returns,
@@ -138,8 +139,8 @@ def economic_pair(a_daily: np.ndarray, b_daily: np.ndarray, months: np.ndarray,
     return {**out, **_verdict(out, names, alpha)}
 
 
-def compare_arms(arms: Mapping[str, Sequence[str]], frame: pd.DataFrame,
-                 settled: Sequence[Any] | None = None, config: OutcomeConfig | None = None,
+def compare_arms(arms: Mapping[str, Calls], frame: pd.DataFrame,
+                 settled: Calls | None = None, config: OutcomeConfig | None = None,
                  primary: str = "economic", alpha: float = ALPHA) -> dict[str, Any]:
     """Both arms on every outcome, the paired comparison of each, and the verdict.
 

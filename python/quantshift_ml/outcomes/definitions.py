@@ -56,6 +56,8 @@ WARNING_REGIMES: tuple[str, ...] = ("Bear", "Crisis")
 DEFAULT_EXPOSURE: dict[str, float] = {"Bull": 1.0, "Low Vol": 1.0, "High Vol": 0.5,
                                       "Bear": 0.0, "Crisis": 0.0}
 TRADING_DAYS = 252.0
+Calls = Sequence[Any] | np.ndarray
+"""Regimes (or settled labels) per bar: a list or an object array."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def forward_outcomes(close: pd.Series, config: OutcomeConfig | None = None) -> p
                          "drawdown_event": event, "next_return": next_ret}, index=c.index)
 
 
-def economic_returns(regimes: Sequence[str], next_returns: np.ndarray,
+def economic_returns(regimes: Calls, next_returns: np.ndarray,
                      config: OutcomeConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(daily strategy returns, exposure per bar) of the regime-conditioned position.
 
@@ -195,7 +197,7 @@ def correct(outcome: str, regimes: np.ndarray, frame: pd.DataFrame,
     raise ValueError(f"{outcome} is not an accuracy-like outcome")
 
 
-def score_arm(regimes: Sequence[str], frame: pd.DataFrame, settled: Sequence[Any] | None = None,
+def score_arm(regimes: Calls, frame: pd.DataFrame, settled: Calls | None = None,
               config: OutcomeConfig | None = None) -> dict[str, Any]:
     """One arm's figures on every outcome, each on the bars where it is known."""
     r = np.asarray([str(x) for x in regimes], dtype=object)

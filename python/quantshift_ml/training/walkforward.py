@@ -212,6 +212,9 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                      for yv in sorted(set(dates.year))},
         "stress_periods": _stress(y, preds, dates),
         "economics": _economics(full, pos, preds),
+        "outcomes": rp.outcomes_table(full.bars["Close"].to_numpy(dtype=float),
+                                      pd.DatetimeIndex(full.bars.index), pos, preds, y,
+                                      best_name),
         "windows": pooled.windows,
     }
     for name, mask in rp.halves(dates, months):
