@@ -236,9 +236,10 @@ def gauges(check: dict[str, Any] | None, out: Gauges) -> None:
     outcome_gauges(rep.get("outcomes") or {}, out)
 
 
-HEADLINE = {"forward_vol": "balanced_accuracy", "forward_drawdown": "balanced_accuracy",
+HEADLINE = {"forward_vol": "accuracy", "forward_drawdown": "accuracy",
             "economic": "sharpe", "settled_state": "accuracy"}
-"""The one figure per outcome and arm that the gauges and the console show."""
+"""The one figure per outcome and arm that the gauges and the console show: the one
+the paired test compares (accuracy for McNemar, Sharpe for economic)."""
 
 
 def outcome_gauges(outcomes: dict[str, Any], out: Gauges) -> None:
@@ -247,8 +248,8 @@ def outcome_gauges(outcomes: dict[str, Any], out: Gauges) -> None:
         for arm, figures in o["arms"].items():
             value = figures.get(HEADLINE[name])
             if value is not None:
-                out.set("quantshift_ab_outcome", "Each A/B arm on each outcome (balanced "
-                        "accuracy; Sharpe for economic; accuracy for settled_state)", value,
+                out.set("quantshift_ab_outcome", "Each A/B arm on each outcome (accuracy; "
+                        "Sharpe for economic)", value,
                         {"outcome": name, "arm": arm, "figure": HEADLINE[name]})
         if o.get("p_value") is not None:
             out.set("quantshift_ab_outcome_p_value", "Paired p-value of ml against rules per "
