@@ -65,6 +65,9 @@ class Thresholds(DriftThresholds):
     live_accuracy_warn: float | None = None
     live_accuracy_crit: float | None = None
     live_min_samples: int = 20
+    live_vol_warn: float = 0.24
+    live_vol_crit: float = 0.0
+    live_excess_warn: float = -0.026
     age_warn_days: float = 30.0
     age_crit_days: float = 45.0
     disk_warn_free: float = 0.15
@@ -245,7 +248,15 @@ def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: P
                              f"{age:.1f} days (warn > {t.age_warn_days:g}, "
                              f"critical > {t.age_crit_days:g})"))
     if source is not None:
+        from quantshift_ml.ab import AbConfig
+        from quantshift_ml.outcome_checks import live_outcomes_check
+
         checks.append(_live_check(meta, t, root, source, symbol))
+        try:
+            outcomes = AbConfig.load(root).outcome_config()
+        except QuantshiftError:
+            outcomes = None  # ab.json's own problem is the ab_test check's to report
+        checks.append(live_outcomes_check(root, meta, source, t, symbol, outcomes))
     return checks
 
 

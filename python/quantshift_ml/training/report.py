@@ -123,7 +123,28 @@ def outcomes_table(close: np.ndarray, index: pd.DatetimeIndex, pos: np.ndarray,
     paired = compare_arms({"model": preds["model"], strongest: preds[strongest]}, frame,
                           settled, cfg)
     return {"config": cfg.as_dict(), "predictors": table,
+            "model_monthly": monthly_outcomes(preds["model"], frame, cfg),
             "model_vs_strongest": {"baseline": strongest, **{
                 k: {f: v.get(f) for f in ("difference", "ci95", "p_value", "winner",
                                           "verdict")}
                 for k, v in paired["outcomes"].items()}}}
+
+
+def monthly_outcomes(regimes: np.ndarray, frame: pd.DataFrame, cfg: Any) -> dict[str, Any]:
+    """Per calendar month: the model's forward_vol accuracy and its position's return
+    in excess of holding the index (the monitor's live thresholds are read off these)."""
+    from quantshift_ml.outcomes import economic_returns
+    from quantshift_ml.outcomes.definitions import correct
+
+    right, known = correct("forward_vol", regimes, frame)
+    ret = np.nan_to_num(frame["next_return"].to_numpy())
+    daily, _ = economic_returns(regimes, ret, cfg)
+    months = pd.DatetimeIndex(frame.index).strftime("%Y-%m")
+    out: dict[str, Any] = {}
+    for m in sorted(set(months)):
+        k = months == m
+        fv = right[k & known]
+        out[m] = {"bars": int(k.sum()),
+                  "forward_vol_accuracy": round(float(fv.mean()), 4) if len(fv) else None,
+                  "excess_return": round(float(daily[k].sum() - ret[k].sum()), 4)}
+    return out
