@@ -70,3 +70,20 @@ def test_money_lost_against_the_index_warns(tmp_path: Path, truth: tuple) -> Non
     rep = live_outcomes_check(tmp_path, {"version": "v2"}, src,
                               Thresholds(live_vol_warn=0.0, live_vol_crit=0.0))
     assert rep["status"] == WARNING and rep["outcomes"]["economic"]["excess_return"] < 0
+
+
+def test_gauges_per_outcome(tmp_path: Path, truth: tuple) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from quantshift_ml.textfile import textfile
+
+    src, frame = truth
+    days = frame.loc["2018-06-01":"2018-07-31"].index
+    _log(tmp_path, days, ["Bull"] * len(days))
+    check = live_outcomes_check(tmp_path, META, src, Thresholds())
+    prom = textfile({"host": "h", "status": check["status"], "checks": [check]})
+    fam = next(f for f in text_string_to_metric_families(prom)
+               if f.name == "quantshift_live_outcome")
+    got = {(s.labels["outcome"], s.labels["figure"]): s.value for s in fam.samples}
+    assert got[("forward_vol", "accuracy")] == check["value"]
+    assert got[("economic", "return")] == check["outcomes"]["economic"]["return"]
