@@ -504,6 +504,8 @@ def test_revoke_ends_every_session_or_one_users(config: ConsoleConfig, runner: R
     assert alice.get("/", follow_redirects=False).status_code == 200
     assert revoke(two.state, None)["revoked"] == 1
     refused(alice, token, runner)
+    nowhere = two.state.parent / "never-started"
+    assert revoke(nowhere, None)["revoked"] == 0 and not nowhere.exists()  # creates nothing
 
 
 def test_idle_minutes_from_the_flag_the_environment_or_the_default() -> None:

@@ -142,6 +142,9 @@ class SessionStore:
                    for path in list(self._records()))
 
     def _records(self) -> Iterator[Path]:
+        """The record files; none (and nothing created) before the first login."""
+        if not os.path.lexists(self.directory):
+            return iter(())
         return (p for p in self._dir().iterdir() if _RECORD.match(p.name))
 
     def _check(self, path: Path, sid: str, users: Mapping[str, str],
