@@ -317,9 +317,34 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
                          f"{n_backups} backups (want {t.backups_min})"))
     if service_url:
         checks.append(_service(service_url, (meta or {}).get("sha256")))
+    combine_drift(checks)
     worst = max((c["status"] for c in checks), key=lambda s: RANK[s])
     report.update(status=worst, checks=checks, model_version=(meta or {}).get("version"))
     return report
+
+
+ACCURACY_SIGNALS = ("holdout_accuracy", "live_accuracy", "live_outcomes")
+"""The checks whose failure turns strong input drift into a page."""
+
+
+def combine_drift(checks: list[dict[str, Any]]) -> None:
+    """Input drift pages only beside a failing accuracy signal (in place).
+
+    Drift alone is evidence, at most WARNING (drift.py: on 2001-2018 it did not
+    foretell the walk-forward's accuracy falls, docs/monitoring.md). It becomes
+    CRITICAL when its share reached ``drift_crit_share`` *and* one of
+    ``ACCURACY_SIGNALS`` is WARNING or CRITICAL: inputs unlike anything the model
+    learned from, and answers that are already worse.
+    """
+    drift_check = next((c for c in checks if c["name"] == "input_drift"), None)
+    if drift_check is None or drift_check["status"] != WARNING or not drift_check.get(
+            "critical_level"):
+        return
+    failing = [c["name"] for c in checks
+               if c["name"] in ACCURACY_SIGNALS and c["status"] in (WARNING, CRITICAL)]
+    if failing:
+        drift_check["status"] = CRITICAL
+        drift_check["message"] += f"; CRITICAL with {', '.join(failing)} failing too"
 
 
 def render_table(report: dict[str, Any]) -> str:
