@@ -275,17 +275,18 @@ def test_monitor_fails_on_a_critical_host(fleet: Fleet) -> None:
 
 def test_monitor_reports_the_december_2018_drift(fleet: Fleet) -> None:
     """Provisioned thresholds (site.yml -> ROOT/etc/monitor.json) and the playbook's own:
-    the bundled data's last month, a 9 % fall, drifted from the model's window."""
+    the bundled data's last month, a 9 % fall, left the model's range: a WARNING with
+    its reason, not a page (drift alone never is); relaxed thresholds silence it."""
     for host in HOSTS:
         assert json.loads((fleet.root(host) / "etc/monitor.json").read_text()) == {}
     run = fleet.play("monitor.yml")
-    assert run.rc != 0 and "CRITICAL on primary, standby" in run.out, run.out
     out = " ".join(run.out.split())  # the callback wraps long lines
-    assert re.search(r"\d+/25 features drifted over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
+    assert run.rc == 0 and "no host is CRITICAL" in out, run.out
+    assert re.search(r"\d+/25 features novel over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
                      r"model", out), run.out
     relaxed = fleet.play("monitor.yml", "-e", json.dumps({"quantshift_monitor_thresholds": {
         "drift_warn_share": 0.99, "drift_crit_share": 0.99}}))
-    assert "features drifted over" not in " ".join(relaxed.out.split()), relaxed.out
+    assert "features novel over" not in " ".join(relaxed.out.split()), relaxed.out
 
 
 def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
