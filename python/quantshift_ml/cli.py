@@ -175,10 +175,11 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
         return {"backups": operations.status(root)["backups"]}
     if cmd == "evaluate":
         store = ModelStore(root)
-        pkl = (store.layout.active_pkl if a.to == "active"
-               else store.resolve_backup(a.to).pkl)
-        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of,
-                                            force=a.force)
+        choice = None if a.to == "active" else store.choose_backup(a.to)
+        pkl = store.layout.active_pkl if choice is None else choice.artifact.pkl
+        return {**operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of,
+                                               force=a.force),
+                "skipped": [] if choice is None else choice.skipped}
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
