@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import cli_ab, cli_parser
+from quantshift_ml import cli_ab, cli_parser, progress
 from quantshift_ml import cli_commands as commands
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import AlertConfig, notify, read_env_file
@@ -193,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args = parser.parse_args(argv)
-        result = run(args)
+        # walkforward and train (--tune) show progress on a terminal; --quiet or no TTY: none
+        with progress.shown_on(sys.stderr, quiet=getattr(args, "quiet", True)):
+            result = run(args)
     except QuantshiftError as exc:
         print(f"quantshift-ml: error: {exc}", file=sys.stderr)
         if as_json:
