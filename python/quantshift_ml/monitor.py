@@ -2,7 +2,7 @@
 
 Checks: integrity (sha256), holdout accuracy from the metadata, live accuracy of
 the service's logged predictions whose outcome is now known, model age, free
-disk on the models' filesystem, number of backups, the service's /healthz, and
+disk on the models' filesystem, intact backups (as rollback verifies), /healthz, and
 drift (``importance_drift``: the active version's SHAP importances against the
 previous version's; ``input_drift``: the newest days' inputs against the model's
 window; drift.py says how and why).
@@ -226,6 +226,32 @@ def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[s
     return _check("service", OK, sha, f"healthy, serving {body.get('version')}")
 
 
+def backups_check(store: ModelStore, t: Thresholds) -> dict[str, Any]:
+    """Intact backups (verified as a rollback would, ``backups.check``) against ``backups_min``.
+
+    A backup that does not check out is WARNING, named with its reason; CRITICAL
+    when backups exist and none is intact, as no rollback is possible then. No
+    backup at all stays WARNING: that is a fresh install (its first promotion
+    keeps nothing), told apart from a broken safety net by there being no files.
+    """
+    found = store.checked_backups()
+    intact = sum(c.intact for c in found)
+    broken = [c for c in found if not c.intact]
+    extra = {"backups": [c.as_dict() for c in found]}
+    named = "; ".join(f"backup {c.version} does not check out: {c.reason}" for c in broken)
+    if broken and not intact:
+        return _check("backups", CRITICAL, 0, f"no intact backup to roll back to: {named}",
+                      **extra)
+    if not found:
+        return _check("backups", WARNING if t.backups_min > 0 else OK, 0,
+                      f"no backups yet (want {t.backups_min}): a first install has nothing "
+                      "to roll back to until its next promotion", **extra)
+    status = WARNING if broken or intact < t.backups_min else OK
+    return _check("backups", status, intact,
+                  f"{intact} intact backup{'' if intact == 1 else 's'} (want "
+                  f"{t.backups_min})" + (f"; {named}" if named else ""), **extra)
+
+
 def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: Path,
                   source: DataSource | None, symbol: str | None = None
                   ) -> list[dict[str, Any]]:
@@ -312,9 +338,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0
     checks.append(_check("disk_free", _low(free, t.disk_warn_free, t.disk_crit_free),
                          round(free, 4), f"{free:.1%} free on the models' filesystem"))
-    n_backups = len(store.backups())
-    checks.append(_check("backups", WARNING if n_backups < t.backups_min else OK, n_backups,
-                         f"{n_backups} backups (want {t.backups_min})"))
+    checks.append(backups_check(store, t))
     if service_url:
         checks.append(_service(service_url, (meta or {}).get("sha256")))
     combine_drift(checks)

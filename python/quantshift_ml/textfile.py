@@ -23,7 +23,7 @@ GAUGES: dict[str, tuple[str, float, str]] = {
                                           "Holdout accuracy of the active model"),
     "quantshift_model_live_accuracy": ("live_accuracy", 1.0,
                                        "Live accuracy of the active version, settled bars"),
-    "quantshift_backups": ("backups", 1.0, "Backups kept in the store"),
+    "quantshift_backups": ("backups", 1.0, "Intact backups (signature and sha256s check out)"),
     "quantshift_disk_free_ratio": ("disk_free", 1.0, "Free share of the models' filesystem"),
 }
 """Gauge -> (the check whose value it shows, scale, HELP text)."""

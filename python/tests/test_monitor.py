@@ -244,9 +244,46 @@ def test_repeated_requests_for_one_bar_cannot_make_live_accuracy_critical(
 
 
 def test_too_few_backups_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A first install keeps no backup yet: a WARNING that says so, never CRITICAL."""
     operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     code, rep = _monitor(capsys, tmp_path)
-    assert code == 1 and _status(rep, "backups") == "WARNING"
+    backups = next(c for c in rep["checks"] if c["name"] == "backups")
+    assert code == 1 and backups["status"] == "WARNING" and backups["value"] == 0
+    assert backups["message"].startswith("no backups yet (want 3)"), backups
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_tampered_backup_is_a_warning_naming_it(trained: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 30: one of three backups corrupted no longer counts as a healthy one."""
+    root = _copy(trained, tmp_path / "r")
+    versions = [b.version for b in ModelStore(root).backups()]
+    _flip(ModelStore(root).layout.backup_pkl(versions[1]))
+    code, rep = _monitor(capsys, root)
+    backups = next(c for c in rep["checks"] if c["name"] == "backups")
+    assert code == 1 and backups["status"] == "WARNING" and backups["value"] == 2, backups
+    assert f"backup {versions[1]} does not check out" in backups["message"]
+    assert "does not match metadata" in backups["message"]
+    assert [b["intact"] for b in backups["backups"]] == [True, False, True]
+
+
+def test_no_intact_backup_left_is_critical(trained: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    root = _copy(trained, tmp_path / "r")
+    store = ModelStore(root)
+    for b in store.backups():
+        meta = json.loads(b.pkl.with_suffix(".json").read_text())
+        del meta["signature"]  # unsigned: no rollback would take any of them
+        b.pkl.with_suffix(".json").write_text(json.dumps(meta))
+    code, rep = _monitor(capsys, root)
+    assert code == 2 and _status(rep, "backups") == "CRITICAL"
+    message = next(c["message"] for c in rep["checks"] if c["name"] == "backups")
+    assert message.startswith("no intact backup to roll back to") and "unsigned" in message
 
 
 def test_old_daily_logs_are_pruned(trained: Path, tmp_path: Path,
