@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import sys
 import threading
 import time
 import warnings
@@ -26,7 +27,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the
 from quantshift_ml.console import auth, charts, jobs, pages
 from quantshift_ml.console.app import create_app
 from quantshift_ml.console.cli import passwd
-from quantshift_ml.console.config import ConsoleConfig
+from quantshift_ml.console.config import ConsoleConfig, check_tools, load
 from quantshift_ml.console.snapshot import Snapshot
 from quantshift_ml.errors import UsageError
 
@@ -209,6 +210,22 @@ def test_rollback_vars() -> None:
     assert jobs.rollback_vars("", False) == {"quantshift_rollback_to": "latest"}
     assert jobs.rollback_vars("20261117-020000", True) == {
         "quantshift_rollback_to": "20261117-020000", "quantshift_rollback_force": True}
+
+
+def test_console_without_ansible_refuses_to_start_naming_the_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv with the package but not ansible-core: a clear error before anything runs."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(UsageError, match=r"missing: ansible, ansible-playbook: "
+                                         r"pip install 'quantshift-ml\[console\]'"):
+        load(REPO, None, None)
+    (tmp_path / "bin").mkdir()
+    for name in ("ansible", "ansible-playbook"):  # found on PATH when not beside python
+        (tmp_path / "bin" / name).write_text("#!/bin/sh\n")
+        (tmp_path / "bin" / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    assert check_tools() == tmp_path / "bin" / "ansible"
 
 
 def test_job_folds_runner_events() -> None:

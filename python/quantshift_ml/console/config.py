@@ -7,10 +7,12 @@ so a button does exactly what ``ansible-playbook playbooks/X.yml`` does there.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,6 +28,8 @@ from quantshift_ml.errors import UsageError
 DEFAULT_PORT = 8790
 IDLE_ENV = "QUANTSHIFT_CONSOLE_IDLE_MINUTES"
 log = logging.getLogger(__name__)
+#: what the ``console`` extra brings for the playbooks the console runs
+CONSOLE_EXTRA = "pip install 'quantshift-ml[console]' (ansible-core and ansible-runner)"
 
 
 def find_project(start: Path) -> Path:
@@ -121,6 +125,37 @@ class ConsoleConfig:
         return _ansible_env(self.project)
 
 
+def find_tool(name: str) -> Path | None:
+    """``name`` next to this interpreter (its venv), else on ``PATH``: where playbooks find it.
+
+    The playbooks' environment puts this interpreter's directory first on ``PATH``
+    (``_ansible_env``), so this is the executable ansible-runner will start.
+    """
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def check_tools() -> Path:
+    """Refuse to start without what every button needs; return the ``ansible`` to run.
+
+    Checked at start-up because otherwise the first click fails deep inside
+    ansible-runner, or the start fails with a bare "No such file" for ``ansible``.
+    """
+    tools = {name: find_tool(name) for name in ("ansible", "ansible-playbook")}
+    missing = [name for name, path in tools.items() if path is None]
+    if importlib.util.find_spec("ansible_runner") is None:
+        missing.append("the ansible_runner module")
+    ansible = tools["ansible"]
+    if missing or ansible is None:
+        raise UsageError(f"the console runs playbooks with ansible and ansible-playbook (next "
+                         f"to {sys.executable} or on PATH) and the ansible_runner module; "
+                         f"missing: {', '.join(missing)}: {CONSOLE_EXTRA}")
+    return ansible
+
+
 def fleet_artifacts(project: Path, inventory: Path) -> Path:
     """``quantshift_controller_artifacts`` as the inventory defines it, read through Ansible.
 
@@ -128,7 +163,7 @@ def fleet_artifacts(project: Path, inventory: Path) -> Path:
     Ansible for it is the only way to read it without copying its definition.
     """
     env = {**os.environ, **_ansible_env(project)}
-    cmd = [str(Path(sys.executable).parent / "ansible"), "-i", str(inventory),
+    cmd = [str(check_tools()), "-i", str(inventory),
            "--playbook-dir", str(project / "playbooks"),  # playbook group_vars apply too
            "quantshift_primary[0]", "-m", "ansible.builtin.debug", "-o",
            "-a", "var=quantshift_controller_artifacts"]
@@ -176,7 +211,8 @@ def load(project: Path | None, inventory: Path | None, env_file: Path | None,
          state: Path | None = None, artifacts: Path | None = None,
          walkforward: Path | None = None, secure_cookies: bool = False,
          idle: float | None = None) -> ConsoleConfig:
-    """Resolve the paths and read the users; refuse to start without a user."""
+    """Resolve the paths and read the users; refuse to start without a user or Ansible."""
+    check_tools()
     root = (project or find_project(Path.cwd())).resolve()
     env = dict(os.environ)
     if env_file is not None:
