@@ -98,7 +98,7 @@ awx: $(STAMP) ## AWX data checks
 packaging: $(STAMP) ## the built wheel in a fresh venv: every package file, serve and console run
 	$(BIN)/pytest -q tests/packaging
 
-test: lint unit integration faults awx packaging console-test molecule bench-smoke ## everything CI runs
+test: lint unit integration faults awx packaging console-test molecule ## everything CI runs
 
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
 	$(BIN)/python benchmarks/bench_training.py
