@@ -30,6 +30,7 @@ the service assigns them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ from quantshift_ml.training.evaluate import classification_report
 
 if TYPE_CHECKING:
     from quantshift_ml.textfile import Gauges
+
+log = logging.getLogger(__name__)
 
 
 def arm_metrics(truth: list[str], answers: list[str]) -> dict[str, Any]:
@@ -184,14 +187,25 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
         raise UsageError(f"--from/--to must be dates YYYY-MM-DD: {exc}") from exc
     if first > last:
         raise UsageError(f"--from {start} is after --to {end}")
-    before = bars.loc[:first - pd.Timedelta(days=1)]
-    if before.empty:
-        raise UsageError(f"--from {start}: no data before it to train the model on")
     if bars.loc[first:last].empty:
         raise UsageError(f"no bars between {start} and {end}: the data end "
                          f"{pd.DatetimeIndex(bars.index)[-1].date()}")
-    as_of = str(before.index[-1].date())
-    result = train_candidate(bars, config or TrainConfig(), as_of=as_of)
+    config = config or TrainConfig()
+    requested = start
+    earliest = earliest_replay_start(bars, config)
+    if earliest is None or earliest > last:
+        when = ("these data never hold one" if earliest is None
+                else f"the first is {earliest.date()}")
+        raise UsageError(f"--from {start} --to {end}: the replay's model trains on a full "
+                         f"window of bars before --from, and {when}; give a longer history "
+                         "or a later --to")
+    if first < earliest:
+        first, start = earliest, str(earliest.date())
+        log.warning("ab replay: --from %s moved to %s, the first bar with a full training "
+                    "window before it (the model never sees the bars it is judged on)",
+                    requested, start)
+    as_of = str(bars.loc[:first - pd.Timedelta(days=1)].index[-1].date())
+    result = train_candidate(bars, config, as_of=as_of)
     frame = model_frame(bars, result.labeler)
     frame = frame[usable(frame[result.bundle["features"]])].loc[start:end]
     ml = predict(result.bundle, frame)
@@ -215,7 +229,40 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
     return {**build(arm_rows, paired, market=market, config=ab), "replay": {
         "from": str(frame.index[0].date()), "to": str(frame.index[-1].date()),
         "clients": clients, "split": split, "model_as_of": as_of,
-        "labeler": result.labeler["name"]}}
+        "labeler": result.labeler["name"], "requested_from": requested,
+        "moved": requested != start}}
+
+
+def earliest_replay_start(bars: pd.DataFrame, config: Any) -> pd.Timestamp | None:
+    """The first bar whose predecessors hold a full training window, or None.
+
+    Why: the replay trains once on the bars before ``--from`` (never on the bars
+    it scores), so a ``--from`` near the start of the data has no model; the
+    replay then starts at this bar and says so rather than refusing a whole span.
+    A bisection over positions (having enough history is monotone in the cut-off).
+    """
+    from quantshift_ml.errors import DataError
+    from quantshift_ml.training.pipeline import check_history
+
+    idx = pd.DatetimeIndex(bars.index)
+
+    def trainable(pos: int) -> bool:
+        try:
+            check_history(bars, config, as_of=str(idx[pos - 1].date()))
+        except DataError:
+            return False
+        return True
+
+    lo, hi = 1, len(idx) - 1
+    if hi < lo or not trainable(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if trainable(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return idx[lo]
 
 
 def gauges(check: dict[str, Any] | None, out: Gauges) -> None:

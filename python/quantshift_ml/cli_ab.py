@@ -63,6 +63,11 @@ def render(result: dict[str, Any]) -> str:
     from quantshift_ml.ab_report import HEADLINE
 
     lines = []
+    if (rp := result.get("replay")) is not None:
+        moved = (f" (asked from {rp['requested_from']}: the first bar with a full training "
+                 "window before it)" if rp.get("moved") else "")
+        lines.append(f"replay {rp['from']}..{rp['to']}{moved}, model as of "
+                     f"{rp['model_as_of']}, {rp['clients']} bots, split {rp['split']}")
     for arm, m in result["arms"].items():
         acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
         bal = "n/a" if m["balanced_accuracy"] is None else f"{m['balanced_accuracy']:.3f}"

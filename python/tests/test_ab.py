@@ -12,12 +12,13 @@ import pytest
 
 from quantshift_ml import ab, ab_stats, operations, predlog
 from quantshift_ml.ab import AbConfig
-from quantshift_ml.ab_report import fallback_decision, replay
+from quantshift_ml.ab_report import earliest_replay_start, fallback_decision, replay
 from quantshift_ml.cli import main
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import UsageError
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import HmmLabeler
+from quantshift_ml.training.config import TrainConfig
 
 from .conftest import FAST, OPEN, serving
 
@@ -99,6 +100,18 @@ def test_replay_of_2008_judges_on_money_not_on_the_models_own_target() -> None:
     assert money["ci95"][0] < money["difference"] < money["ci95"][1]
     assert all(o["arms"]["ml"]["samples"] > 200 for o in rep["outcomes"].values())
     assert rep["replay"]["model_as_of"] == "2007-12-31"
+
+
+def test_replay_from_before_a_full_window_starts_at_the_first_bar_that_has_one() -> None:
+    bars = BundledSource().load()
+    rep = replay(bars, "2001-01-01", "2002-06-28")
+    assert rep["replay"]["requested_from"] == "2001-01-01" and rep["replay"]["moved"]
+    assert rep["replay"]["from"] == "2002-02-13" == str(earliest_replay_start(
+        bars, TrainConfig()).date())
+    assert rep["replay"]["model_as_of"] < rep["replay"]["from"]  # never judged on its rows
+    assert all(o["arms"]["ml"]["samples"] > 50 for o in rep["outcomes"].values())
+    kept = replay(bars, "2008-01-01", "2008-03-31")["replay"]
+    assert not kept["moved"] and kept["from"] == "2008-01-02"
 
 
 def test_replay_on_the_settled_state_when_the_fleet_chooses_it() -> None:
@@ -249,7 +262,9 @@ def test_ab_cli_refuses_bad_input_with_usage_errors(store_root: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     cases = [(["ab", "replay"], "needs --from DATE and --to DATE"),
              (["ab", "replay", "--from", "1990-01-01", "--to", "1990-12-31"],
-              "no data before it"),
+              "no bars between"),
+             (["ab", "replay", "--from", "2001-01-01", "--to", "2001-06-30"],
+              "full window of bars before --from, and the first is 2002-02-13"),
              (["ab", "replay", "--from", "2008-01-01", "--to", "2008-02-01", "--split", "2"],
               "split must be within 0..1"),
              (["ab", "replay", "--from", "2008-13-01", "--to", "2008-12-31"],

@@ -88,8 +88,12 @@ def test_healthz_reports_the_active_sha(host) -> None:
 def test_ab_arms_are_split_and_both_logged(host) -> None:
     """quantshift_ab_enabled in molecule.yml: 40 bots, both arms served, both answers logged
     (the prediction log is read with the host's own interpreter)."""
-    assert json.loads(host.file(f"{ROOT}/etc/ab.json").content_string) == {
-        "enabled": True, "split": 0.5}
+    ab = json.loads(host.file(f"{ROOT}/etc/ab.json").content_string)
+    assert {k: ab[k] for k in ("enabled", "split", "primary")} == {
+        "enabled": True, "split": 0.5, "primary": "economic"}
+    # the fleet's outcome settings (playbooks/group_vars/all.yml), as the service reads them
+    assert ab["outcomes"]["cost_bp"] == 5.0 and ab["outcomes"]["exposure"]["Bull"] == 1.0
+    assert set(ab["outcomes"]["exposure"]) == {"Bull", "Bear", "High Vol", "Low Vol", "Crisis"}
     arms = []
     for i in range(40):
         body = json.loads(host.check_output(
