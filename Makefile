@@ -100,14 +100,19 @@ packaging: $(STAMP) ## the built wheel in a fresh venv: every package file, serv
 
 test: lint unit integration faults awx packaging console-test molecule ## everything CI runs
 
+# every benchmarks/bench_*.py but the deploy fan-out (root, its own target)
+BENCHMARKS := $(filter-out benchmarks/bench_deploy.py,$(sort $(wildcard benchmarks/bench_*.py)))
+
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
-	$(BIN)/python benchmarks/bench_training.py
-	$(BIN)/python benchmarks/bench_latency.py
-	$(BIN)/python benchmarks/bench_explain.py
-	$(BIN)/python benchmarks/bench_service_start.py
+	set -e; for b in $(BENCHMARKS); do $(BIN)/python $$b; done
 
 bench-deploy: $(STAMP) wheelhouse ## deploy fan-out on nspawn hosts (root, several minutes)
 	$(BIN)/python benchmarks/bench_deploy.py
+
+# bench_deploy's smoke boots 2 nspawn hosts: root and the wheelhouse, like molecule
+bench-smoke: $(STAMP) wheelhouse ## every benchmarks/bench_*.py --smoke (bench_deploy: root)
+	@if [ "$$(id -u)" != 0 ]; then echo "bench-smoke: bench_deploy's nspawn test hosts need root; run as root" >&2; exit 1; fi
+	$(BIN)/python benchmarks/smoke.py
 
 clean: ## remove build outputs (keeps the rootfs cache outside the checkout)
 	rm -rf $(VENV) .cache .local build python/build python/*.egg-info

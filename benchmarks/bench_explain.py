@@ -11,7 +11,9 @@ a temporary root unless ``--root`` names one with an active model):
 Claim under test (issue 16): asking for an explanation costs only the requests that
 ask; the plain path is unchanged (compare its p50 with ``bench_latency.py``'s).
 
-Usage: ``.venv/bin/python benchmarks/bench_explain.py [--quick] [--json] [--root DIR]``.
+``--smoke`` (``make bench-smoke``): 5 requests per series, to show it still works.
+
+Usage: ``.venv/bin/python benchmarks/bench_explain.py [--quick | --smoke] [--json] [--root DIR]``.
 Exit code 0 whatever the figures are; benchmarks report, tests decide.
 """
 
@@ -80,12 +82,14 @@ def measure(root: Path, n: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="50 requests per series")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="50 requests per series")
+    mode.add_argument("--smoke", action="store_true", help="5 requests per series")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--root", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    n = 50 if args.quick else 300
+    n = 5 if args.smoke else 50 if args.quick else 300
     with tempfile.TemporaryDirectory(prefix="qs-bench-") as tmp:
         root = args.root
         if root is None:

@@ -14,9 +14,10 @@ Measures, in one run and on the same model and the same feature rows:
 
 The model is the default ``TrainConfig`` (100 trees, depth 10) trained on the
 bundled S&P 500 data into a temporary root, unless ``--root`` names a root with
-an active model. Goal (issue 5): compiled p99 <= 100 us.
+an active model. Goal (issue 5): compiled p99 <= 100 us. ``--smoke`` (``make
+bench-smoke``) times a handful of calls and requests and gives no goal verdict.
 
-Usage: ``.venv/bin/python benchmarks/bench_latency.py [--quick] [--json] [--root DIR]``.
+Usage: ``.venv/bin/python benchmarks/bench_latency.py [--quick | --smoke] [--json] [--root DIR]``.
 Exit code 0 whatever the figures are; benchmarks report, tests decide.
 """
 
@@ -167,12 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=None,
                     help="use this root's active model (default: train one in a temp dir)")
-    ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="fewer iterations")
+    mode.add_argument("--smoke", action="store_true",
+                      help="a handful of iterations, no goal verdict (the benchmark still works)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    n_sk, n_onnx, n_http = (100, 2000, 50) if a.quick else (1000, 20000, 300)
+    n_sk, n_onnx, n_http = ((20, 200, 10) if a.smoke else (100, 2000, 50) if a.quick
+                            else (1000, 20000, 300))
 
     with tempfile.TemporaryDirectory(prefix="qs-bench-") as tmp:
         root = a.root or Path(tmp) / "root"
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if onnx:
         report["ratio_p50"] = det["sklearn"]["p50_us"] / onnx["p50_us"]
         report["ratio_p99"] = det["sklearn"]["p99_us"] / onnx["p99_us"]
-        report["goal_met"] = onnx["p99_us"] <= GOAL_P99_US
+        report["goal_met"] = None if a.smoke else onnx["p99_us"] <= GOAL_P99_US
     del trained
 
     if a.json:
@@ -231,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     if onnx:
         print(f"\n  ratio scikit-learn / onnxruntime: p50 {report['ratio_p50']:.0f}x, "
               f"p99 {report['ratio_p99']:.0f}x")
-        print(f"  goal compiled p99 <= {GOAL_P99_US:.0f} us: "
-              f"{'met' if report['goal_met'] else 'NOT met'} ({onnx['p99_us']:.1f} us)")
+        verdict = ("smoke run: no verdict" if report["goal_met"] is None
+                   else "met" if report["goal_met"] else "NOT met")
+        print(f"  goal compiled p99 <= {GOAL_P99_US:.0f} us: {verdict} "
+              f"({onnx['p99_us']:.1f} us)")
     print("\nHTTP round trip on loopback (new connection per request), microseconds:")
     for eng, res in http.items():
         if res is None:

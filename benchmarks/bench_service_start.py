@@ -10,7 +10,9 @@ service pays them), on the same trained model:
 * ``after``: ``quantshift_ml.served.load_verified``: signature and sha256s, the
   ONNX model in onnxruntime and a one-row smoke test, no pickle.
 
-Usage: ``.venv/bin/python benchmarks/bench_service_start.py [--repeat N] [--json]``.
+``--smoke`` (``make bench-smoke``): one fresh process of each, to show it still works.
+
+Usage: ``.venv/bin/python benchmarks/bench_service_start.py [--repeat N | --smoke] [--json]``.
 Exit code 0 whatever the figures are; benchmarks report, tests decide.
 """
 
@@ -76,9 +78,14 @@ def _summary(samples: list[tuple[float, float]]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--repeat", type=int, default=5)
+    mode.add_argument("--smoke", action="store_true", help="one fresh process of each")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    repeat = 1 if a.smoke else a.repeat
     from quantshift_ml import operations
     from quantshift_ml.data import BundledSource
     from quantshift_ml.store import signing
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         report: dict[str, Any] = {}
         for name, code in (("before", BEFORE), ("after", AFTER)):
             _once(code, root)  # warm the page cache
-            report[name] = _summary([_once(code, root) for _ in range(a.repeat)])
+            report[name] = _summary([_once(code, root) for _ in range(repeat)])
     report["cpu_saved_s"] = round(report["before"]["cpu_s_median"]
                                   - report["after"]["cpu_s_median"], 3)
     if a.json:
