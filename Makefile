@@ -11,7 +11,7 @@ HOST_EXTRAS := $(shell sed -n 's/^quantshift_common_package_spec: quantshift-ml\
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv retrain test lint unit integration faults awx molecule wheelhouse package-wheel benchmarks bench-deploy clean status rollback console console-test console-screenshots
+.PHONY: help venv retrain test lint unit integration faults awx packaging molecule wheelhouse package-wheel benchmarks bench-deploy bench-smoke clean status rollback console console-test console-screenshots
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -63,8 +63,11 @@ wheelhouse: package-wheel $(WHEELHOUSE)/.deps ## wheels for the test hosts (Pyth
 
 # The package's own wheel, rebuilt once per `make wheelhouse` (its sources are
 # not prerequisites, so make cannot tell when it is stale).
+# python/build is removed first: setuptools never empties it, so a file dropped
+# from the package data would still ship from an earlier build.
 package-wheel: $(STAMP)
 	mkdir -p $(WHEELHOUSE) && rm -f $(WHEELHOUSE)/quantshift_ml-*.whl
+	rm -rf python/build
 	$(BIN)/python -m build -q --wheel --outdir $(WHEELHOUSE) python > /dev/null
 
 # Third-party wheels for the hosts' interpreter and platform, not the controller's,
@@ -92,7 +95,10 @@ faults: $(STAMP) ## fault matrix (tests/faults; some need root)
 awx: $(STAMP) ## AWX data checks
 	$(BIN)/pytest -q tests/awx
 
-test: lint unit integration faults awx console-test molecule ## everything CI runs
+packaging: $(STAMP) ## the built wheel in a fresh venv: every package file, serve and console run
+	$(BIN)/pytest -q tests/packaging
+
+test: lint unit integration faults awx packaging console-test molecule ## everything CI runs
 
 benchmarks: $(STAMP) ## speed figures (not part of the tests)
 	$(BIN)/python benchmarks/bench_training.py

@@ -15,7 +15,8 @@ description:
   - O(state=promoted) backs up the active model, swaps the candidate in atomically and keeps
     the last O(keep_backups) backups; promoting what is already active changes nothing.
   - O(state=rolled_back) makes a verified backup active again (O(to=latest) is the newest
-    backup older than the active model).
+    backup older than the active model that checks out; the newer ones that do not are
+    returned in RV(skipped)).
   - O(state=restored) undoes a failed promotion on this host; backup O(to) becomes active
     again without backing up the failed model, and with O(discard_backup) the backup that
     promotion created is removed, so the store ends byte-identical to before.
@@ -189,6 +190,15 @@ current:
   description: Active version and sha256 after the operation.
   returned: for promoted, rolled_back, verified
   type: dict
+skipped:
+  description:
+    - Backups passed over on the way to O(to=latest) because they do not check out (unsigned,
+      signed with an untrusted key, or files that do not match their signed sha256s), each
+      C(version) and C(reason); empty for a named version or O(to=active).
+  returned: for rolled_back, evaluated
+  type: list
+  elements: dict
+  sample: [{"version": "20261117-020000", "reason": "...sha256 ... does not match metadata ..."}]
 pruned:
   description: Backup versions removed.
   returned: for promoted, rolled_back, pruned, verified with O(prune=true)
@@ -319,12 +329,14 @@ def evaluated(module, store, p, dry):
     from quantshift_ml import operations
     from quantshift_ml.store.release import release_files
 
-    pkl = store.layout.active_pkl if p["to"] == "active" else store.resolve_backup(p["to"]).pkl
+    choice = None if p["to"] == "active" else store.choose_backup(p["to"])
+    pkl = store.layout.active_pkl if choice is None else choice.artifact.pkl
     ev = operations.evaluate_artifact(pkl, make_source(module), root=store.layout.root,
                                       floor=p["min_accuracy"], as_of=p["as_of"],
                                       force=p["force"])
     return {"changed": False, "evaluation": ev, "artifact": str(pkl),
-            "files": [str(f) for f in release_files(pkl)]}
+            "files": [str(f) for f in release_files(pkl)],
+            "skipped": [] if choice is None else choice.skipped}
 
 
 def packed(module, store, p, dry):

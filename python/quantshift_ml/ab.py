@@ -15,9 +15,12 @@ trading day (every bot sees both arms over time).
 
 Configuration, read by the service at start and on SIGHUP:
 
-* ``ROOT/etc/ab.json`` ``{"enabled": bool, "split": 0..1}``, written by the
-  ``quantshift_service`` role from the fleet's ``quantshift_ab_enabled`` /
-  ``quantshift_ab_split`` (off by default: everyone gets ``ml``);
+* ``ROOT/etc/ab.json`` ``{"enabled": bool, "split": 0..1, "primary": OUTCOME,
+  "outcomes": {...}}``, written by the ``quantshift_service`` role from the
+  fleet's ``quantshift_ab_enabled`` / ``quantshift_ab_split`` (off by default:
+  everyone gets ``ml``), ``quantshift_ab_primary_outcome`` (the outcome that
+  names a winner, default ``economic``) and ``quantshift_outcome_*`` (the
+  outcomes' parameters: ``quantshift_ml.outcomes``);
 * ``ROOT/data/ab-override.json`` ``{"arm", "reason", "evidence", "at"}``, written
   by ``quantshift-ml ab fallback`` (the automatic fallback of
   ``playbooks/ab_guard.yml``): every request is served that arm until
@@ -31,7 +34,7 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +86,30 @@ class AbConfig:
     split: float = 0.5
     forced: str | None = None
     reason: str = ""
+    primary: str = "economic"
+    outcomes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from quantshift_ml.outcomes import OUTCOMES
+
+        if self.primary not in OUTCOMES:
+            raise UsageError(f"the A/B primary outcome must be one of {', '.join(OUTCOMES)}, "
+                             f"not {self.primary!r}")
+        self.outcome_config()  # validates the outcomes' parameters
         if not 0.0 <= self.split <= 1.0:
             raise UsageError(f"A/B split must be within 0..1 (share served by ml), "
                              f"not {self.split}")
         if self.forced is not None and self.forced not in ARMS:
             raise UsageError(f"forced arm must be one of {ARMS}, not {self.forced!r}")
+
+    def outcome_config(self) -> Any:
+        """The outcomes' parameters (``quantshift_ml.outcomes.OutcomeConfig``)."""
+        from quantshift_ml.outcomes import OutcomeConfig
+
+        try:
+            return OutcomeConfig(**self.outcomes)
+        except TypeError as exc:
+            raise UsageError(f"A/B outcomes settings: {exc}") from exc
 
     def assign(self, client: str, symbol: str, day: str) -> str:
         if self.forced is not None:
@@ -107,13 +127,16 @@ class AbConfig:
         try:
             return cls(enabled=bool(cfg.get("enabled", False)),
                        split=float(cfg.get("split", 0.5)),
-                       forced=ovr.get("arm"), reason=str(ovr.get("reason", "")))
+                       forced=ovr.get("arm"), reason=str(ovr.get("reason", "")),
+                       primary=str(cfg.get("primary", "economic")),
+                       outcomes=dict(cfg.get("outcomes") or {}))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{cfg_path}: {exc}") from exc
 
     def as_dict(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "split": self.split, "forced": self.forced,
-                "reason": self.reason}
+                "reason": self.reason, "primary": self.primary,
+                "outcomes": self.outcome_config().as_dict()}
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -1,15 +1,20 @@
-"""A/B results: each arm scored on realised outcomes, and the paired test.
+"""A/B results: both arms scored on what the market did, and the paired tests.
 
-Outcomes are the model's own labeler's labels once settled (``hmm``: the HMM
-refitted on the data, smoothed, bars at least 20 bars old; the same as the
-monitor's live accuracy), so both arms are judged against the target the model
-was built for, on the same bars.
+``outcomes``: both arms' answers on the same bars, judged on every outcome of
+``quantshift_ml.outcomes`` (forward volatility, forward drawdown, the bot's
+money, and the settled state, "the model's own target"), each with its paired
+test and month-block interval. ``primary`` names the outcome that decides
+(``quantshift_ab_primary_outcome``, default ``economic``); the report's
+``p_value``, ``winner`` and ``verdict`` are that outcome's, and so is what the
+fallback guard and the monitor's ``ab_test`` check act on. Judged on the settled
+state alone the rule loses by construction: the model was trained to copy it.
 
 * ``arms``: one sample per (symbol, bar, arm served, model version), the arm's
   served answer against the outcome: what the bots on that arm received.
 * ``paired``: one sample per (symbol, bar, model version), both arms' answers
-  (both are computed for every request) against the same outcome: McNemar's
-  test and the month-block bootstrap interval of the difference (ab_stats.py).
+  (both are computed for every request) against the settled state: McNemar's
+  test and the month-block bootstrap interval of the difference (ab_stats.py);
+  the live floor of the fallback reads the model's accuracy from it.
 
 The record pools the model versions served since the last automatic action
 (``ab.GUARD_FILE``), each version's answers its own samples: the question is
@@ -51,9 +56,14 @@ def arm_metrics(truth: list[str], answers: list[str]) -> dict[str, Any]:
 
 
 def build(arm_rows: Iterable[tuple[str, str, str]],
-          paired_rows: Iterable[tuple[str, str, str, str]], alpha: float = ALPHA
+          paired_rows: Iterable[tuple[str, str, str, str]], alpha: float = ALPHA,
+          market: pd.DataFrame | None = None, config: AbConfig | None = None
           ) -> dict[str, Any]:
-    """The report from (arm, answer, truth) and (bar_date, ml, rules, truth) rows."""
+    """The report from (arm, answer, truth) and (bar_date, ml, rules, truth) rows.
+
+    ``market``: ``outcomes.forward_outcomes`` of the symbol's bars (None: only the
+    settled state can be scored, and it decides).
+    """
     per_arm: dict[str, tuple[list[str], list[str]]] = {"ml": ([], []), "rules": ([], [])}
     for arm, answer, truth in arm_rows:
         per_arm.setdefault(arm, ([], []))
@@ -63,15 +73,34 @@ def build(arm_rows: Iterable[tuple[str, str, str]],
     paired = Paired(ml_right=np.asarray([r[1] == r[3] for r in rows], dtype=bool),
                     rules_right=np.asarray([r[2] == r[3] for r in rows], dtype=bool),
                     months=np.asarray([r[0][:7] for r in rows], dtype=object)).report(alpha)
-    return {"arms": {a: arm_metrics(t, p) for a, (t, p) in per_arm.items()},
-            "paired": paired, "p_value": paired["p_value"], "winner": paired["winner"],
-            "verdict": paired["verdict"]}
+    out = {"arms": {a: arm_metrics(t, p) for a, (t, p) in per_arm.items()},
+           "paired": paired, "p_value": paired["p_value"], "winner": paired["winner"],
+           "verdict": paired["verdict"], "primary": "settled_state", "outcomes": None}
+    return {**out, **_outcomes(rows, market, config or AbConfig(), alpha)}
+
+
+def _outcomes(rows: list[tuple[str, str, str, str]], market: pd.DataFrame | None,
+              config: AbConfig, alpha: float) -> dict[str, Any]:
+    """``outcomes``, ``primary`` and the primary outcome's p-value, winner and verdict."""
+    from quantshift_ml.outcomes import compare_arms
+
+    if market is None or not rows:
+        return {}
+    frame = market.reindex(pd.DatetimeIndex([r[0] for r in rows]))
+    rep = compare_arms({"ml": [r[1] for r in rows], "rules": [r[2] for r in rows]}, frame,
+                       [r[3] for r in rows], config.outcome_config(), config.primary, alpha)
+    main = rep["outcomes"][config.primary]
+    return {"outcomes": rep["outcomes"], "primary": config.primary,
+            "outcome_config": rep["config"], "p_value": main["p_value"],
+            "winner": main["winner"], "verdict": rep["verdict"]}
 
 
 def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
-             symbol: str | None = None, alpha: float = ALPHA) -> dict[str, Any]:
-    """The report from the prediction log (``known``: settled labels), counting the
-    predictions logged at or after ``since`` (ISO time; None: all)."""
+             symbol: str | None = None, alpha: float = ALPHA,
+             market: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The report from the prediction log (``known``: settled labels; ``market``:
+    forward outcomes of the bars), counting the predictions logged at or after
+    ``since`` (ISO time; None: all)."""
 
     def recent(p: predlog.Prediction) -> bool:
         return (since is None or p.ts >= since) and (symbol is None or p.symbol == symbol)
@@ -86,8 +115,9 @@ def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
               for p in logged if keep(p) and p.rules_regime]
     pending = sum(1 for p in logged if recent(p) and known.get(p.bar_date, "") is None)
     versions = sorted({p.model_version for p in logged if keep(p)})
-    return {**build(arm_rows, paired, alpha), "versions": versions, "since": since,
-            "pending": pending}
+    config = AbConfig.load(root)
+    return {**build(arm_rows, paired, alpha, market, config), "versions": versions,
+            "since": since, "pending": pending}
 
 
 def host_report(root: Any, src: Any) -> dict[str, Any]:
@@ -100,10 +130,18 @@ def host_report(root: Any, src: Any) -> dict[str, Any]:
     meta = store.verify(store.layout.active_pkl).meta
     version = str(meta.get("version"))
     labeler = meta.get("labeler") or {}
-    out = from_log(root, realised(labeler, src), acted_since(root))
+    out = from_log(root, realised(labeler, src), acted_since(root),
+                   market=market_outcomes(src, AbConfig.load(root)))
     older = [b for b in store.trusted_backups() if str(b.meta.get("version")) < version]
     return {**out, "model_version": version, "labeler": labeler.get("name"),
             "config": AbConfig.load(root).as_dict(), "trusted_older_backups": len(older)}
+
+
+def market_outcomes(src: Any, config: AbConfig) -> pd.DataFrame:
+    """Forward outcomes of the source's bars with the host's outcome settings."""
+    from quantshift_ml.outcomes import forward_outcomes
+
+    return forward_outcomes(src.load()["Close"], config.outcome_config())
 
 
 def ab_check(root: Any, src: Any) -> dict[str, Any]:
@@ -128,12 +166,14 @@ def ab_check(root: Any, src: Any) -> dict[str, Any]:
 
 
 def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
-           split: float = 0.5, symbol: str = defaults.SYMBOL, config: Any = None) -> dict[str, Any]:
+           split: float = 0.5, symbol: str = defaults.SYMBOL, config: Any = None,
+           ab_config: AbConfig | None = None) -> dict[str, Any]:
     """The report over ``start..end`` of ``bars``, as the service would have produced it."""
     from quantshift_ml.ab import rules_regime
     from quantshift_ml.errors import UsageError
     from quantshift_ml.features import model_frame, usable
     from quantshift_ml.labels import make_labeler
+    from quantshift_ml.outcomes import forward_outcomes
     from quantshift_ml.training.config import TrainConfig
     from quantshift_ml.training.model import predict
     from quantshift_ml.training.pipeline import train_candidate
@@ -160,7 +200,9 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
     lab = make_labeler(result.labeler["name"], **{
         k: v for k, v in result.labeler["params"].items() if k != "name"})
     truth = lab.label(bars, model_frame(bars, None)).reindex(frame.index)
-    ab = AbConfig(enabled=True, split=split)
+    settings = ab_config or AbConfig()
+    ab = AbConfig(enabled=True, split=split, primary=settings.primary,
+                  outcomes=settings.outcomes)
     arm_rows, paired = [], []
     for day, m, r, t in zip(frame.index, ml, rules, truth, strict=True):
         if not isinstance(t, str):
@@ -169,7 +211,8 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
         served = {ab.assign(f"bot-{c}", symbol, d) for c in range(clients)}
         arm_rows += [(arm, m if arm == "ml" else r, t) for arm in sorted(served)]
         paired.append((d, str(m), r, t))
-    return {**build(arm_rows, paired), "replay": {
+    market = forward_outcomes(bars["Close"], ab.outcome_config())
+    return {**build(arm_rows, paired, market=market, config=ab), "replay": {
         "from": str(frame.index[0].date()), "to": str(frame.index[-1].date()),
         "clients": clients, "split": split, "model_as_of": as_of,
         "labeler": result.labeler["name"]}}
@@ -188,8 +231,29 @@ def gauges(check: dict[str, Any] | None, out: Gauges) -> None:
         out.set("quantshift_ab_samples", "Settled samples of each A/B arm", m["samples"],
                 {"arm": arm})
     if rep.get("p_value") is not None:
-        out.set("quantshift_ab_p_value", "McNemar p-value of ml against rules, same bars",
-                rep["p_value"])
+        out.set("quantshift_ab_p_value", "p-value of ml against rules on the primary outcome, "
+                "same bars", rep["p_value"])
+    outcome_gauges(rep.get("outcomes") or {}, out)
+
+
+HEADLINE = {"forward_vol": "accuracy", "forward_drawdown": "accuracy",
+            "economic": "sharpe", "settled_state": "accuracy"}
+"""The one figure per outcome and arm that the gauges and the console show: the one
+the paired test compares (accuracy for McNemar, Sharpe for economic)."""
+
+
+def outcome_gauges(outcomes: dict[str, Any], out: Gauges) -> None:
+    """Per outcome and arm its headline figure; per outcome the paired p-value."""
+    for name, o in outcomes.items():
+        for arm, figures in o["arms"].items():
+            value = figures.get(HEADLINE[name])
+            if value is not None:
+                out.set("quantshift_ab_outcome", "Each A/B arm on each outcome (accuracy; "
+                        "Sharpe for economic)", value,
+                        {"outcome": name, "arm": arm, "figure": HEADLINE[name]})
+        if o.get("p_value") is not None:
+            out.set("quantshift_ab_outcome_p_value", "Paired p-value of ml against rules per "
+                    "outcome", o["p_value"], {"outcome": name})
 
 
 def live_floor(labeler: str | None, min_accuracy: float | None) -> float:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml import cli_ab, cli_parser
+from quantshift_ml import cli_ab, cli_parser, progress
 from quantshift_ml import cli_commands as commands
 from quantshift_ml import cli_insight as insight
 from quantshift_ml.alerts import AlertConfig, notify, read_env_file
@@ -175,10 +175,11 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
         return {"backups": operations.status(root)["backups"]}
     if cmd == "evaluate":
         store = ModelStore(root)
-        pkl = (store.layout.active_pkl if a.to == "active"
-               else store.resolve_backup(a.to).pkl)
-        return operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of,
-                                            force=a.force)
+        choice = None if a.to == "active" else store.choose_backup(a.to)
+        pkl = store.layout.active_pkl if choice is None else choice.artifact.pkl
+        return {**operations.evaluate_artifact(pkl, _source(a, root), root=root, as_of=a.as_of,
+                                               force=a.force),
+                "skipped": [] if choice is None else choice.skipped}
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
@@ -192,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args = parser.parse_args(argv)
-        result = run(args)
+        # walkforward and train (--tune) show progress on a terminal; --quiet or no TTY: none
+        with progress.shown_on(sys.stderr, quiet=getattr(args, "quiet", True)):
+            result = run(args)
     except QuantshiftError as exc:
         print(f"quantshift-ml: error: {exc}", file=sys.stderr)
         if as_json:

@@ -50,15 +50,27 @@ def run(a: argparse.Namespace, root: Path, source: Callable[[], Any]) -> dict[st
         ab.AbConfig(split=a.split)  # validates the split
         src = source()
         return ab_report.replay(src.load(), a.start, a.end, clients=a.clients, split=a.split,
-                                symbol=getattr(src, "symbol", defaults.SYMBOL))
+                                symbol=getattr(src, "symbol", defaults.SYMBOL),
+                                ab_config=ab.AbConfig.load(root))
     return ab_report.host_report(root, source())
 
 
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def render(result: dict[str, Any]) -> str:
+    from quantshift_ml.ab_report import HEADLINE
+
     lines = []
     for arm, m in result["arms"].items():
         acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
         bal = "n/a" if m["balanced_accuracy"] is None else f"{m['balanced_accuracy']:.3f}"
         lines.append(f"{arm:<6} samples {m['samples']:>5}  accuracy {acc}  balanced {bal}")
+    for name, o in (result.get("outcomes") or {}).items():
+        mark = "*" if name == result.get("primary") else " "
+        figure = HEADLINE[name]
+        vals = "  ".join(f"{arm} {_fmt(f.get(figure))}" for arm, f in o["arms"].items())
+        lines.append(f"{mark}{name:<17} {figure:<17} {vals}  {o['verdict']}")
     lines.append(result["verdict"])
     return "\n".join(lines)

@@ -92,6 +92,11 @@ def train_opts(p: argparse.ArgumentParser) -> None:
                         help="share of the training rows each tree is grown on (docs/model.md)")
 
 
+def progress_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress line on stderr (shown only when stderr is a terminal)")
+
+
 def freeze_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("change freeze (default: $QUANTSHIFT_FREEZE_CALENDAR, _MARGIN, "
                              "_EXTRA; no calendar = no freeze)")
@@ -114,6 +119,7 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
     p.add_argument("--keep-logs", type=int, default=defaults.KEEP_LOGS)
     p.add_argument("--check", action="store_true", help="train and gate; write nothing")
+    progress_opt(p)
     freeze_opts(p)
 
     p = sub.add_parser("promote", help="make a staged candidate active")
@@ -195,6 +201,7 @@ def _ops_parsers(sub: Any) -> None:
     source_opts(p)
     train_opts(p)
     p.add_argument("--start", default=None, help="first month to report (YYYY-MM-DD)")
+    progress_opt(p)
 
 
 def build_parser(description: str, exit_codes: str) -> argparse.ArgumentParser:

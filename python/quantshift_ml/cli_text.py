@@ -37,8 +37,22 @@ def _status(result: dict[str, Any]) -> str:
         head = (f"{result['root']}: {act['version']} sha {str(act['sha256'])[:12]} "
                 f"(file {file_sha}) age {act['age_days']} d test accuracy "
                 f"{act['test_accuracy']} integrity {act['integrity']}")
-    return head + "\nbackups: " + (", ".join(b["version"] for b in result["backups"])
-                                   or "none")
+    return head + "\nbackups: " + (", ".join(
+        b["version"] + ("" if b["intact"] else " (NOT INTACT)") for b in result["backups"])
+        or "none")
+
+
+def _backups(result: dict[str, Any]) -> str:
+    """One line per backup, oldest first: intact (a rollback would take it) or why not."""
+    rows = []
+    for b in result["backups"]:
+        if b["intact"]:
+            acc = b["test_accuracy"]
+            rows.append(f"{b['version']}  intact      sha {str(b['sha256'])[:12]}  test "
+                        f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}")
+        else:
+            rows.append(f"{b['version']}  NOT INTACT  {b['reason']}")
+    return "\n".join(rows) or "no backups"
 
 
 def _walkforward(result: dict[str, Any]) -> str:
@@ -81,8 +95,9 @@ def _verify(result: dict[str, Any]) -> str:
 def human(cmd: str, result: dict[str, Any]) -> str:
     """The command's result as text; commands without a renderer print their JSON."""
     renderers = {"monitor": render_table, "train": _train, "status": _status,
-                 "walkforward": _walkforward, "doctor": doctor_text, "freeze": _freeze,
-                 "verify": _verify, "explain": render_explain, "drift": render_drift,
+                 "backups": _backups, "walkforward": _walkforward, "doctor": doctor_text,
+                 "freeze": _freeze, "verify": _verify, "explain": render_explain,
+                 "drift": render_drift,
                  "ab": lambda r: cli_ab.render(r) if "arms" in r else json.dumps(r, indent=2)}
     render = renderers.get(cmd)
     return render(result) if render else json.dumps(result, indent=2, sort_keys=True)

@@ -30,6 +30,11 @@ YEARS = 2.0
 GAP = 21
 """Embargo in bars between training and holdout rows (>= the labels' horizon, 20)."""
 SERVICE_PORT = 8787
+CONSOLE_IDLE_MINUTES = 30.0
+"""A console session with no request for this long ends (``--idle-minutes``,
+``$QUANTSHIFT_CONSOLE_IDLE_MINUTES``; fleet: ``quantshift_console_idle_minutes``)."""
+CONSOLE_SESSION_HOURS = 8.0
+"""A console session ends this long after its login, however active (absolute timeout)."""
 
 MAX_REGRESSION = 0.05
 """How far a candidate may trail the production model on the same holdout."""

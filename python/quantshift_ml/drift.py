@@ -9,20 +9,28 @@ features differently learned a different model, even when its accuracy looks
 the same; that is worth a human look before the next one.
 
 **Input drift** compares, per feature, the most recent ``days`` trading days with
-the model's own window (``window_start`` .. ``holdout_end`` of its metadata, minus
-the recent days themselves): the population stability index (10 bins at the
-reference's deciles, half a count added to every bin so that an empty bin
-stays finite) and the two-sample Kolmogorov-Smirnov statistic D with its p-value.
+everything the model learned from (``window_start`` .. ``holdout_end`` of its
+metadata: training and holdout rows, minus the recent days themselves). It is
+evidence, not a page on its own (Evidently's rule: drift is reported beside
+quality, and quality decides):
 
-Why the status is not "any p < 0.01": the features are moving averages of
-overlapping windows, so 21 consecutive days are one cluster, not 21 independent
-draws, and the KS p-value is below 0.01 for most features in every month of
-1999-2018 (docs/monitoring.md), as is PSI above the textbook 0.25. A feature
-therefore counts as drifted only when both effect sizes are large (PSI >=
-``drift_psi`` and D >= ``drift_ks``), and the check warns when the share of drifted
-features is above what nine months in ten show (``drift_warn_share``) and is
-critical above what 49 in 50 show (``drift_crit_share``), measured on the bundled
-S&P 500 against the preceding two years.
+* the decision statistic is **novelty**: the share of the recent bars that lie
+  outside the central ``1 - 2 * NOVELTY_TAIL`` (99 %) range of the reference. A
+  feature is *novel* when at least ``drift_novel`` of the recent bars are
+  outside that range. Novelty is what autocorrelation cannot fake: 21 days of a
+  slow moving average inside a trend are one cluster far from the window's
+  centre (KS D near 1 in ordinary months), but inside the range the model has
+  seen, its trees answer from leaves that saw such values;
+* the share of novel features warns at ``drift_warn_share`` (what nine months
+  in ten stay below, 2001-2018) and reaches the critical level at
+  ``drift_crit_share`` (49 in 50); the check itself is never worse than
+  WARNING: the monitor makes it CRITICAL only when an accuracy signal fails as
+  well (``monitor.combine_drift``);
+* the population stability index (10 bins at the reference's deciles, half a
+  count added to every bin) and the two-sample Kolmogorov-Smirnov D and its
+  p-value are still reported per feature (``shifted``: PSI >= ``drift_psi`` and
+  D >= ``drift_ks``), as descriptions: for 21 overlapping days they are large in
+  most months of 1999-2018 (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import pandas as pd
 
 TOP_K = 5
 PSI_BINS = 10
+NOVELTY_TAIL = 0.005
+"""Each tail of the reference left out of the range a recent bar must stay inside."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,9 @@ class DriftThresholds:
     drift_days: int = 21
     drift_psi: float = 1.0
     drift_ks: float = 0.8
-    drift_warn_share: float = 0.33
-    drift_crit_share: float = 0.57
+    drift_novel: float = 0.5
+    drift_warn_share: float = 0.1
+    drift_crit_share: float = 0.2
 
 
 def importances(meta: dict[str, Any] | None) -> dict[str, float] | None:
@@ -120,7 +131,7 @@ def psi(reference: np.ndarray, recent: np.ndarray, bins: int = PSI_BINS) -> floa
 
 def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: DriftThresholds
                   ) -> list[dict[str, Any]]:
-    """PSI, KS D and p-value per feature, most drifted first."""
+    """Novelty, PSI, KS D and p-value per feature, novel ones first."""
     from scipy.stats import ks_2samp
 
     rows: list[dict[str, Any]] = []
@@ -128,12 +139,19 @@ def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: DriftThresho
         ref = reference[f].to_numpy(dtype=float)
         rec = recent[f].to_numpy(dtype=float)
         ks = ks_2samp(ref, rec)
-        p, d = psi(ref, rec), float(ks.statistic)
-        rows.append({"feature": str(f), "psi": round(p, 4), "ks": round(d, 4),
-                     "p_value": float(f"{float(ks.pvalue):.4g}"),
-                     "drifted": bool(p >= t.drift_psi and d >= t.drift_ks)})
-    rows.sort(key=lambda r: (-r["drifted"], -r["ks"], -r["psi"]))
+        p, d, new = psi(ref, rec), float(ks.statistic), novelty(ref, rec)
+        rows.append({"feature": str(f), "novelty": round(new, 4), "psi": round(p, 4),
+                     "ks": round(d, 4), "p_value": float(f"{float(ks.pvalue):.4g}"),
+                     "shifted": bool(p >= t.drift_psi and d >= t.drift_ks),
+                     "drifted": bool(new >= t.drift_novel)})
+    rows.sort(key=lambda r: (-r["drifted"], -r["novelty"], -r["ks"]))
     return rows
+
+
+def novelty(reference: np.ndarray, recent: np.ndarray, tail: float = NOVELTY_TAIL) -> float:
+    """Share of ``recent`` outside the reference's central ``1 - 2 * tail`` range."""
+    lo, hi = np.quantile(reference, [tail, 1.0 - tail])
+    return float(np.mean((recent < lo) | (recent > hi))) if len(recent) else 0.0
 
 
 def _span(frame: pd.DataFrame) -> dict[str, Any]:
@@ -164,8 +182,8 @@ def input_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: DriftThreshold
     rows = feature_drift(reference, recent, t)
     drifted = [r["feature"] for r in rows if r["drifted"]]
     share = len(drifted) / len(rows) if rows else 0.0
-    status = ("CRITICAL" if share >= t.drift_crit_share else
-              "WARNING" if share >= t.drift_warn_share else "OK")
+    status = "WARNING" if share >= t.drift_warn_share else "OK"  # never CRITICAL alone
     return {"status": status, "share": round(share, 4), "drifted": drifted, "features": rows,
+            "critical_level": bool(share >= t.drift_crit_share),
             "reference": _span(reference), "recent": _span(recent)}
 

@@ -85,8 +85,9 @@ def input_check(meta: dict[str, Any], source: DataSource, t: drift.DriftThreshol
     names = ", ".join(report["drifted"][:6]) + (" ..." if len(report["drifted"]) > 6 else "")
     r, n = report["recent"], len(report["features"])
     return _check("input_drift", report["status"], report["share"],
-                  f"{len(report['drifted'])}/{n} features drifted over {r['start']}..{r['end']} "
-                  f"vs the model's window (PSI >= {t.drift_psi:g} and KS D >= {t.drift_ks:g}; "
-                  f"warn at {t.drift_warn_share:.0%}, critical at {t.drift_crit_share:.0%})"
+                  f"{len(report['drifted'])}/{n} features novel over {r['start']}..{r['end']} "
+                  f"vs the model's window (>= {t.drift_novel:.0%} of the bars outside its "
+                  f"central 99 %; warn at {t.drift_warn_share:.0%}, critical at "
+                  f"{t.drift_crit_share:.0%} only with an accuracy signal failing too)"
                   f"{': ' + names if names else ''}",
                   **{k: v for k, v in report.items() if k != "status"})

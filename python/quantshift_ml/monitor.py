@@ -2,7 +2,7 @@
 
 Checks: integrity (sha256), holdout accuracy from the metadata, live accuracy of
 the service's logged predictions whose outcome is now known, model age, free
-disk on the models' filesystem, number of backups, the service's /healthz, and
+disk on the models' filesystem, intact backups (as rollback verifies), /healthz, and
 drift (``importance_drift``: the active version's SHAP importances against the
 previous version's; ``input_drift``: the newest days' inputs against the model's
 window; drift.py says how and why).
@@ -65,6 +65,9 @@ class Thresholds(DriftThresholds):
     live_accuracy_warn: float | None = None
     live_accuracy_crit: float | None = None
     live_min_samples: int = 20
+    live_vol_warn: float = 0.24
+    live_vol_crit: float = 0.0
+    live_excess_warn: float = -0.026
     age_warn_days: float = 30.0
     age_crit_days: float = 45.0
     disk_warn_free: float = 0.15
@@ -223,6 +226,32 @@ def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[s
     return _check("service", OK, sha, f"healthy, serving {body.get('version')}")
 
 
+def backups_check(store: ModelStore, t: Thresholds) -> dict[str, Any]:
+    """Intact backups (verified as a rollback would, ``backups.check``) against ``backups_min``.
+
+    A backup that does not check out is WARNING, named with its reason; CRITICAL
+    when backups exist and none is intact, as no rollback is possible then. No
+    backup at all stays WARNING: that is a fresh install (its first promotion
+    keeps nothing), told apart from a broken safety net by there being no files.
+    """
+    found = store.checked_backups()
+    intact = sum(c.intact for c in found)
+    broken = [c for c in found if not c.intact]
+    extra = {"backups": [c.as_dict() for c in found]}
+    named = "; ".join(f"backup {c.version} does not check out: {c.reason}" for c in broken)
+    if broken and not intact:
+        return _check("backups", CRITICAL, 0, f"no intact backup to roll back to: {named}",
+                      **extra)
+    if not found:
+        return _check("backups", WARNING if t.backups_min > 0 else OK, 0,
+                      f"no backups yet (want {t.backups_min}): a first install has nothing "
+                      "to roll back to until its next promotion", **extra)
+    status = WARNING if broken or intact < t.backups_min else OK
+    return _check("backups", status, intact,
+                  f"{intact} intact backup{'' if intact == 1 else 's'} (want "
+                  f"{t.backups_min})" + (f"; {named}" if named else ""), **extra)
+
+
 def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: Path,
                   source: DataSource | None, symbol: str | None = None
                   ) -> list[dict[str, Any]]:
@@ -245,7 +274,15 @@ def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: P
                              f"{age:.1f} days (warn > {t.age_warn_days:g}, "
                              f"critical > {t.age_crit_days:g})"))
     if source is not None:
+        from quantshift_ml.ab import AbConfig
+        from quantshift_ml.outcome_checks import live_outcomes_check
+
         checks.append(_live_check(meta, t, root, source, symbol))
+        try:
+            outcomes = AbConfig.load(root).outcome_config()
+        except QuantshiftError:
+            outcomes = None  # ab.json's own problem is the ab_test check's to report
+        checks.append(live_outcomes_check(root, meta, source, t, symbol, outcomes))
     return checks
 
 
@@ -301,14 +338,37 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0
     checks.append(_check("disk_free", _low(free, t.disk_warn_free, t.disk_crit_free),
                          round(free, 4), f"{free:.1%} free on the models' filesystem"))
-    n_backups = len(store.backups())
-    checks.append(_check("backups", WARNING if n_backups < t.backups_min else OK, n_backups,
-                         f"{n_backups} backups (want {t.backups_min})"))
+    checks.append(backups_check(store, t))
     if service_url:
         checks.append(_service(service_url, (meta or {}).get("sha256")))
+    combine_drift(checks)
     worst = max((c["status"] for c in checks), key=lambda s: RANK[s])
     report.update(status=worst, checks=checks, model_version=(meta or {}).get("version"))
     return report
+
+
+ACCURACY_SIGNALS = ("holdout_accuracy", "live_accuracy", "live_outcomes")
+"""The checks whose failure turns strong input drift into a page."""
+
+
+def combine_drift(checks: list[dict[str, Any]]) -> None:
+    """Input drift pages only beside a failing accuracy signal (in place).
+
+    Drift alone is evidence, at most WARNING (drift.py: on 2001-2018 it did not
+    foretell the walk-forward's accuracy falls, docs/monitoring.md). It becomes
+    CRITICAL when its share reached ``drift_crit_share`` *and* one of
+    ``ACCURACY_SIGNALS`` is WARNING or CRITICAL: inputs unlike anything the model
+    learned from, and answers that are already worse.
+    """
+    drift_check = next((c for c in checks if c["name"] == "input_drift"), None)
+    if drift_check is None or drift_check["status"] != WARNING or not drift_check.get(
+            "critical_level"):
+        return
+    failing = [c["name"] for c in checks
+               if c["name"] in ACCURACY_SIGNALS and c["status"] in (WARNING, CRITICAL)]
+    if failing:
+        drift_check["status"] = CRITICAL
+        drift_check["message"] += f"; CRITICAL with {', '.join(failing)} failing too"
 
 
 def render_table(report: dict[str, Any]) -> str:

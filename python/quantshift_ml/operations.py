@@ -24,7 +24,9 @@ from quantshift_ml.explain import importance_summary
 from quantshift_ml.features import model_frame, usable
 from quantshift_ml.gate import GateConfig, decide, gate_for, meets_floor, rollback_decision
 from quantshift_ml.served import serving_spec
-from quantshift_ml.store import ModelStore
+from quantshift_ml.store import ModelStore, backups
+from quantshift_ml.store.backups import BackupCheck
+from quantshift_ml.store.checks import load_artifact
 from quantshift_ml.store.files import sha256_file
 from quantshift_ml.store.layout import VERSION_RE, meta_for, onnx_for
 from quantshift_ml.training.config import TrainConfig
@@ -235,10 +237,25 @@ def status(root: Path) -> dict[str, Any]:
             "labeler": (meta.get("labeler") or {}).get("name"),
             "integrity": "ok" if state.state == "ok" else f"{state.state}: {state.detail}",
         }
-    info["backups"] = [{"version": b.version, "sha256": b.sha256,
-                        "test_accuracy": b.meta.get("metrics", {}).get("test_accuracy")}
-                       for b in store.backups()]
+    info["backups"] = [_backup_entry(c) for c in store.checked_backups()]
     return info
+
+
+def _backup_entry(c: BackupCheck) -> dict[str, Any]:
+    """One backup as ``status`` and ``backups`` list it: its identity, and whether a
+    rollback would take it (``intact``) or why not (``reason``)."""
+    meta = c.artifact.meta if c.artifact is not None else _unverified_meta(c.pkl)
+    return {"version": c.version, "sha256": meta.get("sha256"),
+            "test_accuracy": (meta.get("metrics") or {}).get("test_accuracy"),
+            **c.as_dict()}
+
+
+def _unverified_meta(pkl: Path) -> dict[str, Any]:
+    """A broken backup's metadata as written (shown, never trusted); ``{}`` if unreadable."""
+    try:
+        return load_artifact(pkl).meta
+    except IntegrityError:
+        return {}
 
 
 def verify(root: Path, target: str = "active") -> dict[str, Any]:
@@ -253,7 +270,7 @@ def verify(root: Path, target: str = "active") -> dict[str, Any]:
     if target in ("active", "all"):
         paths.append(store.layout.active_pkl)
     if target == "all":
-        paths += [b.pkl for b in store.backups()]
+        paths += backups.files(store)  # unreadable metadata too: listed as failed
     elif target != "active":
         if not VERSION_RE.match(target):
             raise UsageError(f"--target must be active, all or a version, not {target!r}")

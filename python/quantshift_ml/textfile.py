@@ -23,7 +23,7 @@ GAUGES: dict[str, tuple[str, float, str]] = {
                                           "Holdout accuracy of the active model"),
     "quantshift_model_live_accuracy": ("live_accuracy", 1.0,
                                        "Live accuracy of the active version, settled bars"),
-    "quantshift_backups": ("backups", 1.0, "Backups kept in the store"),
+    "quantshift_backups": ("backups", 1.0, "Intact backups (signature and sha256s check out)"),
     "quantshift_disk_free_ratio": ("disk_free", 1.0, "Free share of the models' filesystem"),
 }
 """Gauge -> (the check whose value it shows, scale, HELP text)."""
@@ -82,9 +82,28 @@ def textfile(report: dict[str, Any]) -> str:
     from quantshift_ml.ab_report import gauges as ab_gauges
 
     ab_gauges(next((c for c in report["checks"] if c["name"] == "ab_test"), None), out)
+    _live_outcome_gauges(report, out)
     out.set("quantshift_monitor_last_run_timestamp_seconds", "When the monitor last ran",
             round(time.time()))
     return out.render()
+
+
+def _live_outcome_gauges(report: dict[str, Any], out: Gauges) -> None:
+    """The served model on what the market did (the ``live_outcomes`` check)."""
+    rep = next((c.get("outcomes") for c in report["checks"] if c["name"] == "live_outcomes"),
+               None) or {}
+    fv, eco = rep.get("forward_vol") or {}, rep.get("economic") or {}
+    help_text = ("The served model on each outcome: forward_vol accuracy, economic return "
+                 "and the index's over the scored bars")
+    for outcome, figure, value in (("forward_vol", "accuracy", fv.get("accuracy")),
+                                   ("economic", "return", eco.get("return")),
+                                   ("economic", "index_return", eco.get("index_return"))):
+        if isinstance(value, (int, float)):
+            out.set("quantshift_live_outcome", help_text, value,
+                    {"outcome": outcome, "figure": figure})
+    if isinstance(fv.get("samples"), int):
+        out.set("quantshift_live_outcome_samples", "Settled samples of the served model per "
+                "outcome", fv["samples"], {"outcome": "forward_vol"})
 
 
 def _drift_gauges(report: dict[str, Any], out: Gauges) -> None:

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from quantshift_ml import ab, ab_stats, operations, predlog
+from quantshift_ml.ab import AbConfig
 from quantshift_ml.ab_report import fallback_decision, replay
 from quantshift_ml.cli import main
 from quantshift_ml.data import BundledSource
+from quantshift_ml.errors import UsageError
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import HmmLabeler
 
@@ -83,13 +85,33 @@ def test_verdict_names_a_winner_only_when_significant() -> None:
     assert "1 month(s) of bars (need 2)" in one_month["verdict"]
 
 
-def test_replay_of_2008_names_a_winner_with_the_numbers() -> None:
+def test_replay_of_2008_judges_on_money_not_on_the_models_own_target() -> None:
     rep = replay(BundledSource().load(), "2008-01-01", "2008-12-31")
     assert set(rep["arms"]) == {"ml", "rules"} and rep["p_value"] is not None
     assert rep["arms"]["ml"]["samples"] == rep["arms"]["rules"]["samples"] > 200
     assert rep["paired"]["samples"] == rep["arms"]["ml"]["samples"]
-    assert rep["winner"] == "ml" and rep["p_value"] < 1e-6, rep["verdict"]
+    assert rep["primary"] == "economic" and set(rep["outcomes"]) == {
+        "forward_vol", "forward_drawdown", "economic", "settled_state"}
+    own = rep["outcomes"]["settled_state"]
+    assert own["winner"] == "ml" and own["p_value"] < 1e-6, own["verdict"]  # by construction
+    money = rep["outcomes"]["economic"]
+    assert rep["p_value"] == money["p_value"] and rep["winner"] == money["winner"]
+    assert money["ci95"][0] < money["difference"] < money["ci95"][1]
+    assert all(o["arms"]["ml"]["samples"] > 200 for o in rep["outcomes"].values())
     assert rep["replay"]["model_as_of"] == "2007-12-31"
+
+
+def test_replay_on_the_settled_state_when_the_fleet_chooses_it() -> None:
+    rep = replay(BundledSource().load(), "2008-01-01", "2008-12-31",
+                 ab_config=AbConfig(primary="settled_state"))
+    assert rep["primary"] == "settled_state" and rep["winner"] == "ml"
+
+
+def test_unknown_primary_outcome_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ab.json").write_text('{"enabled": true, "primary": "accuracy"}')
+    with pytest.raises(UsageError, match="primary outcome must be one of"):
+        AbConfig.load(tmp_path)
 
 
 def test_old_prediction_logs_gain_the_ab_columns(tmp_path: Path) -> None:
@@ -161,12 +183,15 @@ def test_report_monitor_and_fallback_fire_once_when_the_model_is_worse(
     root = tmp_path / "r"
     shutil.copytree(store_root, root)
     (root / "etc").mkdir(exist_ok=True)
-    (root / ab.CONFIG_FILE).write_text(json.dumps({"enabled": True, "split": 0.5}))
+    # 60 bars are too few for money to name a winner: this fleet decides on the state
+    (root / ab.CONFIG_FILE).write_text(json.dumps({"enabled": True, "split": 0.5,
+                                                   "primary": "settled_state"}))
     version = json.loads((root / "models/regime_classifier.json").read_text())["version"]
     _log_wrong_model(root, version)
     assert main(["ab", "report", "--root", str(root), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["winner"] == "rules" and rep["arms"]["rules"]["accuracy"] == 1.0
+    assert rep["primary"] == "settled_state" and rep["outcomes"]["economic"]["samples"] == 60
     assert rep["paired"]["ml_only"] == 0 and rep["trusted_older_backups"] == 0
     code = main(["monitor", "--root", str(root), "--json", "--drift-days", "0",
                  "--textfile", str(tmp_path / "q.prom")])
@@ -180,6 +205,10 @@ def test_report_monitor_and_fallback_fire_once_when_the_model_is_worse(
                   if f.name == "quantshift_ab_accuracy")
     assert any(s.labels.get("host") and s.labels["arm"] == "rules" and s.value == 1
                for s in ab_acc.samples)
+    by_outcome = next(f for f in text_string_to_metric_families(prom)
+                      if f.name == "quantshift_ab_outcome")
+    assert {(s.labels["outcome"], s.labels["arm"]) for s in by_outcome.samples} >= {
+        ("economic", "ml"), ("economic", "rules"), ("forward_vol", "ml")}
     decision = fallback_decision({"primary": rep, "standby": rep})
     assert decision["action"] == "serve-rules" and len(decision["reasons"]) == 2
     assert fallback_decision({"primary": {**rep, "trusted_older_backups": 1}})["action"] \

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import sys
 import threading
 import time
 import warnings
@@ -26,7 +27,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the
 from quantshift_ml.console import auth, charts, jobs, pages
 from quantshift_ml.console.app import create_app
 from quantshift_ml.console.cli import passwd
-from quantshift_ml.console.config import ConsoleConfig
+from quantshift_ml.console.config import ConsoleConfig, check_tools, load
 from quantshift_ml.console.snapshot import Snapshot
 from quantshift_ml.errors import UsageError
 
@@ -211,6 +212,22 @@ def test_rollback_vars() -> None:
         "quantshift_rollback_to": "20261117-020000", "quantshift_rollback_force": True}
 
 
+def test_console_without_ansible_refuses_to_start_naming_the_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv with the package but not ansible-core: a clear error before anything runs."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(UsageError, match=r"missing: ansible, ansible-playbook: "
+                                         r"pip install 'quantshift-ml\[console\]'"):
+        load(REPO, None, None)
+    (tmp_path / "bin").mkdir()
+    for name in ("ansible", "ansible-playbook"):  # found on PATH when not beside python
+        (tmp_path / "bin" / name).write_text("#!/bin/sh\n")
+        (tmp_path / "bin" / name).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    assert check_tools() == tmp_path / "bin" / "ansible"
+
+
 def test_job_folds_runner_events() -> None:
     job = jobs.Job(kind="retrain", user="alice", extravars={})
     job.on_event({"event": "playbook_on_task_start", "event_data": {"play": "Train", "task": "T"}})
@@ -331,3 +348,211 @@ def test_passwd_writes_a_private_env_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert auth.check_password("pw", users["alice"])
     with pytest.raises(UsageError, match="user name"):
         passwd(env, "a b", generate=True, if_missing=False)
+
+
+# --- sessions decided on the server (issue 30, finding 3) ------------------------------
+
+class Clock:
+    """The sessions' wall clock, moved by the test instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def minutes(self, n: float) -> None:
+        self.now += n * 60
+
+
+def replay(client: TestClient, cookie: str) -> TestClient:
+    """Another client (an attacker's) holding only a copy of the cookie."""
+    other = TestClient(client.app, base_url="http://127.0.0.1")
+    other.cookies.set("quantshift_console", cookie)
+    return other
+
+
+def refused(client: TestClient, token: str, runner: Recorder) -> None:
+    """The login page on GET, 403 on POST, and no playbook started."""
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert client.get("/versions", follow_redirects=False).status_code == 303
+    assert client.post("/fleet/refresh", data={"csrf": token}).status_code == 403
+    assert client.post("/train", data={"csrf": token}).status_code == 403
+    assert runner.calls == []
+
+
+def test_logout_ends_the_session_for_every_copy_of_the_cookie(
+        client: TestClient, runner: Recorder, config: ConsoleConfig) -> None:
+    token = login(client)
+    copy = client.cookies["quantshift_console"]
+    assert replay(client, copy).get("/", follow_redirects=False).status_code == 200
+    assert client.post("/logout", data={"csrf": token}).url.path == "/login"
+    assert client.cookies["quantshift_console"] != copy
+    refused(replay(client, copy), token, runner)
+    refused(client, token, runner)
+    assert [x["action"] for x in audit_lines(config)][-2:] == ["login", "logout"]
+
+
+def _env_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ConsoleConfig:
+    from quantshift_ml.console.config import load
+
+    env = tmp_path / "console.env"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(PASSWORD + "\n"))
+    passwd(env, "alice", generate=False, if_missing=False)
+    return load(REPO, REPO / "inventory" / "local", env, state=tmp_path / "state",
+                artifacts=tmp_path / "artifacts")
+
+
+def test_a_password_change_ends_the_users_sessions_in_the_running_console(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: Recorder) -> None:
+    config = _env_config(tmp_path, monkeypatch)
+    client = TestClient(create_app(config, runner), base_url="http://127.0.0.1")
+    token = login(client)
+    copy = client.cookies["quantshift_console"]
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("a new password\n"))
+    passwd(tmp_path / "console.env", "alice", generate=False, if_missing=False)  # as the CLI does
+    refused(replay(client, copy), token, runner)
+    refused(client, token, runner)
+    fresh = TestClient(client.app, base_url="http://127.0.0.1")
+    r = fresh.post("/login", data={"csrf": csrf(fresh), "user": "alice", "password": PASSWORD})
+    assert r.status_code == 401  # the old password is gone too
+    r = fresh.post("/login", data={"csrf": csrf(fresh), "user": "alice",
+                                   "password": "a new password"})
+    assert r.status_code == 200 and r.url.path == "/"
+    ended = [x for x in audit_lines(config) if x["action"] == "session"]
+    assert [(x["user"], x["reason"]) for x in ended] == [("alice", "password changed")]
+
+
+def test_an_idle_session_ends_and_a_live_one_slides(config: ConsoleConfig,
+                                                    runner: Recorder) -> None:
+    clock = Clock()
+    client = TestClient(create_app(config, runner, clock=clock), base_url="http://127.0.0.1")
+    token = login(client)
+    copy = client.cookies["quantshift_console"]
+    for _ in range(3):  # 87 minutes in all, never 30 without a request: still logged in
+        clock.minutes(29)
+        assert client.get("/", follow_redirects=False).status_code == 200
+    clock.minutes(30)
+    refused(client, token, runner)
+    refused(replay(client, copy), token, runner)
+    ended = [x for x in audit_lines(config) if x["action"] == "session"]
+    assert [(x["user"], x["reason"]) for x in ended] == [("alice", "idle timeout")]
+    assert list(config.sessions.iterdir()) == []  # the record is gone
+
+
+def test_the_idle_timeout_is_configurable_and_the_absolute_one_holds(
+        tmp_path: Path, runner: Recorder) -> None:
+    from dataclasses import replace
+
+    base = ConsoleConfig(project=REPO, inventory=REPO / "inventory" / "local",
+                         artifacts=tmp_path / "artifacts", walkforward=REPO / "docs",
+                         state=tmp_path / "state", users={"alice": auth.hash_password(PASSWORD)},
+                         secret="s", idle_minutes=5)
+    clock = Clock()
+    client = TestClient(create_app(base, runner, clock=clock), base_url="http://127.0.0.1")
+    token = login(client)
+    clock.minutes(6)
+    refused(client, token, runner)
+    long_idle = replace(base, idle_minutes=60)
+    client = TestClient(create_app(long_idle, runner, clock=clock), base_url="http://127.0.0.1")
+    token = login(client)
+    for _ in range(9):  # active every 50 minutes: 7.5 h still fine
+        clock.minutes(50)
+        assert client.get("/", follow_redirects=False).status_code == 200
+    clock.minutes(30)  # 8 h after the login, however active
+    refused(client, token, runner)
+    reasons = [x["reason"] for x in audit_lines(base) if x["action"] == "session"]
+    assert reasons == ["idle timeout", "absolute timeout"]
+
+
+def test_session_records_are_private_and_hold_no_cookie(client: TestClient,
+                                                        config: ConsoleConfig) -> None:
+    login(client)
+    cookie = client.cookies["quantshift_console"]
+    (record,) = list(config.sessions.iterdir())
+    assert stat.S_IMODE(config.sessions.stat().st_mode) == 0o700
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert cookie not in record.name and cookie not in record.read_text()
+    assert config.users["alice"] not in record.read_text()
+    body = json.loads(record.read_text())
+    assert set(body) == {"user", "csrf", "created", "password_digest"}
+
+
+def test_a_symlinked_sessions_directory_is_refused(config: ConsoleConfig,
+                                                   tmp_path: Path) -> None:
+    from quantshift_ml.console.sessions import SessionStore
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config.state.mkdir()
+    config.sessions.symlink_to(elsewhere)
+    store = SessionStore(config.sessions, idle=60, absolute=3600)
+    with pytest.raises(UsageError, match="will not write through it"):
+        store.create("alice", config.users["alice"], csrf="t")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_request_racing_a_logout_does_not_bring_the_session_back(
+        config: ConsoleConfig) -> None:
+    from quantshift_ml.console import sessions
+
+    store = sessions.SessionStore(config.sessions, idle=60, absolute=3600)
+    live = store.create("alice", config.users["alice"], csrf="t")
+    path = store._path(live.sid)
+    assert store.delete(live.sid) and not path.exists()
+    sessions._touch(path, time.time())  # the slide of a request that read it just before
+    assert not path.exists() and store.lookup(live.sid, config.users) is None
+
+
+def test_revoke_ends_every_session_or_one_users(config: ConsoleConfig, runner: Recorder) -> None:
+    from dataclasses import replace
+
+    from quantshift_ml.console.cli import revoke
+
+    two = replace(config, users={**config.users, "bob": auth.hash_password("bob pw")})
+    app = create_app(two, runner)
+    alice, bob = (TestClient(app, base_url="http://127.0.0.1") for _ in range(2))
+    token = login(alice)
+    r = bob.post("/login", data={"csrf": csrf(bob), "user": "bob", "password": "bob pw"})
+    assert r.url.path == "/"
+    assert revoke(two.state, "bob") == {"state": str(two.state), "user": "bob", "revoked": 1}
+    assert bob.get("/", follow_redirects=False).status_code == 303
+    assert alice.get("/", follow_redirects=False).status_code == 200
+    assert revoke(two.state, None)["revoked"] == 1
+    refused(alice, token, runner)
+    nowhere = two.state.parent / "never-started"
+    assert revoke(nowhere, None)["revoked"] == 0 and not nowhere.exists()  # creates nothing
+
+
+def test_idle_minutes_from_the_flag_the_environment_or_the_default() -> None:
+    from quantshift_ml.console.config import IDLE_ENV, idle_minutes
+
+    assert idle_minutes(None, {}) == 30.0
+    assert idle_minutes(None, {IDLE_ENV: "12"}) == 12.0
+    assert idle_minutes(5, {IDLE_ENV: "12"}) == 5.0
+    for bad in ("0", "-3", "soon", "481"):
+        with pytest.raises(UsageError, match="idle timeout"):
+            idle_minutes(None, {IDLE_ENV: bad})
+
+
+def test_a_broken_env_file_leaves_nobody_logged_in(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   runner: Recorder) -> None:
+    config = _env_config(tmp_path, monkeypatch)
+    client = TestClient(create_app(config, runner), base_url="http://127.0.0.1")
+    login(client)
+    env = tmp_path / "console.env"
+    env.write_text(env.read_text() + "QUANTSHIFT_CONSOLE_USER_bob=hunter2\n")
+    assert client.get("/", follow_redirects=False).status_code == 303
+    assert len(config.users) == 0
+
+
+def test_workers_share_the_sessions(config: ConsoleConfig, runner: Recorder) -> None:
+    """Two apps over one state directory, as two uvicorn workers would be."""
+    one = TestClient(create_app(config, runner), base_url="http://127.0.0.1")
+    token = login(one)
+    two = replay(TestClient(create_app(config, runner)), one.cookies["quantshift_console"])
+    assert two.get("/", follow_redirects=False).status_code == 200
+    one.post("/logout", data={"csrf": token})
+    refused(two, token, runner)

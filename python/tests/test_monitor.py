@@ -43,14 +43,17 @@ def _age(root: Path, days: float) -> None:
 
 
 NO_DRIFT = json.dumps({"drift_days": 0, "importance_rank_warn": -1.0,
-                       "importance_rank_crit": -1.0, "importance_top_changes": 99})
+                       "importance_rank_crit": -1.0, "importance_top_changes": 99,
+                       "live_excess_warn": -1.0})
 
 
 def _monitor(capsys: pytest.CaptureFixture[str], root: Path, *extra: str) -> tuple[int, dict]:
     """The monitor with the drift checks out of the way: the bundled data end in December
     2018, a real input drift (CRITICAL), and the fixture's versions six months apart move
     the importances; both are tested in test_explain_drift and would mask the status of
-    the checks tested here."""
+    the checks tested here. So is live_outcomes' money warning (test_outcome_checks): the
+    fixture's "right" answers are settled states with the unsettled December filled as
+    Bull, long through December 2018's fall."""
     code = main(["monitor", "--root", str(root), "--json", "--thresholds-json", NO_DRIFT,
                  *extra])
     return code, json.loads(capsys.readouterr().out)
@@ -241,9 +244,46 @@ def test_repeated_requests_for_one_bar_cannot_make_live_accuracy_critical(
 
 
 def test_too_few_backups_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A first install keeps no backup yet: a WARNING that says so, never CRITICAL."""
     operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
     code, rep = _monitor(capsys, tmp_path)
-    assert code == 1 and _status(rep, "backups") == "WARNING"
+    backups = next(c for c in rep["checks"] if c["name"] == "backups")
+    assert code == 1 and backups["status"] == "WARNING" and backups["value"] == 0
+    assert backups["message"].startswith("no backups yet (want 3)"), backups
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_tampered_backup_is_a_warning_naming_it(trained: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 30: one of three backups corrupted no longer counts as a healthy one."""
+    root = _copy(trained, tmp_path / "r")
+    versions = [b.version for b in ModelStore(root).backups()]
+    _flip(ModelStore(root).layout.backup_pkl(versions[1]))
+    code, rep = _monitor(capsys, root)
+    backups = next(c for c in rep["checks"] if c["name"] == "backups")
+    assert code == 1 and backups["status"] == "WARNING" and backups["value"] == 2, backups
+    assert f"backup {versions[1]} does not check out" in backups["message"]
+    assert "does not match metadata" in backups["message"]
+    assert [b["intact"] for b in backups["backups"]] == [True, False, True]
+
+
+def test_no_intact_backup_left_is_critical(trained: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    root = _copy(trained, tmp_path / "r")
+    store = ModelStore(root)
+    for b in store.backups():
+        meta = json.loads(b.pkl.with_suffix(".json").read_text())
+        del meta["signature"]  # unsigned: no rollback would take any of them
+        b.pkl.with_suffix(".json").write_text(json.dumps(meta))
+    code, rep = _monitor(capsys, root)
+    assert code == 2 and _status(rep, "backups") == "CRITICAL"
+    message = next(c["message"] for c in rep["checks"] if c["name"] == "backups")
+    assert message.startswith("no intact backup to roll back to") and "unsigned" in message
 
 
 def test_old_daily_logs_are_pruned(trained: Path, tmp_path: Path,
@@ -253,3 +293,26 @@ def test_old_daily_logs_are_pruned(trained: Path, tmp_path: Path,
     old.write_text("old\n")
     _monitor(capsys, root)
     assert not old.exists()
+
+
+FIRST_NIGHT_REASONS = {"backups", "input_drift"}
+"""What a fresh install may warn about (docs/monitoring.md): no backup yet, and the
+bundled data's last month (December 2018's fall) outside the model's range."""
+
+
+def test_a_fresh_install_does_not_page_on_its_first_night(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`train --promote` on an empty root, then the monitor as cron runs it: 0 or 1, and
+    a 1 names only documented reasons (it paged CRITICAL on input drift before)."""
+    from quantshift_ml.gate import gate_for
+
+    operations.train(BundledSource(), root=tmp_path, gate=gate_for("hmm"), promote=True)
+    code = main(["monitor", "--root", str(tmp_path), "--json", "--textfile",
+                 str(tmp_path / "data/quantshift.prom")])
+    rep = json.loads(capsys.readouterr().out)
+    raised = {c["name"]: c["message"] for c in rep["checks"] if c["status"] not in ("OK",
+                                                                                      "UNKNOWN")}
+    assert code in (0, 1) and rep["status"] != "CRITICAL", raised
+    assert set(raised) <= FIRST_NIGHT_REASONS, raised
+    if "input_drift" in raised:
+        assert "only with an accuracy signal failing too" in raised["input_drift"]

@@ -132,6 +132,15 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     assert eco["buy_and_hold"]["exposure"] == 1.0 and eco["model"]["max_drawdown"] <= 0.0
     for name in rep["baselines"]:
         assert rep["baselines"][name]["balanced_accuracy"] < 0.99
+    out = rep["outcomes"]  # every predictor on what the market did, same bars
+    assert set(out["predictors"]) == {"model", *rep["baselines"]}
+    model = out["predictors"]["model"]
+    assert set(model) == {"forward_vol", "forward_drawdown", "economic", "settled_state"}
+    assert model["settled_state"]["balanced_accuracy"] == rep["model"]["balanced_accuracy"]
+    assert model["economic"]["samples"] == rep["model"]["n"]
+    vs = out["model_vs_strongest"]
+    assert vs["baseline"] == sb["name"] and vs["economic"]["ci95"][0] <= vs["economic"][
+        "difference"] <= vs["economic"]["ci95"][1]
     json.dumps(rep)
 
 

@@ -374,3 +374,121 @@ def test_exit_code_contract_is_the_same_in_help_readme_and_json(
                    "5 change freeze", "exactly when the exit code is not 0", "gate.passed"):
         assert phrase in help_text.replace("``", "`").replace("`", ""), phrase
         assert phrase in readme.replace("`", ""), phrase
+
+
+# ---- issue 30, finding 2: a broken backup is named wherever backups are counted ------
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _unsign(pkl: Path) -> None:
+    meta_path = pkl.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["signature"]
+    meta_path.write_text(json.dumps(meta))
+
+
+def _resign_with_another_key(pkl: Path, keys: Path) -> None:
+    signing.generate(keys)
+    meta_path = pkl.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(signing.Keyring(keys).sign(meta)))
+
+
+BREAKS = {
+    "flipped byte": (lambda pkl, tmp: _flip(pkl), "does not match metadata"),
+    "flipped onnx": (lambda pkl, tmp: _flip(pkl.with_suffix(".onnx")),
+                     ".onnx: sha256 does not match metadata"),
+    "forged pickle": (lambda pkl, tmp: _forge(pkl, tmp / "pwned"), "forged or altered"),
+    "unsigned": (lambda pkl, tmp: _unsign(pkl), "unsigned release"),
+    "unknown key": (lambda pkl, tmp: _resign_with_another_key(pkl, tmp / "other"),
+                    "not trusted here"),
+    "metadata deleted": (lambda pkl, tmp: pkl.with_suffix(".json").unlink(),
+                         "metadata missing"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BREAKS))
+def test_a_broken_backup_is_judged_once_the_same_by_monitor_backups_and_rollback(
+        store_root: Path, tmp_path: Path, kind: str) -> None:
+    """The monitor's count, ``backups`` and rollback's ``skipped`` share one verdict."""
+    from quantshift_ml.monitor import Thresholds, backups_check
+
+    store = ModelStore(store_root)
+    older, newest = [b.version for b in store.backups()]
+    broken = store.layout.backup_pkl(newest)
+    breaker, fragment = BREAKS[kind]
+    breaker(broken, tmp_path)
+
+    checks = {c.version: c for c in store.checked_backups()}
+    assert checks[older].intact and not checks[newest].intact
+    reason = checks[newest].reason
+    assert fragment in reason, reason
+
+    listed = {b["version"]: b for b in operations.status(store_root)["backups"]}
+    assert listed[older]["intact"] and listed[older]["reason"] is None
+    assert listed[newest]["intact"] is False and listed[newest]["reason"] == reason
+
+    verified = operations.verify(store_root, "all")["verified"]  # active, older, newest
+    assert [c["state"] for c in verified] == ["ok", "ok", "failed"]
+
+    check = backups_check(store, Thresholds(backups_min=2))
+    assert check["status"] == "WARNING" and check["value"] == 1
+    assert f"backup {newest} does not check out: {reason}" in check["message"]
+
+    dry = store.rollback("latest", dry_run=True)
+    assert dry["skipped"] == [{"version": newest, "reason": reason}]
+    done = store.rollback("latest")
+    assert done["current"]["version"] == older
+    assert done["skipped"] == [{"version": newest, "reason": reason}]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_no_intact_backup_left_is_critical_and_rollback_names_each(store_root: Path) -> None:
+    from quantshift_ml.monitor import Thresholds, backups_check
+
+    store = ModelStore(store_root)
+    versions = [b.version for b in store.backups()]
+    for v in versions:
+        _flip(store.layout.backup_pkl(v))
+    check = backups_check(store, Thresholds())
+    assert check["status"] == "CRITICAL" and check["value"] == 0
+    assert all(f"backup {v} does not check out" in check["message"] for v in versions)
+    with pytest.raises(IntegrityError, match="no backup checks out"):
+        store.rollback("latest")
+
+
+def test_rollback_skips_only_what_it_passed_over(store_root: Path) -> None:
+    """A broken backup older than the one taken was never reached: not ``skipped``."""
+    store = ModelStore(store_root)
+    older, newest = [b.version for b in store.backups()]
+    _flip(store.layout.backup_pkl(older))
+    res = store.rollback("latest", dry_run=True)
+    assert res["current"]["version"] == newest and res["skipped"] == []
+    assert store.rollback(newest, dry_run=True)["skipped"] == []  # a named version skips none
+
+
+def test_backups_and_rollback_cli_show_intact_reason_and_skipped(
+        store_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(store_root)
+    older, newest = [b.version for b in store.backups()]
+    _flip(store.layout.backup_pkl(newest))
+    r = str(store_root)
+    code, res = _cli("backups", "--root", r)
+    assert code == 0
+    by_version = {b["version"]: b for b in res["backups"]}
+    assert by_version[older]["intact"] is True and by_version[older]["reason"] is None
+    assert by_version[newest]["intact"] is False
+    assert "does not match metadata" in by_version[newest]["reason"]
+
+    assert cli.main(["backups", "--root", r]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{older}  intact")
+    assert lines[1].startswith(f"{newest}  NOT INTACT") and "does not match metadata" in lines[1]
+
+    code, res = _cli("rollback", "--to", "latest", "--root", r)
+    assert code == 0 and res["current"]["version"] == older
+    assert [s["version"] for s in res["skipped"]] == [newest]
+    assert "does not match metadata" in res["skipped"][0]["reason"]

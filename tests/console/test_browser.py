@@ -4,14 +4,17 @@ Steps run in file order and share ``seen``: log in (a wrong password first), see
 both hosts, Train Now with progress to completion, both hosts on the new version
 (checked against the stores from the shell), the new point on the chart, the
 comparison with the previous version, a refusal while another operation holds
-the lease, the monitor, rollback, both hosts back. Each page is photographed
-(``make console-screenshots`` writes the pictures docs/console.md shows).
+the lease, the monitor, rollback, both hosts back; then a copy of the session
+cookie replayed after logout and after a password change (refused both times).
+Each page is photographed (``make console-screenshots`` writes the pictures
+docs/console.md shows).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -22,7 +25,7 @@ from typing import Any
 import pytest
 
 from quantshift_ml.store import lease
-from tests.console.conftest import PASSWORD, LocalFleet
+from tests.console.conftest import BIN, PASSWORD, LocalFleet
 
 seen: dict[str, Any] = {}
 OPERATION_TIMEOUT = 900
@@ -56,6 +59,19 @@ def press(driver: Any, button_id: str, confirm: bool = False) -> None:
     if confirm:
         WebDriverWait(driver, 10).until(ec.alert_is_present())
         driver.switch_to.alert.accept()
+
+
+def shown(driver: Any, element_id: str) -> bool:
+    """Waits for the element: a form's answer may load after the click returns."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return bool(WebDriverWait(driver, 20).until(
+        ec.visibility_of_element_located((by("ID"), element_id))))
+
+
+def logged_in(driver: Any) -> bool:
+    return shown(driver, "nav-fleet")
 
 
 def follow_job(driver: Any) -> dict[str, Any]:
@@ -95,7 +111,7 @@ def test_login_refuses_a_wrong_password(driver: Any, console: str, shots: Path) 
     driver.find_element(by("ID"), "user").send_keys("admin")
     driver.find_element(by("ID"), "password").send_keys(PASSWORD)
     press(driver, "login")
-    assert driver.find_element(by("ID"), "nav-fleet").is_displayed()
+    assert logged_in(driver)
 
 
 def test_fleet_shows_both_hosts(driver: Any, console: str, fleet: LocalFleet,
@@ -211,3 +227,68 @@ def test_requests_without_a_session_or_token_change_nothing(driver: Any, console
     audit = (fleet.base / "state" / "audit.log").read_text().splitlines()
     assert all(json.loads(x)["result"] != "started" or json.loads(x)["user"] == "admin"
                for x in audit)
+
+
+def _replay(console: str, path: str, cookie: str, form: dict[str, str] | None = None
+            ) -> tuple[int, str]:
+    """A request carrying only a copy of the cookie (no redirect followed): status, Location."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    req = urllib.request.Request(console + path, data=data,
+                                 headers={"Cookie": f"quantshift_console={cookie}"})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=10) as resp:
+            return resp.status, resp.headers.get("Location", "")
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Location", "")
+
+
+def _log_in(driver: Any, console: str, password: str) -> None:
+    driver.get(console + "login")
+    driver.find_element(by("ID"), "user").send_keys("admin")
+    driver.find_element(by("ID"), "password").send_keys(password)
+    press(driver, "login")
+
+
+def test_logout_ends_the_session_for_a_copied_cookie(driver: Any, console: str,
+                                                      fleet: LocalFleet) -> None:
+    driver.get(console)
+    assert logged_in(driver)
+    copy = driver.get_cookie("quantshift_console")
+    token = driver.find_element(by("CSS_SELECTOR"), "#refresh").find_element(
+        by("XPATH"), "./ancestor::form//input[@name='csrf']").get_attribute("value")
+    assert _replay(console, "", copy["value"])[0] == 200  # the copy works while logged in
+    press(driver, "logout")
+    assert shown(driver, "password") and driver.current_url.endswith("/login")
+    # the copy, put back into the browser: the login page, not the fleet
+    driver.delete_cookie("quantshift_console")
+    driver.add_cookie({k: copy[k] for k in ("name", "value", "path", "httpOnly") if k in copy})
+    driver.get(console)
+    assert driver.current_url.endswith("/login") and driver.find_elements(by("ID"), "password")
+    assert not driver.find_elements(by("ID"), "nav-fleet")
+    # and from outside the browser: GET sent to /login, the POST refused before any handler
+    assert _replay(console, "", copy["value"]) == (303, "/login")
+    jobs_before = (fleet.base / "state" / "audit.log").read_text().splitlines()
+    assert _replay(console, "fleet/refresh", copy["value"], {"csrf": token})[0] == 403
+    assert _replay(console, "train", copy["value"], {"csrf": token})[0] == 403
+    assert (fleet.base / "state" / "audit.log").read_text().splitlines() == jobs_before
+
+
+def test_a_password_change_ends_the_running_consoles_sessions(driver: Any, console: str,
+                                                               fleet: LocalFleet) -> None:
+    _log_in(driver, console, PASSWORD)
+    assert logged_in(driver)
+    copy = driver.get_cookie("quantshift_console")["value"]
+    subprocess.run([str(BIN / "quantshift-ml"), "console", "passwd", "--env-file",
+                    str(fleet.base / "console.env"), "--user", "admin"],
+                   input="a changed password\n", text=True, check=True, capture_output=True)
+    driver.get(console)  # the same console process, not restarted
+    assert driver.current_url.endswith("/login")
+    assert _replay(console, "", copy) == (303, "/login")
+    _log_in(driver, console, "a changed password")
+    assert logged_in(driver)
+    sessions = fleet.base / "state" / "sessions"
+    assert [oct(p.stat().st_mode & 0o777) for p in sessions.iterdir()] == ["0o600"]

@@ -275,17 +275,18 @@ def test_monitor_fails_on_a_critical_host(fleet: Fleet) -> None:
 
 def test_monitor_reports_the_december_2018_drift(fleet: Fleet) -> None:
     """Provisioned thresholds (site.yml -> ROOT/etc/monitor.json) and the playbook's own:
-    the bundled data's last month, a 9 % fall, drifted from the model's window."""
+    the bundled data's last month, a 9 % fall, left the model's range: a WARNING with
+    its reason, not a page (drift alone never is); relaxed thresholds silence it."""
     for host in HOSTS:
         assert json.loads((fleet.root(host) / "etc/monitor.json").read_text()) == {}
     run = fleet.play("monitor.yml")
-    assert run.rc != 0 and "CRITICAL on primary, standby" in run.out, run.out
     out = " ".join(run.out.split())  # the callback wraps long lines
-    assert re.search(r"\d+/25 features drifted over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
+    assert run.rc == 0 and "no host is CRITICAL" in out, run.out
+    assert re.search(r"\d+/25 features novel over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
                      r"model", out), run.out
     relaxed = fleet.play("monitor.yml", "-e", json.dumps({"quantshift_monitor_thresholds": {
         "drift_warn_share": 0.99, "drift_crit_share": 0.99}}))
-    assert "features drifted over" not in " ".join(relaxed.out.split()), relaxed.out
+    assert "features novel over" not in " ".join(relaxed.out.split()), relaxed.out
 
 
 def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
@@ -322,6 +323,7 @@ def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: 
     model was wrong and the rules right: ab_guard.yml rolls the fleet back (trusted older
     backups exist) and alerts; run again, the restored version has no record: nothing."""
     from quantshift_ml import predlog
+    from quantshift_ml.ab import AbConfig
     from quantshift_ml.data import BundledSource
     from quantshift_ml.features import compute_features
     from quantshift_ml.labels import HmmLabeler
@@ -332,7 +334,12 @@ def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: 
         assert run.rc == 0, run.out
         for host in HOSTS:
             ab = json.loads((fleet.root(host) / "etc/ab.json").read_text())
-            assert ab == {"enabled": True, "split": 0.5}
+            assert (ab["enabled"], ab["split"], ab["primary"]) == (True, 0.5, "economic")
+            assert ab["outcomes"] == {  # the fleet's outcome settings, as native JSON
+                "exposure": {"Bull": 1.0, "Low Vol": 1.0, "High Vol": 0.5, "Bear": 0.0,
+                             "Crisis": 0.0}, "cost_bp": 5.0, "horizon": 20,
+                "vol_quantile": 0.75, "drawdown_depth": 0.07}
+            assert AbConfig.load(fleet.root(host)).primary == "economic"
         bars = BundledSource().load()
         labels = HmmLabeler().label(bars, compute_features(bars)).iloc[-80:-20]
         for host in HOSTS:

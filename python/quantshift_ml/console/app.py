@@ -7,12 +7,12 @@ Pages read what the playbooks reported (``snapshot``), the controller's artifact
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -31,18 +31,21 @@ from quantshift_ml.console.jobs import (
     retrain_vars,
     rollback_vars,
 )
+from quantshift_ml.console.sessions import Clock, SessionStore, new_id
 from quantshift_ml.console.snapshot import Snapshot
 from quantshift_ml.errors import UsageError
 
 HERE = Path(__file__).parent
-SESSION_HOURS = 8
 
 
 class Console:
-    """State shared by the handlers: config, jobs, snapshot, templates, login throttle."""
+    """State shared by the handlers: config, sessions, jobs, snapshot, templates, throttle."""
 
-    def __init__(self, config: ConsoleConfig, runner: Runner) -> None:
+    def __init__(self, config: ConsoleConfig, runner: Runner, clock: Clock = time.time) -> None:
         self.config = config
+        self.sessions = SessionStore(config.sessions, idle=config.idle_minutes * 60,
+                                     absolute=config.session_hours * 3600, clock=clock,
+                                     on_end=self._session_ended)
         self.snapshot = Snapshot(config.state)
         self.jobs = JobManager(config, runner, self._finished)
         self.runner = runner
@@ -55,6 +58,9 @@ class Console:
         context.update(user=security.user(request), csrf=security.csrf_token(request),
                        running=self.jobs.current)
         return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def _session_ended(self, user: str, reason: str) -> None:
+        audit.record(self.config.audit_log, user, "session", "ended", reason=reason)
 
     def _finished(self, job: Job) -> None:
         """Save what the playbook reported; after an action, refresh the fleet from the hosts."""
@@ -166,15 +172,22 @@ class Actions(Pages):
             return self.render(request, "login.html", status_code=401,
                                error="wrong user name or password")
         self.throttle.succeeded(client)
-        request.session.clear()  # a new session: no fixation, a new CSRF token
-        request.session.update(user=name, csrf=new_token())
+        self.sessions.delete(security.cookie_value(request))  # no fixation: a new id
+        self.sessions.prune(self.config.users)
+        session = self.sessions.create(name, stored, csrf=new_token())
         audit.record(self.config.audit_log, name, "login", "ok", client=client)
-        return RedirectResponse("/", status_code=303)
+        return self._with_cookie(RedirectResponse("/", status_code=303), session.sid)
 
     async def logout(self, request: Request) -> Response:
+        """The record goes: every copy of this cookie is refused from now on."""
+        self.sessions.delete(security.cookie_value(request))
         audit.record(self.config.audit_log, security.user(request) or "?", "logout", "ok")
-        request.session.clear()
-        return RedirectResponse("/login", status_code=303)
+        return self._with_cookie(RedirectResponse("/login", status_code=303), new_id())
+
+    def _with_cookie(self, response: Response, value: str) -> Response:
+        security.set_cookie(response, value, int(self.sessions.absolute),
+                            self.config.secure_cookies)
+        return response
 
     async def train(self, request: Request) -> Response:
         form = _form(request)
@@ -214,14 +227,14 @@ def routes(c: Actions) -> list[Route | Mount]:
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
 
 
-def create_app(config: ConsoleConfig, runner: Runner = ansible_runner_run) -> Starlette:
-    """The ASGI app; ``runner`` is the playbook runner (ansible-runner unless a test says)."""
+def create_app(config: ConsoleConfig, runner: Runner = ansible_runner_run,
+               clock: Clock = time.time) -> Starlette:
+    """The ASGI app; ``runner`` runs playbooks (ansible-runner unless a test says), ``clock``
+    times the sessions (a test's own clock instead of sleeping)."""
     config.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    console = Actions(config, runner)
+    console = Actions(config, runner, clock)
     app = Starlette(routes=routes(console), middleware=[
-        Middleware(SessionMiddleware, secret_key=config.secret, session_cookie="quantshift_console",
-                   max_age=SESSION_HOURS * 3600, same_site="strict",
-                   https_only=config.secure_cookies),
-        Middleware(security.Guard)])
+        Middleware(security.Guard, store=console.sessions, users=config.users,
+                   secret=config.secret, secure=config.secure_cookies)])
     app.state.console = console
     return app

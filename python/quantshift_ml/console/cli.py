@@ -2,7 +2,9 @@
 
 ``console passwd`` never takes the password on the command line (it would land
 in the shell history and ``ps``): it reads it from the terminal or stdin, or
-generates one and prints it once.
+generates one and prints it once. A running console sees the new hash on its
+next request and ends that user's sessions. ``console revoke`` ends every
+session (or one user's) at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from quantshift_ml.console import auth
-from quantshift_ml.console.config import DEFAULT_PORT, load
+from quantshift_ml.console.config import DEFAULT_PORT, IDLE_ENV, find_project, load, state_dir
+from quantshift_ml.console.sessions import SessionStore
 from quantshift_ml.errors import UsageError
 from quantshift_ml.store.files import atomic_write_bytes
 
@@ -44,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--walkforward", type=Path, default=None, help="default docs/walkforward")
     p.add_argument("--secure-cookies", action="store_true",
                    help="session cookie only over HTTPS (behind a TLS proxy)")
+    p.add_argument("--idle-minutes", type=float, default=None,
+                   help=f"end a session after this long without a request (default ${IDLE_ENV} "
+                        "or 30; fleet: quantshift_console_idle_minutes)")
     actions = p.add_subparsers(dest="console_action")
     pw = actions.add_parser("passwd", help="add or replace a user in the env file")
     pw.add_argument("--env-file", type=Path, required=True, dest="passwd_file")
@@ -52,12 +58,26 @@ def add_parser(sub: Any) -> None:
                     help="generate a random password and print it once")
     pw.add_argument("--if-missing", action="store_true",
                     help="do nothing when the env file already has a user (make console)")
+    rv = actions.add_parser("revoke", help="end every console session now (or one user's)")
+    rv.add_argument("--user", default=None, dest="revoke_user",
+                    help="only this user's sessions (default: everybody's)")
+    rv.add_argument("--state", type=Path, default=None, dest="revoke_state",
+                    help="the console's --state (default .local/console of the checkout)")
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.console_action == "passwd":
         return passwd(a.passwd_file, a.user, a.generate, a.if_missing)
+    if a.console_action == "revoke":
+        state = a.revoke_state or a.state
+        return revoke(state_dir(a.project or find_project(Path.cwd()), state), a.revoke_user)
     return serve(a)
+
+
+def revoke(state: Path, user: str | None) -> dict[str, Any]:
+    """Delete the session records: the next request with any of those cookies logs in again."""
+    store = SessionStore(state / "sessions", idle=1, absolute=1)  # timeouts unused here
+    return {"state": str(state), "user": user, "revoked": store.revoke(user)}
 
 
 def _read_password() -> str:
@@ -113,7 +133,7 @@ def serve(a: argparse.Namespace) -> dict[str, Any]:
     from quantshift_ml.console.app import create_app
 
     config = load(a.project, a.inventory, a.env_file, a.state, a.artifacts, a.walkforward,
-                  a.secure_cookies)
+                  a.secure_cookies, a.idle_minutes)
     sock = _bind(a.host, a.port)
     if not ipaddress.ip_address(a.host).is_loopback and not a.secure_cookies:
         log.warning("console bound to %s without --secure-cookies: put it behind TLS", a.host)

@@ -1,5 +1,12 @@
 """Backups: which ones exist, which ones check out, which one a rollback means, pruning.
 
+``check`` is the one judgement of a backup, made exactly as a rollback makes it
+(``ModelStore.verify``: the metadata's Ed25519 signature against the trusted
+keys, the version, the sha256 of the pickle and of the compiled ONNX model);
+the monitor, ``backups``/``status``, ``verify --target all``, the doctor and
+``resolve`` all read it, so a backup the monitor calls intact is one a rollback
+would take, and one it would skip is named everywhere with the same reason.
+
 ``latest`` is decided here once for the CLI, the module and the doctor: the
 newest trusted backup older than the active model, so running a rollback again
 walks further back instead of returning to the model just left.
@@ -9,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from quantshift_ml.errors import IntegrityError, UsageError
 from quantshift_ml.store.artifact import Artifact
@@ -22,63 +31,126 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BackupCheck:
+    """One backup file as a rollback judges it.
+
+    ``version`` comes from the file name, so a backup whose metadata cannot be
+    read still has a name to report; ``artifact`` is the verified artifact when
+    the backup is intact, else ``None`` and ``reason`` says why.
+    """
+
+    version: str
+    pkl: Path
+    artifact: Artifact | None
+    reason: str = ""
+
+    @property
+    def intact(self) -> bool:
+        return self.artifact is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "intact": self.intact, "reason": self.reason or None}
+
+
+def files(store: ModelStore) -> list[Path]:
+    """Every backup model file (named with a version), oldest first."""
+    if not store.layout.backups.is_dir():
+        return []
+    found = [p for p in store.layout.backups.glob("regime_classifier_*.pkl") if version_of(p)]
+    return sorted(found, key=lambda p: version_of(p) or "")
+
+
+def check(store: ModelStore, pkl: Path) -> BackupCheck:
+    """Verify one backup as a rollback would (no unpickling); never raises IntegrityError."""
+    version = version_of(pkl) or pkl.name
+    try:
+        return BackupCheck(version, pkl, store.verify(pkl))
+    except IntegrityError as exc:
+        return BackupCheck(version, pkl, None, str(exc))
+
+
+def checked(store: ModelStore) -> list[BackupCheck]:
+    """Every backup, oldest first, each verified once with ``check``."""
+    return [check(store, pkl) for pkl in files(store)]
+
+
 def listed(store: ModelStore) -> list[Artifact]:
     """Backups, oldest first (versions sort chronologically), not yet trusted."""
     out = []
-    if store.layout.backups.is_dir():
-        for pkl in sorted(store.layout.backups.glob("regime_classifier_*.pkl")):
-            if version_of(pkl) is None:
-                continue
-            try:
-                out.append(load_artifact(pkl))
-            except IntegrityError as exc:
-                log.warning("ignoring backup %s: %s", pkl.name, exc)
-    return sorted(out, key=lambda a: version_of(a.pkl) or "")
+    for pkl in files(store):
+        try:
+            out.append(load_artifact(pkl))
+        except IntegrityError as exc:
+            log.warning("ignoring backup %s: %s", pkl.name, exc)
+    return out
 
 
 def sorted_backups(store: ModelStore) -> tuple[list[Artifact], dict[str, str]]:
     """(trusted backups oldest first, version -> why each other one is refused)."""
     good, bad = [], {}
-    for b in listed(store):
-        try:
-            good.append(store.verify(b.pkl))
-        except IntegrityError as exc:
-            bad[version_of(b.pkl) or b.pkl.name] = str(exc)
-            log.warning("ignoring backup %s: %s", b.pkl.name, exc)
+    for c in checked(store):
+        if c.artifact is not None:
+            good.append(c.artifact)
+        else:
+            bad[c.version] = c.reason
+            log.warning("ignoring backup %s: %s", c.pkl.name, c.reason)
     return good, bad
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The backup a rollback takes, and those it passed over on the way.
+
+    ``skipped``: ``[{version, reason}]`` of the backups that do not check out and
+    sit between the one taken and the active model, i.e. the ones ``latest``
+    would have taken had they been intact (an explicit version skips nothing).
+    """
+
+    artifact: Artifact
+    skipped: list[dict[str, str]]
+
+
 def resolve(store: ModelStore, to: str = "latest") -> Artifact:
-    """``latest``: the newest trusted backup older than the active model; or a version.
+    """``latest``: the newest trusted backup older than the active model; or a version."""
+    return choose(store, to).artifact
+
+
+def choose(store: ModelStore, to: str = "latest") -> Choice:
+    """The backup ``to`` means, and the broken ones ``latest`` skipped to reach it.
 
     With no trusted active model, ``latest`` is the newest trusted backup. A backup
-    that does not check out is skipped with a warning, or refused by name when
-    asked for.
+    that does not check out is skipped (named in ``skipped`` and logged), or
+    refused by name when asked for.
     """
     if to != "latest" and not VERSION_RE.match(to):
         raise UsageError(f"--to must be 'latest' or a version YYYYMMDD-HHMMSS, not {to!r}")
-    backups, bad = sorted_backups(store)
+    good, bad = sorted_backups(store)
     if to in bad:
         raise IntegrityError(bad[to])
-    if not backups:
+    if not good:
         if bad:
             raise IntegrityError("no backup checks out: " + "; ".join(bad.values()))
         raise UsageError(f"no backups in {store.layout.backups}: nothing to roll back to")
     if to != "latest":
-        for b in backups:
+        for b in good:
             if b.version == to:
-                return b
+                return Choice(b, [])
         raise UsageError(f"no backup with version {to!r}; available: "
-                         f"{', '.join(b.version for b in backups)}")
+                         f"{', '.join(b.version for b in good)}")
     active = store.inspect_active().artifact
-    if active is None:
-        return backups[-1]
-    older = [b for b in backups if b.version < active.version]
+    ceiling = active.version if active is not None else None
+    older = [b for b in good if ceiling is None or b.version < ceiling]
     if not older:
-        newer = ", ".join(b.version for b in backups if b.version > active.version)
-        raise UsageError(f"no backup older than the active model {active.version}"
-                         + (f"; newer ones: {newer} (use --to VERSION)" if newer else ""))
-    return older[-1]
+        newer = ", ".join(b.version for b in good if b.version > str(ceiling))
+        broken = "; ".join(f"{v}: {why}" for v, why in bad.items() if v < str(ceiling))
+        raise UsageError(f"no backup older than the active model {ceiling}"
+                         + (f"; newer ones: {newer} (use --to VERSION)" if newer else "")
+                         + (f"; older ones that do not check out: {broken}" if broken else ""))
+    chosen = older[-1]
+    skipped = [{"version": v, "reason": why} for v, why in sorted(bad.items())
+               if v > chosen.version and (ceiling is None or v < ceiling)]
+    return Choice(chosen, skipped)
 
 
 def prune(store: ModelStore, *, dry_run: bool = False) -> list[str]:

@@ -26,6 +26,7 @@ from quantshift_ml import defaults
 from quantshift_ml.errors import IntegrityError, UsageError
 from quantshift_ml.store import backups, checks, recovery
 from quantshift_ml.store.artifact import ActiveState, Artifact, refuse_symlink
+from quantshift_ml.store.backups import BackupCheck, Choice
 from quantshift_ml.store.checks import brief, check_permissions
 from quantshift_ml.store.files import (
     atomic_write_bytes,
@@ -256,6 +257,10 @@ class ModelStore:
                     p.unlink(missing_ok=True)
             return res
 
+    def checked_backups(self) -> list[BackupCheck]:
+        """Every backup, oldest first, verified as a rollback would: intact, or why not."""
+        return backups.checked(self)
+
     def trusted_backups(self) -> list[Artifact]:
         """Backups whose signature and sha256s check out, oldest first."""
         return backups.sorted_backups(self)[0]
@@ -268,14 +273,26 @@ class ModelStore:
         """``latest``: the newest trusted backup older than the active model; or a version."""
         return backups.resolve(self, to)
 
+    def choose_backup(self, to: str = "latest") -> Choice:
+        """``resolve_backup``, with the broken backups ``latest`` skipped to reach it."""
+        return backups.choose(self, to)
+
     def rollback(self, to: str = "latest", *, dry_run: bool = False) -> dict[str, Any]:
-        """Verify a backup (signature, sha256s; no unpickling) and make it active."""
+        """Verify a backup (signature, sha256s; no unpickling) and make it active.
+
+        ``skipped`` lists the backups passed over because they do not check out
+        (``backups.Choice``): the caller (``--json``, the Ansible module) sees
+        them, not only the log.
+        """
         if dry_run:
-            return self.would_install(self.resolve_backup(to))
+            choice = self.choose_backup(to)
+            return {**self.would_install(choice.artifact), "skipped": choice.skipped}
         with self.lock("rollback"):
             self.recover()
-            art = self.resolve_backup(to)
-            return self._install(art, reason=f"rollback to {art.version}")
+            choice = self.choose_backup(to)
+            art = choice.artifact
+            return {**self._install(art, reason=f"rollback to {art.version}"),
+                    "skipped": choice.skipped}
 
     def _prune(self) -> list[str]:
         return backups.prune(self)

@@ -104,3 +104,47 @@ def performance(daily: np.ndarray, exposure: float = 1.0) -> dict[str, Any]:
             "annual_return": round(float(equity[-1] ** (1.0 / years) - 1.0) if years else 0.0, 4),
             "max_drawdown": round(float((equity / peak - 1.0).min()), 4),
             "exposure": round(exposure, 3)}
+
+
+def outcomes_table(close: np.ndarray, index: pd.DatetimeIndex, pos: np.ndarray,
+                   preds: Mapping[str, np.ndarray], settled: np.ndarray, strongest: str
+                   ) -> dict[str, Any]:
+    """Every predictor on what the market did next, and the model against ``strongest``.
+
+    ``close``/``index``: the whole history's closes (forward outcomes need the bars
+    after the last walk-forward day); ``pos``: the walk-forward days' rows in it.
+    ``settled``: the walk-forward's truth (the model's own target).
+    """
+    from quantshift_ml.outcomes import OutcomeConfig, compare_arms, forward_outcomes, score_arm
+
+    cfg = OutcomeConfig()
+    frame = forward_outcomes(pd.Series(close, index=index), cfg).iloc[pos]
+    table = {name: score_arm(p, frame, settled, cfg) for name, p in preds.items()}
+    paired = compare_arms({"model": preds["model"], strongest: preds[strongest]}, frame,
+                          settled, cfg)
+    return {"config": cfg.as_dict(), "predictors": table,
+            "model_monthly": monthly_outcomes(preds["model"], frame, cfg),
+            "model_vs_strongest": {"baseline": strongest, **{
+                k: {f: v.get(f) for f in ("difference", "ci95", "p_value", "winner",
+                                          "verdict")}
+                for k, v in paired["outcomes"].items()}}}
+
+
+def monthly_outcomes(regimes: np.ndarray, frame: pd.DataFrame, cfg: Any) -> dict[str, Any]:
+    """Per calendar month: the model's forward_vol accuracy and its position's return
+    in excess of holding the index (the monitor's live thresholds are read off these)."""
+    from quantshift_ml.outcomes import economic_returns
+    from quantshift_ml.outcomes.definitions import correct
+
+    right, known = correct("forward_vol", regimes, frame)
+    ret = np.nan_to_num(frame["next_return"].to_numpy())
+    daily, _ = economic_returns(regimes, ret, cfg)
+    months = pd.DatetimeIndex(frame.index).strftime("%Y-%m")
+    out: dict[str, Any] = {}
+    for m in sorted(set(months)):
+        k = months == m
+        fv = right[k & known]
+        out[m] = {"bars": int(k.sum()),
+                  "forward_vol_accuracy": round(float(fv.mean()), 4) if len(fv) else None,
+                  "excess_return": round(float(daily[k].sum() - ret[k].sum()), 4)}
+    return out

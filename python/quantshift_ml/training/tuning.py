@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import ParameterSampler, TimeSeriesSplit
 
+from quantshift_ml import progress
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
 SPACE: dict[str, list[Any]] = {
@@ -52,8 +53,11 @@ def tune_forest(x: np.ndarray, y: np.ndarray, config: TrainConfig, *, gap: int
     sampled = ParameterSampler(SPACE, n_iter=max(0, config.tune_trials - 1), random_state=SEED)
     candidates += [c for c in sampled if c not in candidates]
     scored: list[tuple[float, dict[str, Any]]] = []
-    for cand in candidates[: config.tune_trials]:
-        scored.append((round(_cv_score(x, y, replace(base, **cand), gap), 4), cand))
+    tried = candidates[: config.tune_trials]
+    with progress.task("tuning", len(tried), "trials") as shown:
+        for cand in tried:
+            scored.append((round(_cv_score(x, y, replace(base, **cand), gap), 4), cand))
+            shown.advance()
     score, params = max(scored, key=lambda t: t[0])  # first best: the default wins ties
     trials = [{"params": c, "cv_balanced_accuracy": v} for v, c in scored]
     best = {"params": params, "cv_balanced_accuracy": score}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quantshift_ml import progress
 from quantshift_ml.errors import DataError
 from quantshift_ml.gate import REFERENCES, GateConfig, decide, strongest
 from quantshift_ml.labels import HmmLabeler, make_labeler
@@ -103,29 +104,44 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
         "month_accuracy": round(ev.accuracy(full.labels.to_numpy()[month], pm), 4)})
 
 
-def _collect(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig, start: str | None,
-             origin: str) -> tuple[Dataset, _Pooled]:
-    labeler = make_labeler(config.labeler)
-    full = prepare_dataset(bars, labeler)
+def _months(full: Dataset, start: str | None) -> list[tuple[int, np.ndarray]]:
+    """(first row, usable rows) of every month the walk-forward reports, in order.
+
+    A month counts once warm-up has left a known label before it (and it is not
+    before ``start``); listed up front so the progress line knows the total.
+    """
     idx = pd.DatetimeIndex(full.features.index)
     starts = _month_starts(idx)
-    pooled = _Pooled()
-    warm = None
+    out = []
     for k, first in enumerate(starts):
-        end_known = first - 1 - labeler.horizon  # newest row whose label is known before M
+        end_known = first - 1 - full.labeler.horizon  # newest row whose label is known
         if (start is not None and idx[first] < pd.Timestamp(start)) or end_known < 0:
             continue
         last = starts[k + 1] if k + 1 < len(starts) else len(idx)
         month = np.arange(first, last)
         month = month[full.valid[month]]
-        if len(month) == 0 or first - 1 <= 0:
-            continue
-        try:
-            ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
-            warm = ds.fitted
-            _one_month(full, ds, config, gate, end_known, month, pooled, origin)
-        except DataError:
-            continue  # not enough history yet
+        if len(month) and first - 1 > 0:
+            out.append((first, month))
+    return out
+
+
+def _collect(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig, start: str | None,
+             origin: str) -> tuple[Dataset, _Pooled]:
+    labeler = make_labeler(config.labeler)
+    full = prepare_dataset(bars, labeler)
+    months = _months(full, start)
+    pooled = _Pooled()
+    warm = None
+    with progress.task("walk-forward", len(months), "months") as shown:
+        for first, month in months:
+            end_known = first - 1 - labeler.horizon
+            try:
+                ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
+                warm = ds.fitted
+                _one_month(full, ds, config, gate, end_known, month, pooled, origin)
+            except DataError:
+                pass  # not enough history yet
+            shown.advance()
     if not pooled.windows:
         raise DataError(f"{origin}: history too short for a walk-forward "
                         f"({config.years:g}-year window plus warm-up)")
@@ -212,6 +228,9 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                      for yv in sorted(set(dates.year))},
         "stress_periods": _stress(y, preds, dates),
         "economics": _economics(full, pos, preds),
+        "outcomes": rp.outcomes_table(full.bars["Close"].to_numpy(dtype=float),
+                                      pd.DatetimeIndex(full.bars.index), pos, preds, y,
+                                      best_name),
         "windows": pooled.windows,
     }
     for name, mask in rp.halves(dates, months):
