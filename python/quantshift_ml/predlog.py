@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,11 +126,23 @@ class Sample:
 
 def append(root: Path, p: Prediction) -> None:
     """Log one served prediction (every request, duplicates included)."""
+    append_many(root, [p])
+
+
+def append_many(root: Path, predictions: Sequence[Prediction]) -> None:
+    """Log several served predictions in one transaction, in order.
+
+    Opening the database (its checks, pragmas and schema) costs far more than a
+    row: the service's writer logs everything queued since its last write at once.
+    """
+    if not predictions:
+        return
     with _connect(root) as conn:
-        conn.execute(f"INSERT INTO predictions ({_COLUMNS}) VALUES "
-                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (p.ts, p.symbol, p.bar_date, p.regime, json.dumps(p.probabilities),
-                      p.model_version, p.arm, p.ml_regime, p.rules_regime, p.client))
+        conn.executemany(f"INSERT INTO predictions ({_COLUMNS}) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(p.ts, p.symbol, p.bar_date, p.regime, json.dumps(p.probabilities),
+                           p.model_version, p.arm, p.ml_regime, p.rules_regime, p.client)
+                          for p in predictions])
 
 
 def _prediction(row: tuple[str, ...]) -> Prediction:

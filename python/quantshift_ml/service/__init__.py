@@ -18,7 +18,7 @@ Endpoints: ``GET /healthz``, ``GET /regime?symbol=SPY``, ``GET /metrics``
 
 The package by concern: ``market`` (bars and the newest feature row, refreshed in
 the background), ``app`` (the service object: model, market, A/B arm, prediction
-log, metrics), ``server`` (HTTP handler, signals, ``serve``), ``metrics``
+log, metrics), ``server`` (the ASGI app on uvicorn, signals, ``serve``), ``metrics``
 (Prometheus registry) and ``writer`` (the prediction log's background writer).
 The model holder and its verified loading are ``quantshift_ml.served``.
 """
@@ -28,13 +28,14 @@ from quantshift_ml.service.app import RegimeService
 from quantshift_ml.service.market import MarketCache, Snapshot, bar_age_days
 from quantshift_ml.service.metrics import Metrics
 from quantshift_ml.service.server import (
+    RegimeApp,
+    RegimeServer,
     build_server,
     install_signal_handlers,
-    make_handler,
     serve,
 )
 from quantshift_ml.service.writer import PredictionWriter
 
-__all__ = ["Loaded", "MarketCache", "Metrics", "ModelHolder", "PredictionWriter",
-           "RegimeService", "Snapshot", "bar_age_days", "build_server",
-           "install_signal_handlers", "make_handler", "serve"]
+__all__ = ["Loaded", "MarketCache", "Metrics", "ModelHolder", "PredictionWriter", "RegimeApp",
+           "RegimeServer", "RegimeService", "Snapshot", "bar_age_days", "build_server",
+           "install_signal_handlers", "serve"]

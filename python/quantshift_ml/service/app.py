@@ -76,6 +76,12 @@ class RegimeService:
             body["explanation"] = self.explainer.explain(cur.meta, snap.x, snap.bar_date)
         return 200, body
 
+    def regime_is_quick(self) -> bool:
+        """True when ``regime`` (without explanation) would not wait on a lock or the
+        data source: no model (503 at once), or its feature row already cached."""
+        cur, _ = self.holder.get()
+        return cur is None or self.market.has_row(cur.features, cur.fitted)
+
     def _arm(self, cur: Loaded, snap: Snapshot, client: str, regime: str,
              proba: dict[str, float]) -> tuple[str, str, dict[str, float], str | None]:
         """(arm served, its regime, its probabilities, the rule's regime): ab.py."""

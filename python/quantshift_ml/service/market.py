@@ -101,8 +101,7 @@ class MarketCache:
         Rows are cached per feature list and HMM until the next refresh, so a
         request costs a dict lookup, not a feature computation.
         """
-        fit_key = None if not fitted else (fitted.get("log_likelihood"), fitted.get("n_obs"))
-        key = (tuple(features), fit_key)
+        key = self._key(features, fitted)
         with self._lock:
             if self._features is None:
                 self._at = time.monotonic()
@@ -130,6 +129,21 @@ class MarketCache:
                                 x=np.ascontiguousarray(row.to_numpy(dtype=float)))
                 self._rows[key] = snap
             return snap
+
+    @staticmethod
+    def _key(features: Sequence[str], fitted: dict[str, Any] | None) -> tuple[Any, ...]:
+        fit_key = None if not fitted else (fitted.get("log_likelihood"), fitted.get("n_obs"))
+        return (tuple(features), fit_key)
+
+    def has_row(self, features: Sequence[str], fitted: dict[str, Any] | None = None) -> bool:
+        """True when ``snapshot`` would answer at once: the row is cached and nobody
+        holds the lock (a first load or a row being computed), without waiting for it.
+
+        The async server answers such requests on its event loop and sends the others
+        to a thread, so a slow source never holds up the loop. (A refresh that swaps
+        bars in between costs one row computation on the loop, once per refresh.)
+        """
+        return self._key(features, fitted) in self._rows and not self._lock.locked()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
