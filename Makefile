@@ -98,7 +98,7 @@ awx: $(STAMP) ## AWX data checks
 packaging: $(STAMP) ## the built wheel in a fresh venv: every package file, serve and console run
 	$(BIN)/pytest -q tests/packaging
 
-test: lint unit integration faults awx packaging console-test molecule ## everything CI runs
+test: lint unit integration faults awx packaging console-test molecule bench-smoke ## everything CI runs
 
 # every benchmarks/bench_*.py but the deploy fan-out (root, its own target)
 BENCHMARKS := $(filter-out benchmarks/bench_deploy.py,$(sort $(wildcard benchmarks/bench_*.py)))
