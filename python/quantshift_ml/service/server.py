@@ -1,10 +1,11 @@
 """The HTTP front of the service: routes, the server, signals and ``serve``.
 
 A raw ASGI app on uvicorn (httptools parser, the standard asyncio loop: uvloop
-measured no faster here; HTTP/1.1 keep-alive, TCP_NODELAY, a listen backlog of ``BACKLOG``): one event loop
-answers every connection, with no thread per connection or request. The old
-``http.server`` front (backlog 5, HTTP/1.0, a thread per connection) stalled for
-a second under eight clients and burnt about 1.5 ms of CPU per request
+measured no faster here; HTTP/1.1 keep-alive, TCP_NODELAY, a listen backlog of
+``BACKLOG``): one event loop answers every connection, with no thread per
+connection or request. The old ``http.server`` front (backlog 5, HTTP/1.0, a
+thread per connection) stalled for a second under eight clients and burnt about
+1.5 ms of CPU per request
 (docs/service.md, benchmarks/bench_http.py).
 
 ``/regime`` is answered on the loop itself when it cannot wait (a model loaded
