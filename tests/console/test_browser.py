@@ -187,9 +187,20 @@ def test_monitor_walkforward_pages(driver: Any, console: str, shots: Path) -> No
     panels = driver.find_elements(by("CSS_SELECTOR"), "section.host-panel")
     assert {p.get_attribute("data-host") for p in panels} == {"primary", "standby"}
     assert driver.find_elements(by("CSS_SELECTOR"), "#live-chart circle")
+    for panel in panels:  # the served answers judged on what the market did (issue 26)
+        checks = [td.text for td in panel.find_elements(by("CSS_SELECTOR"),
+                                                        "table.checks td:first-child")]
+        assert "live_outcomes" in checks, checks
     shot(driver, shots, "monitoring")
     driver.get(console + "walkforward")
     assert driver.find_elements(by("CSS_SELECTOR"), '#wf-by-year circle[data-series="model"]')
+    rows = {tr.find_elements(by("TAG_NAME"), "td")[0].text:
+            [td.text for td in tr.find_elements(by("TAG_NAME"), "td")]
+            for tr in driver.find_elements(by("CSS_SELECTOR"), "#wf-outcomes tbody tr")}
+    assert {"model", "hmm_range_tuned"} <= set(rows), rows
+    assert float(rows["model"][3]) > -5  # economic Sharpe, a number
+    paired = driver.find_element(by("ID"), "wf-outcomes-paired").text
+    assert "economic" in paired and "forward_vol" in paired
     shot(driver, shots, "walkforward")
 
 
