@@ -125,3 +125,52 @@ def probabilities(regime: str, p: float, spec: FilterSpec, row: Mapping[str, flo
     out[calm] += round(1.0 - p, 4)
     assert regime in (calm, turbulent)
     return out
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
+
+
+def _log_normal(x: float, mean: float, var: float) -> float:
+    return -0.5 * (x - mean) ** 2 / var - 0.5 * math.log(2.0 * math.pi * var)
+
+
+def explain(spec: FilterSpec, bars: pd.DataFrame, features: pd.DataFrame) -> dict[str, Any]:
+    """Why the filter called the newest bar what it did: Bayes' rule in log-odds.
+
+    The forward filter's answer for day t is exact arithmetic, so it decomposes
+    exactly: logit P(turbulent | up to t) = logit of yesterday's probability
+    carried one step by the transition matrix (the prior) + the log likelihood
+    ratio of today's return under the turbulent and the calm state + (range
+    filter) that of today's high-low range. Then the cut-off decides calm or
+    turbulent and the trend rule names the regime from the three rule features,
+    all shown. The operator's counterpart of the forest's SHAP values.
+    """
+    if len(bars) < 2:
+        raise IntegrityError("explaining a filter needs at least two bars")
+    p = p_turbulent(spec, bars)
+    (_, p01), (_, p11) = spec.params.transmat
+    # the first return's prior is the start probability (bar 0 has no return)
+    prior = (float(spec.params.startprob[1]) if len(bars) == 2
+             else (1.0 - float(p[-2])) * p01 + float(p[-2]) * p11)
+    r = float(hmm.returns_pct(bars["Close"])[-1])
+    mu, var = spec.params.means, spec.params.variances
+    terms = [{"input": "return_pct", "value": round(r, 4),
+              "log_likelihood_ratio": round(_log_normal(r, mu[1], var[1])
+                                            - _log_normal(r, mu[0], var[0]), 4)}]
+    if spec.law is not None:
+        lr = float(hmm.log_range(bars)[-1])
+        llr = 0.0 if not math.isfinite(lr) else (
+            _log_normal(lr, spec.law.means[1], spec.law.variances[1])
+            - _log_normal(lr, spec.law.means[0], spec.law.variances[0]))
+        terms.append({"input": "log_range", "value": round(lr, 4) if math.isfinite(lr)
+                      else None, "log_likelihood_ratio": round(llr, 4)})
+    row = features.iloc[-1]
+    regime = str(regimes(spec, p[-1:], features.iloc[-1:])[0])
+    return {"family": spec.family, "date": str(pd.Timestamp(bars.index[-1]).date()),
+            "regime": regime, "p_turbulent": round(float(p[-1]), 4),
+            "prior_p_turbulent": round(prior, 4), "prior_log_odds": round(_logit(prior), 4),
+            "terms": terms, "posterior_log_odds": round(_logit(float(p[-1])), 4),
+            "cutoff": spec.cutoff, "turbulent": bool(p[-1] > spec.cutoff),
+            "rule": {c: round(float(row[c]), 4) for c in RULE_FEATURES}}

@@ -119,3 +119,18 @@ def test_families_are_listed_simplest_first(prepared: Prepared) -> None:
     assert families.available(prepared.ds) == ["hmm_filter", "hmm_range_filter", "forest"]
     assert families.available(prepared.ds, ["forest", "hmm_filter"]) == ["hmm_filter",
                                                                           "forest"]
+
+
+@pytest.mark.parametrize("name", ["hmm_filter", "hmm_range_filter"])
+def test_a_filter_explanation_adds_up_to_its_answer(prepared: Prepared, name: str) -> None:
+    ds = prepared.ds
+    spec = filterspec.FilterSpec.from_dict(_spec(prepared, name))
+    end = int(prepared.split.holdout[-1]) + 1
+    why = filterspec.explain(spec, ds.bars.iloc[:end], ds.features.iloc[:end])
+    total = why["prior_log_odds"] + sum(t["log_likelihood_ratio"] for t in why["terms"])
+    assert abs(total - why["posterior_log_odds"]) < 1e-3  # Bayes' rule, exactly
+    assert [t["input"] for t in why["terms"]] == (
+        ["return_pct", "log_range"] if name == "hmm_range_filter" else ["return_pct"])
+    assert why["turbulent"] == (why["p_turbulent"] > why["cutoff"])
+    p = filterspec.p_turbulent(spec, ds.bars.iloc[:end])
+    assert why["regime"] == filterspec.regimes(spec, p[-1:], ds.features.iloc[end - 1:end])[0]
