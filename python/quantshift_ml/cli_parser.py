@@ -204,10 +204,10 @@ def _ops_parsers(sub: Any) -> None:
     p.add_argument("--families", default=None,
                    help="champion row: comma-separated field (default: every family the "
                         "labeler allows: hmm_filter, hmm_range_filter, forest)")
-    p.add_argument("--record-months", type=int, default=12,
+    p.add_argument("--record-months", type=int, default=0,
                    help="champion row: months of out-of-time record per decision "
-                        "(0: every month so far)")
-    p.add_argument("--switch-margin", type=float, default=0.02,
+                        "(default 0: every month so far)")
+    p.add_argument("--switch-margin", type=float, default=0.01,
                    help="champion row: balanced-accuracy lead a challenger needs")
     progress_opt(p)
 

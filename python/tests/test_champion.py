@@ -50,24 +50,25 @@ def test_the_record_reads_only_labels_settled_before_the_cut_off() -> None:
         late = (month < k) & (pos > known_end[k])  # earlier months, not settled at k
         assert late.sum() == 20
         lucky[late] = truth[late]
-        scores, n = ch.record_scores(rows, {"forest": truth, "hmm_filter": lucky}, k, None)
+        scores, n = ch.record_scores(rows, {"forest": truth, "hmm_filter": lucky}, k, None,
+                                     min_rows=60)
         assert n == known_end[k] + 1 and scores == {"forest": 1.0, "hmm_filter": 0.0}
     row, chosen = ch.evaluate(rows, {"forest": wrong, "hmm_filter": truth},
-                              record_months=None, margin=0.0)
-    first = next(k for k in range(8) if known_end[k] + 1 >= ch.MIN_RECORD_ROWS)
+                              record_months=None, margin=0.0, min_rows=60)
+    first = next(k for k in range(8) if known_end[k] + 1 >= 60)
     assert chosen == ["forest"] * first + ["hmm_filter"] * (8 - first)
     assert list(row[month >= first]) == list(truth[month >= first])
 
 
 def test_the_forest_serves_until_a_record_exists_then_the_better_family_takes_over() -> None:
-    pos, month, known_end = _months(10, 21, horizon=20)
+    pos, month, known_end = _months(20, 21, horizon=20)
     truth = np.array(["Bull", "High Vol", "Bear"] * (len(pos) // 3), dtype=object)
     known = [ch.encode(truth[: max(e + 1, 0)]) for e in known_end]
     good, bad = truth.copy(), np.full(len(pos), "Bull", dtype=object)
     rows = ch.Months(pos=pos, month=month, known_end=known_end, known=known)
     _, chosen = ch.evaluate(rows, {"forest": bad, "hmm_range_filter": good},
-                            record_months=12, margin=0.02)
-    first_record = next(k for k in range(10) if known_end[k] + 1 >= ch.MIN_RECORD_ROWS)
+                            record_months=None, margin=0.02)
+    first_record = next(k for k in range(20) if known_end[k] + 1 >= ch.MIN_RECORD_ROWS)
     assert chosen[:first_record] == ["forest"] * first_record
     assert set(chosen[first_record:]) == {"hmm_range_filter"}
     assert ch.summary(chosen, ["hmm_range_filter", "forest"])["switches"] == 1
@@ -83,7 +84,7 @@ def test_the_walkforward_reports_the_champion_row_like_every_other(short_report:
     champ = rep["champion"]
     policy = champ["policy"]
     assert policy["families"] == ["hmm_filter", "hmm_range_filter", "forest"]
-    assert policy["record_months"] == 12 and policy["switch_margin"] == ch.SWITCH_MARGIN
+    assert policy["record_months"] == "expanding" and policy["switch_margin"] == ch.SWITCH_MARGIN
     assert len(policy["chosen"]) == rep["months"] == len(rep["windows"])
     assert sum(policy["share_of_months"].values()) == pytest.approx(1.0, abs=1e-3)
     assert "champion" not in rep["baselines"] and rep["strongest_baseline"]["name"] != "champion"

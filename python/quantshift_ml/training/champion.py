@@ -27,12 +27,15 @@ import numpy as np
 from quantshift_ml.regimes import REGIMES
 from quantshift_ml.training.baselines import balanced_accuracy
 
-RECORD_MONTHS = 12
-"""Default record length (docs/model.md: the grid behind the choice)."""
-SWITCH_MARGIN = 0.02
+RECORD_MONTHS: int | None = None
+"""Default record: every month so far (expanding). On both markets of the grid in
+docs/model.md a 6-, 12- or 24-month record chose worse than an expanding one: the
+families differ by about 0.01 balanced, well inside one year's noise."""
+SWITCH_MARGIN = 0.01
 """Default lead a challenger needs over the incumbent's balanced accuracy on the record."""
-MIN_RECORD_ROWS = 60
-"""Fewer settled rows than about three months: no decision, the incumbent stays."""
+MIN_RECORD_ROWS = 250
+"""Fewer settled rows than about a year: no decision, the incumbent stays (with 60,
+three months, the first decisions of the S&P 500 walk-forward cost 0.014 balanced)."""
 FIRST_CHAMPION = "forest"
 
 WALKFORWARD_ROWS: dict[str, str] = {"forest": "model", "hmm_filter": "hmm_filter_tuned",
@@ -81,13 +84,14 @@ class Months:
 
 
 def record_scores(rows: Months, preds: Mapping[str, np.ndarray], k: int,
-                  record_months: int | None) -> tuple[dict[str, float], int]:
+                  record_months: int | None, min_rows: int = MIN_RECORD_ROWS
+                  ) -> tuple[dict[str, float], int]:
     """Each family's balanced accuracy on month ``k``'s record, and its settled rows."""
     lo = 0 if record_months is None else k - record_months
     sel = (rows.month < k) & (rows.month >= lo) & (rows.pos <= rows.known_end[k])
     truth = rows.known[k][rows.pos[sel]]
     ok = truth >= 0
-    if int(ok.sum()) < MIN_RECORD_ROWS:
+    if int(ok.sum()) < min_rows:
         return {}, int(ok.sum())
     names = np.asarray(REGIMES, dtype=object)[truth[ok]]
     return ({f: balanced_accuracy(names, np.asarray(p, dtype=object)[sel][ok])
@@ -95,7 +99,7 @@ def record_scores(rows: Months, preds: Mapping[str, np.ndarray], k: int,
 
 
 def evaluate(rows: Months, preds: Mapping[str, np.ndarray], *, record_months: int | None,
-             margin: float) -> tuple[np.ndarray, list[str]]:
+             margin: float, min_rows: int = MIN_RECORD_ROWS) -> tuple[np.ndarray, list[str]]:
     """The champion row: each month answered by the family chosen at its cut-off.
 
     Returns the row's predictions (aligned with ``rows.pos``) and the family of
@@ -105,7 +109,7 @@ def evaluate(rows: Months, preds: Mapping[str, np.ndarray], *, record_months: in
     out = np.empty(len(rows.pos), dtype=object)
     chosen: list[str] = []
     for k in range(len(rows.known)):
-        scores, _ = record_scores(rows, preds, k, record_months)
+        scores, _ = record_scores(rows, preds, k, record_months, min_rows)
         incumbent = choose(scores, incumbent, margin)
         chosen.append(incumbent)
         here = rows.month == k
