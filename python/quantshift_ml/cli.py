@@ -71,6 +71,25 @@ def _gate(a: argparse.Namespace) -> GateConfig:
                                 "baseline_tolerance": a.baseline_tolerance})
 
 
+def _champion_policy(a: argparse.Namespace) -> Any:
+    """The walk-forward's champion policy from the options, checked before any work."""
+    from quantshift_ml.training.families import family
+    from quantshift_ml.training.walkforward import ChampionPolicy
+
+    names = tuple(n.strip() for n in a.families.split(",") if n.strip()) if a.families else None
+    for n in names or ():
+        family(n)  # UsageError naming the known families
+    if a.families is not None and not names:
+        raise UsageError("--families needs at least one family name")
+    if a.record_months < 0:
+        raise UsageError(f"--record-months must be 0 (every month so far) or more, not "
+                         f"{a.record_months}")
+    if not 0.0 <= a.switch_margin < 1.0:
+        raise UsageError(f"--switch-margin must be within 0..1, not {a.switch_margin}")
+    return ChampionPolicy(families=names, record_months=a.record_months or None,
+                          margin=a.switch_margin)
+
+
 def _source(a: argparse.Namespace, root: Path) -> Any:
     return make_source(a.source, data=a.data, symbol=a.symbol, root=root,
                        max_cache_age_hours=a.max_cache_age_hours)
@@ -139,9 +158,10 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     if cmd == "walkforward":
         from quantshift_ml.training.walkforward import run_walkforward
 
+        policy = _champion_policy(a)
         src = _source(a, root)
         return run_walkforward(src.load(), _train_config(a), _gate(a), start=a.start,
-                               origin=src.name)
+                               origin=src.name, policy=policy)
     if cmd == "promote":
         store = ModelStore(root, keep_backups=a.keep_backups)
         if a.artifact.suffix != ".tar":

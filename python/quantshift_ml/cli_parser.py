@@ -201,6 +201,14 @@ def _ops_parsers(sub: Any) -> None:
     source_opts(p)
     train_opts(p)
     p.add_argument("--start", default=None, help="first month to report (YYYY-MM-DD)")
+    p.add_argument("--families", default=None,
+                   help="champion row: comma-separated field (default: every family the "
+                        "labeler allows: hmm_filter, hmm_range_filter, forest)")
+    p.add_argument("--record-months", type=int, default=0,
+                   help="champion row: months of out-of-time record per decision "
+                        "(default 0: every month so far)")
+    p.add_argument("--switch-margin", type=float, default=0.01,
+                   help="champion row: balanced-accuracy lead a challenger needs")
     progress_opt(p)
 
 

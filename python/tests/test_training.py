@@ -133,7 +133,7 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
     for name in rep["baselines"]:
         assert rep["baselines"][name]["balanced_accuracy"] < 0.99
     out = rep["outcomes"]  # every predictor on what the market did, same bars
-    assert set(out["predictors"]) == {"model", *rep["baselines"]}
+    assert set(out["predictors"]) == {"model", "champion", *rep["baselines"]}
     model = out["predictors"]["model"]
     assert set(model) == {"forward_vol", "forward_drawdown", "economic", "settled_state"}
     assert model["settled_state"]["balanced_accuracy"] == rep["model"]["balanced_accuracy"]

@@ -96,7 +96,8 @@ def _reports(directory: Path) -> list[str]:
 
 
 def _wf_models(report: dict[str, Any]) -> list[str]:
-    return ["model", *sorted(report.get("baselines") or {})]
+    own = ["model", "champion"] if report.get("champion") else ["model"]
+    return [*own, *sorted(report.get("baselines") or {})]
 
 
 def walkforward(config: ConsoleConfig, name: str | None) -> dict[str, Any]:
@@ -113,9 +114,10 @@ def walkforward(config: ConsoleConfig, name: str | None) -> dict[str, Any]:
     years = sorted(report.get("per_year") or {})
     by_year = charts.line_chart(
         "Balanced accuracy by year", years,
-        [Series(m, [_ba((report["per_year"][y]).get(m)) for y in years], dashed=m != "model")
+        [Series(m, [_ba((report["per_year"][y]).get(m)) for y in years], dashed=m not in ("model", "champion"))
          for m in models])
-    pools = {"model": report.get("model") or {}, **(report.get("baselines") or {})}
+    pools = {"model": report.get("model") or {}, "champion": report.get("champion") or {},
+             **(report.get("baselines") or {})}
     recall = charts.bar_chart("Recall per class, all months", list(CLASSES), [
         Series(m, [((pools[m].get("per_class") or {}).get(c) or {}).get("recall")
                    for c in CLASSES]) for m in models])

@@ -194,6 +194,14 @@ def tune_composed(b: BaselineInputs, values: np.ndarray) -> np.ndarray:
     five regimes, where a High Vol or Crisis day weighs far more than a Bull one,
     and a baseline tuned for another metric would be weaker than it can fairly be.
     """
+    cut = tuned_cutoff(b, values)
+    return np.where(np.asarray(values, dtype=float)[b.rows] > cut, TURBULENT,
+                    "calm").astype(object)
+
+
+def tuned_cutoff(b: BaselineInputs, values: np.ndarray) -> float:
+    """The cut-off ``tune_composed`` applies (0.5 when no cut could be tried): what a
+    filter family's servable spec records (training.families)."""
     assert b.labels is not None
     v_tr = np.asarray(values, dtype=float)[b.train]
     truth = np.asarray(b.labels[b.train], dtype=object).astype(str)
@@ -201,9 +209,7 @@ def tune_composed(b: BaselineInputs, values: np.ndarray) -> np.ndarray:
     code = {str(n): i for i, n in enumerate(names)}  # a regime absent from the truth: -1
     calm, turb = (np.asarray([code.get(str(v), -1) for v in p]) for p in _pairs(b, "train"))
     best = _scan(v_tr, codes, len(names), lambda above: (np.where(above, turb, calm), None))
-    cut = 0.5 if best is None else best[1]
-    return np.where(np.asarray(values, dtype=float)[b.rows] > cut, TURBULENT,
-                    "calm").astype(object)
+    return 0.5 if best is None else best[1]
 
 
 def balanced_rule(b: BaselineInputs, p: np.ndarray) -> np.ndarray:
@@ -239,11 +245,17 @@ def _range_filtered(b: BaselineInputs) -> np.ndarray:
     last = int(max(b.rows.max(), b.train.max())) + 1
     r = hmm.returns_pct(b.bars["Close"].iloc[:last])[1:]
     ranges = hmm.log_range(b.bars.iloc[:last])[1:]
-    known = int(b.train.max())  # returns of bars 1..known
-    law = hmm.range_law(b.fitted, r[:known], ranges[:known])
+    law = training_range_law(b.bars, b.fitted, int(b.train.max()))
     p = np.full(len(b.features), np.nan)
     p[1:last] = hmm.range_filtered(b.fitted, law, r, ranges)
     return p
+
+
+def training_range_law(bars: pd.DataFrame, fitted: hmm.HmmParams, known: int) -> hmm.RangeLaw:
+    """Each state's range law from the returns and ranges of bars 1..``known`` (the
+    newest training row): what the range filter may know at training time."""
+    upto = bars.iloc[:known + 1]
+    return hmm.range_law(fitted, hmm.returns_pct(upto["Close"])[1:], hmm.log_range(upto)[1:])
 
 
 def _har_rv(b: BaselineInputs, lab: ForwardLabeler) -> np.ndarray:

@@ -24,6 +24,7 @@ from quantshift_ml import progress
 from quantshift_ml.errors import DataError
 from quantshift_ml.gate import REFERENCES, GateConfig, decide, strongest
 from quantshift_ml.labels import HmmLabeler, make_labeler
+from quantshift_ml.training import champion as ch
 from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training import report as rp
 from quantshift_ml.training.baselines import balanced_accuracy
@@ -43,6 +44,8 @@ STRESS_PERIODS: dict[str, tuple[str, str]] = {
     "2011-08..2011-10": ("2011-08-01", "2011-10-31"),
     "2018-02..2018-03": ("2018-02-01", "2018-03-31"),
 }
+SIGNALS = ("model", "champion")
+"""Rows that are the product's own signals, never baselines."""
 TOLERANCES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
 """Baseline tolerances whose gate refusal rates the report gives."""
 
@@ -55,6 +58,8 @@ class _Pooled:
     where: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
     windows: list[dict[str, Any]] = field(default_factory=list)
+    known_end: list[int] = field(default_factory=list)
+    known: list[np.ndarray] = field(default_factory=list)
 
     def add(self, name: str, p: np.ndarray) -> None:
         self.preds.setdefault(name, []).append(np.asarray(p, dtype=object))
@@ -88,6 +93,8 @@ def _one_month(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig
     pm = np.asarray(model.predict(xm), dtype=object)
     pooled.truth.append(full.labels.to_numpy()[month])
     pooled.where.append(month)
+    pooled.known_end.append(end_known)  # the champion's record: labels as known then
+    pooled.known.append(ch.encode(ds.labels.to_numpy()[:end_known + 1]))
     pooled.add("model", pm)
     known = hindsight = None  # labels that never change (rules, forward): their own
     if isinstance(ds.labeler, HmmLabeler) and ds.fitted is not None:
@@ -184,8 +191,39 @@ def _economics(full: Dataset, pos: np.ndarray, preds: dict[str, np.ndarray]) -> 
     return out
 
 
+@dataclass(frozen=True)
+class ChampionPolicy:
+    """The champion row's policy: the field, the record's length (None: expanding)
+    and the switching margin (training.champion)."""
+
+    families: tuple[str, ...] | None = None
+    record_months: int | None = ch.RECORD_MONTHS
+    margin: float = ch.SWITCH_MARGIN
+
+
+def _champion(full: Dataset, pooled: _Pooled, pos: np.ndarray, preds: dict[str, np.ndarray],
+              policy: ChampionPolicy) -> tuple[np.ndarray, dict[str, Any]]:
+    """The champion row and its policy report (``champion.evaluate``, no refitting)."""
+    from quantshift_ml.training.families import available
+
+    field_ = [f for f in available(full, list(policy.families) if policy.families else None)
+              if ch.WALKFORWARD_ROWS[f] in preds]
+    rows = ch.Months(pos=pos, month=np.concatenate(
+        [np.full(len(w), k) for k, w in enumerate(pooled.where)]),
+        known_end=pooled.known_end, known=pooled.known)
+    fam = {f: preds[ch.WALKFORWARD_ROWS[f]] for f in field_}
+    row, chosen = ch.evaluate(rows, fam, record_months=policy.record_months,
+                              margin=policy.margin)
+    return row, {"families": field_, "record_months": policy.record_months or "expanding",
+                 "switch_margin": policy.margin, "min_record_rows": ch.MIN_RECORD_ROWS,
+                 **ch.summary(chosen, field_),
+                 "chosen": [{"month": w["month"], "family": c}
+                            for w, c in zip(pooled.windows, chosen, strict=True)]}
+
+
 def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
-                    *, start: str | None = None, origin: str = "data") -> dict[str, Any]:
+                    *, start: str | None = None, origin: str = "data",
+                    policy: ChampionPolicy | None = None) -> dict[str, Any]:
     """Run the monthly walk-forward and return a JSON-native report."""
     started = time.monotonic()
     # a report, not a training: every core grows trees (the forest is the same)
@@ -200,9 +238,11 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
     y = np.concatenate(pooled.truth)
     pos = np.concatenate(pooled.where)
     preds = {k: np.concatenate(v) for k, v in pooled.preds.items()}
+    preds["champion"], policy_report = _champion(full, pooled, pos, preds,
+                                                 policy or ChampionPolicy())
     dates = pd.DatetimeIndex(full.features.index[pos])
     months = np.asarray(dates.year * 12 + dates.month)
-    base_scores = {k: Scores.of(y, v) for k, v in preds.items() if k != "model"}
+    base_scores = {k: Scores.of(y, v) for k, v in preds.items() if k not in SIGNALS}
     best_name, best_value = strongest(base_scores, "balanced_accuracy", full.labeler.name)
     report: dict[str, Any] = {
         "labeler": {"name": full.labeler.name, "horizon": full.labeler.horizon,
@@ -231,11 +271,14 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
         "outcomes": rp.outcomes_table(full.bars["Close"].to_numpy(dtype=float),
                                       pd.DatetimeIndex(full.bars.index), pos, preds, y,
                                       best_name),
+        "champion": _champion_report(y, preds, best_name, months, policy_report),
         "windows": pooled.windows,
     }
     for name, mask in rp.halves(dates, months):
         report["halves"][name] = {**rp.per_period(y, preds, mask), "margin_vs_strongest": (
             rp.margin_interval(y[mask], preds["model"][mask], preds[best_name][mask],
+                               months[mask])), "champion_vs_strongest": (
+            rp.margin_interval(y[mask], preds["champion"][mask], preds[best_name][mask],
                                months[mask]))}
     if full.labeler.rule is not None:
         states = full.labeler.rule.states
@@ -244,3 +287,16 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                                   for k, v in preds.items()}
     report["seconds"] = round(time.monotonic() - started, 2)
     return report
+
+
+def _champion_report(y: np.ndarray, preds: dict[str, np.ndarray], best_name: str,
+                     months: np.ndarray, policy: dict[str, Any]) -> dict[str, Any]:
+    """The champion row's scores, its margin over the strongest baseline and over each
+    fixed family (month-block intervals), and the policy that produced it."""
+    champ = preds["champion"]
+    fixed = {f: ch.WALKFORWARD_ROWS[f] for f in policy["families"]}
+    return {**ev.classification_report(y, champ), "policy": policy,
+            "vs_strongest": {"name": best_name,
+                             **rp.margin_interval(y, champ, preds[best_name], months)},
+            "vs_family": {f: rp.margin_interval(y, champ, preds[row], months)
+                          for f, row in fixed.items()}}
