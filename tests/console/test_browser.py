@@ -201,6 +201,10 @@ def test_monitor_walkforward_pages(driver: Any, console: str, shots: Path) -> No
     assert float(rows["model"][3]) > -5  # economic Sharpe, a number
     paired = driver.find_element(by("ID"), "wf-outcomes-paired").text
     assert "economic" in paired and "forward_vol" in paired
+    assert "champion" in rows  # the champion row (issue 25) beside the fixed families
+    assert "switch" in driver.find_element(by("ID"), "wf-champion").text
+    versus = driver.find_element(by("ID"), "wf-champion-vs").text
+    assert all(f in versus for f in ("forest", "hmm_filter", "hmm_range_filter"))
     shot(driver, shots, "walkforward")
 
 

@@ -114,8 +114,8 @@ def walkforward(config: ConsoleConfig, name: str | None) -> dict[str, Any]:
     years = sorted(report.get("per_year") or {})
     by_year = charts.line_chart(
         "Balanced accuracy by year", years,
-        [Series(m, [_ba((report["per_year"][y]).get(m)) for y in years], dashed=m not in ("model", "champion"))
-         for m in models])
+        [Series(m, [_ba((report["per_year"][y]).get(m)) for y in years],
+                dashed=m not in ("model", "champion")) for m in models])
     pools = {"model": report.get("model") or {}, "champion": report.get("champion") or {},
              **(report.get("baselines") or {})}
     recall = charts.bar_chart("Recall per class, all months", list(CLASSES), [
