@@ -81,6 +81,9 @@ def _champion_policy(a: argparse.Namespace) -> Any:
         family(n)  # UsageError naming the known families
     if a.families is not None and not names:
         raise UsageError("--families needs at least one family name")
+    if names and a.labeler != "hmm" and "forest" not in names:
+        raise UsageError(f"--families {a.families}: the filters need the hmm labeler, this "
+                         f"run uses {a.labeler!r}; add forest")
     if a.record_months < 0:
         raise UsageError(f"--record-months must be 0 (every month so far) or more, not "
                          f"{a.record_months}")

@@ -111,8 +111,18 @@ def test_a_field_of_one_family_is_that_family(bars: pd.DataFrame, short_report: 
     (["--families", ","], "at least one family"),
     (["--record-months", "-1"], "--record-months must be 0"),
     (["--switch-margin", "1.5"], "--switch-margin must be within 0..1"),
+    (["--labeler", "rules", "--families", "hmm_filter"], "the filters need the hmm labeler"),
 ])
 def test_walkforward_refuses_a_bad_champion_policy(argv: list[str], message: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["walkforward", "--source", "bundled", *argv, "--json"]) == 2
     assert message in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_a_field_the_labeler_cannot_run_is_refused(bars: pd.DataFrame) -> None:
+    from quantshift_ml.errors import UsageError
+
+    rules = FAST.__class__(labeler="rules", model=FAST.model, cv_folds=3)
+    with pytest.raises(UsageError, match="none of them can run with the 'rules' labeler"):
+        run_walkforward(bars, rules, gate_for("rules"), start="2018-09-01",
+                        policy=ChampionPolicy(families=("hmm_filter",)))

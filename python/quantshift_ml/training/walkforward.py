@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from quantshift_ml import progress
-from quantshift_ml.errors import DataError
+from quantshift_ml.errors import DataError, UsageError
 from quantshift_ml.gate import REFERENCES, GateConfig, decide, strongest
 from quantshift_ml.labels import HmmLabeler, make_labeler
 from quantshift_ml.training import champion as ch
@@ -208,6 +208,10 @@ def _champion(full: Dataset, pooled: _Pooled, pos: np.ndarray, preds: dict[str, 
 
     field_ = [f for f in available(full, list(policy.families) if policy.families else None)
               if ch.WALKFORWARD_ROWS[f] in preds]
+    if not field_:
+        raise UsageError(f"--families {','.join(policy.families or ())}: none of them can "
+                         f"run with the {full.labeler.name!r} labeler (the filters need "
+                         "'hmm'); add forest")
     rows = ch.Months(pos=pos, month=np.concatenate(
         [np.full(len(w), k) for k, w in enumerate(pooled.where)]),
         known_end=pooled.known_end, known=pooled.known)
