@@ -31,12 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from quantshift_ml import REGIMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CALM, TURBULENT = "calm", "turbulent"
 STATES: tuple[str, str] = (CALM, TURBULENT)

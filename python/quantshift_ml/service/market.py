@@ -9,14 +9,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError
-from quantshift_ml.features import HMM_FILTER, compute_features, usable, with_hmm_filter
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+HMM_FILTER = "hmm_filter"
+"""``features.HMM_FILTER`` (features imports pandas: loaded with the first bars)."""
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,9 @@ class MarketCache:
         self.error: str | None = None
 
     def _load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        # pandas and the feature code are imported with the first bars, after READY=1
+        from quantshift_ml.features import compute_features, usable
+
         bars = self.source.load()
         feats = compute_features(bars)
         feats = feats[usable(feats)]
@@ -120,6 +127,8 @@ class MarketCache:
             if snap is None:
                 frame = self._features
                 if HMM_FILTER in features and fitted and self._bars is not None:
+                    from quantshift_ml.features import with_hmm_filter
+
                     frame = with_hmm_filter(frame, self._bars, fitted)
                 missing = [f for f in features if f not in frame.columns]
                 if missing:
