@@ -138,8 +138,10 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         from quantshift_ml.training.walkforward import run_walkforward
 
         src = _source(a, root)
+        if a.jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, not {a.jobs}")
         return run_walkforward(src.load(), _train_config(a), _gate(a), start=a.start,
-                               origin=src.name)
+                               origin=src.name, jobs=a.jobs)
     if cmd == "promote":
         store = ModelStore(root, keep_backups=a.keep_backups)
         if a.artifact.suffix != ".tar":

@@ -200,6 +200,9 @@ def _ops_parsers(sub: Any) -> None:
     source_opts(p)
     train_opts(p)
     p.add_argument("--start", default=None, help="first month to report (YYYY-MM-DD)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="monthly refits on N local processes (joblib, loky); the report "
+                        "is the same apart from 'seconds' (default 1)")
     progress_opt(p)
 
 
