@@ -188,22 +188,26 @@ def _collect_parallel(full: Dataset, config: TrainConfig, gate: GateConfig,
     from joblib import Parallel, delayed
 
     one_core = replace(config, model=replace(config.model, n_jobs=1))
-    tasks = []
-    warm = None
-    for first, month in months:
-        try:
-            ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
-        except DataError:
-            continue  # not enough history yet, as in the serial loop
-        warm = ds.fitted
-        tasks.append(delayed(_month_job)(full, ds, one_core, gate,
-                                         first - 1 - full.labeler.horizon, month, origin))
-    skipped = len(months) - len(tasks)
-    for _ in range(skipped):
-        shown.advance()
-    for part in Parallel(n_jobs=jobs, backend="loky", return_as="generator")(tasks):
+    skipped = [0]
+
+    def tasks() -> Any:
+        """Pulled by joblib as workers free up: the next relabelling overlaps the refits."""
+        warm = None
+        for first, month in months:
+            try:
+                ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
+            except DataError:
+                skipped[0] += 1  # not enough history yet, as in the serial loop
+                continue
+            warm = ds.fitted
+            yield delayed(_month_job)(full, ds, one_core, gate,
+                                      first - 1 - full.labeler.horizon, month, origin)
+
+    for part in Parallel(n_jobs=jobs, backend="loky", return_as="generator")(tasks()):
         if part is not None:
             _merge(pooled, part)
+        shown.advance()
+    for _ in range(skipped[0]):
         shown.advance()
 
 
