@@ -16,3 +16,11 @@ def test_two_processes_give_the_same_report_as_one(bars: pd.DataFrame) -> None:
     assert one["months"] >= 6
     one.pop("seconds"), two.pop("seconds")
     assert two == one
+
+
+def test_jobs_below_one_is_a_usage_error(tmp_path, capsys) -> None:
+    from quantshift_ml.cli import main
+
+    assert main(["walkforward", "--root", str(tmp_path), "--source", "bundled",
+                 "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
