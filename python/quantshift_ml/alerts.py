@@ -19,7 +19,6 @@ import ipaddress
 import json
 import logging
 import shlex
-import smtplib
 import socket
 import ssl
 import time
@@ -28,7 +27,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +216,9 @@ def check_webhook_url(var: str, url: str) -> None:
 
 
 def _send_email(cfg: AlertConfig, subject: str, body: str) -> None:
+    import smtplib  # imported on use: every command imports this module, few send mail
+    from email.message import EmailMessage
+
     msg = EmailMessage()
     msg["Subject"] = subject
     msg["From"] = cfg.email_from

@@ -18,10 +18,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml.drift import DriftThresholds
 from quantshift_ml.errors import UsageError
-from quantshift_ml.monitor import Thresholds
 from quantshift_ml.store import ModelStore
+from quantshift_ml.thresholds import DriftThresholds, Thresholds
 
 # a function adding a group of shared options (--root/--keys/--json, the data source)
 OptionHook = Callable[[argparse.ArgumentParser], None]

@@ -17,7 +17,6 @@ from quantshift_ml.alerts import KINDS
 from quantshift_ml.console import cli as console_cli
 from quantshift_ml.errors import UsageError
 from quantshift_ml.gate import BASELINE_CHOICES, METRICS
-from quantshift_ml.labels import DEFAULT_LABELER, LABELERS
 from quantshift_ml.training.config import COMBINES, ESTIMATORS, MEMORIES
 
 
@@ -50,7 +49,7 @@ def source_opts(p: argparse.ArgumentParser) -> None:
 
 def train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--years", type=float, default=defaults.YEARS, help="rolling window length")
-    p.add_argument("--labeler", choices=sorted(LABELERS), default=DEFAULT_LABELER)
+    p.add_argument("--labeler", choices=sorted(defaults.LABELERS), default=defaults.LABELER)
     p.add_argument("--gap", type=int, default=defaults.GAP,
                    help="embargo bars (>= label horizon)")
     p.add_argument("--no-stress-memory", action="store_true",
@@ -209,6 +208,9 @@ def _ops_parsers(sub: Any) -> None:
                         "(default 0: every month so far)")
     p.add_argument("--switch-margin", type=float, default=0.01,
                    help="champion row: balanced-accuracy lead a challenger needs")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="monthly refits on N local processes (joblib, loky); the report "
+                        "is the same apart from 'seconds' (default 1)")
     progress_opt(p)
 
 

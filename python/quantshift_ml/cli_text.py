@@ -7,7 +7,6 @@ from typing import Any
 
 from quantshift_ml import cli_ab
 from quantshift_ml.cli_insight import render_drift, render_explain
-from quantshift_ml.monitor import render_table
 
 
 def _train(result: dict[str, Any]) -> str:
@@ -94,6 +93,8 @@ def _verify(result: dict[str, Any]) -> str:
 
 def human(cmd: str, result: dict[str, Any]) -> str:
     """The command's result as text; commands without a renderer print their JSON."""
+    from quantshift_ml.monitor import render_table  # pandas: only when rendering a report
+
     renderers = {"monitor": render_table, "train": _train, "status": _status,
                  "backups": _backups, "walkforward": _walkforward, "doctor": doctor_text,
                  "freeze": _freeze, "verify": _verify, "explain": render_explain,

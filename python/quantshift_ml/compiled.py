@@ -41,6 +41,7 @@ class OnnxPredictor:
     classes: list[str]
     _session: Any
     _input: str
+    _proba: list[str] | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes, classes: list[str]) -> OnnxPredictor:
@@ -52,12 +53,26 @@ class OnnxPredictor:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        return cls(classes=list(classes), _session=sess, _input=sess.get_inputs()[0].name)
+        outputs = [o.name for o in sess.get_outputs()]
+        return cls(classes=list(classes), _session=sess, _input=sess.get_inputs()[0].name,
+                   _proba=outputs[1:2] or None)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels (object array) and probabilities (n, classes) for float rows."""
         labels, proba = self._session.run(None, {self._input: x.astype(np.float32)})
         return np.asarray([str(v) for v in labels], dtype=object), np.asarray(proba)
+
+
+    def proba_row(self, x32: np.ndarray) -> list[float]:
+        """Class probabilities of one float32 row (shape (1, n)) as Python floats.
+
+        The service's path: only the probabilities are asked for (the labels'
+        string tensor is neither converted nor copied), and the caller passes the
+        row already in float32 (its market cache keeps it), so nothing is copied.
+        """
+        if self._proba is None:  # an export without a separate probabilities output
+            return [float(v) for v in self.run(x32)[1][0]]
+        return list(self._session.run(self._proba, {self._input: x32})[0][0].tolist())
 
 
 def parity(predictor: OnnxPredictor, model: Any, x: np.ndarray) -> dict[str, Any]:

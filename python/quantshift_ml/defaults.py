@@ -25,6 +25,8 @@ SYMBOL = "SPY"
 MAX_CACHE_AGE_HOURS = 72.0
 """yfinance: how old a cached download may be when Yahoo cannot be reached."""
 LABELER = "hmm"
+LABELERS = ("forward", "hmm", "rules")
+"""The labelers' names (``labels.LABELERS`` builds them; the parser needs only names)."""
 YEARS = 2.0
 """The rolling window, in years."""
 GAP = 21

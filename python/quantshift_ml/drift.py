@@ -35,31 +35,17 @@ quality, and quality decides):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from quantshift_ml.thresholds import DriftThresholds as DriftThresholds
+
 TOP_K = 5
 PSI_BINS = 10
 NOVELTY_TAIL = 0.005
 """Each tail of the reference left out of the range a recent bar must stay inside."""
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """The drift checks' thresholds (monitor options; docs/monitoring.md says why)."""
-
-    importance_rank_warn: float = 0.75
-    importance_rank_crit: float = 0.6
-    importance_top_changes: int = 3
-    drift_days: int = 21
-    drift_psi: float = 1.0
-    drift_ks: float = 0.8
-    drift_novel: float = 0.5
-    drift_warn_share: float = 0.1
-    drift_crit_share: float = 0.2
 
 
 def importances(meta: dict[str, Any] | None) -> dict[str, float] | None:

@@ -37,42 +37,16 @@ from quantshift_ml import drift_checks, predlog
 from quantshift_ml.checks import CRITICAL, OK, RANK, UNKNOWN, WARNING
 from quantshift_ml.checks import check as _check
 from quantshift_ml.data.sources import DataSource
-from quantshift_ml.drift import DriftThresholds
 from quantshift_ml.errors import IntegrityError, QuantshiftError
 from quantshift_ml.features import compute_features
 from quantshift_ml.labels import make_labeler
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import append_text, atomic_write_bytes
 from quantshift_ml.textfile import textfile
+from quantshift_ml.thresholds import DriftThresholds as DriftThresholds
+from quantshift_ml.thresholds import Thresholds as Thresholds
 
 LOG_DAYS_KEPT = 30
-
-
-@dataclass(frozen=True)
-class Thresholds(DriftThresholds):
-    """Every one is a CLI option (and a key of the thresholds file); the accuracy ones
-    default per labeler; the drift ones are ``DriftThresholds``'s.
-
-    ``None`` for an accuracy threshold means the active model's labeler's value
-    (``ACCURACY_BY_LABELER``): the runbook's 0.85 / 0.75 for ``rules``, and for
-    ``hmm`` the 10th and 2nd percentiles of the monthly walk-forward accuracy of
-    the default model (docs/monitoring.md), so a warning means "worse than nine
-    months in ten", not "an ordinary month".
-    """
-
-    accuracy_warn: float | None = None
-    accuracy_crit: float | None = None
-    live_accuracy_warn: float | None = None
-    live_accuracy_crit: float | None = None
-    live_min_samples: int = 20
-    live_vol_warn: float = 0.24
-    live_vol_crit: float = 0.0
-    live_excess_warn: float = -0.026
-    age_warn_days: float = 30.0
-    age_crit_days: float = 45.0
-    disk_warn_free: float = 0.15
-    disk_crit_free: float = 0.05
-    backups_min: int = 3
 
 
 ACCURACY_BY_LABELER: dict[str, tuple[float, float]] = {

@@ -29,14 +29,16 @@ average was 3.6 % of days, a regime too thin to mean anything to a bot.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from quantshift_ml import REGIMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CALM, TURBULENT = "calm", "turbulent"
 STATES: tuple[str, str] = (CALM, TURBULENT)
@@ -114,6 +116,17 @@ def balanced_cutoff(priors: dict[str, float], calm: str, turbulent: str) -> floa
     pt = max(priors.get(turbulent, 0.0), PRIOR_FLOOR)
     pc = max(priors.get(calm, 0.0), PRIOR_FLOOR)
     return pt / (pt + pc)
+
+
+def round6(value: float) -> float:
+    """``float(np.round(value, 6))`` in plain Python, bit for bit: numpy multiplies by
+    1e6, rounds half to even (``rint``) and divides, which is what this does
+    (``round`` of a float is half-to-even; the int fits a double exactly at these
+    magnitudes). A tenth of the cost of numpy's call on a scalar."""
+    scaled = value * 1e6
+    if scaled != scaled or scaled in (float("inf"), float("-inf")):
+        return value * 1.0  # NaN and infinities pass through, as in numpy
+    return float(round(scaled)) / 1e6
 
 
 def regime_codes(names: np.ndarray) -> np.ndarray:
@@ -230,14 +243,15 @@ class RegimeModel:
         out[self._combined(p, np.asarray(x, dtype=float)) > np.round(p, 6)] = counterpart
         return out
 
-    def finish_one(self, estimator_row: np.ndarray, x_row: np.ndarray) -> tuple[str, list[float]]:
+    def finish_one(self, estimator_row: Sequence[float] | np.ndarray,
+                   x_row: Sequence[float] | np.ndarray) -> tuple[str, list[float]]:
         """``finish`` of one row without array operations: the same label and probabilities.
 
         numpy's per-call overhead made the composition cost ten times the ONNX
         inference itself on one row; the service answers one row at a time.
         """
         if self.rule is None:
-            rounded = [float(np.round(v, 6)) for v in estimator_row]
+            rounded = [round6(float(v)) for v in estimator_row]
             return str(self.classes_[rounded.index(max(rounded))]), [float(v)
                                                                      for v in estimator_row]
         col = self.__dict__.get("_turb_col")
@@ -253,13 +267,17 @@ class RegimeModel:
                 self.features.index(counterpart) if counterpart is not None else -1)
         if other >= 0 and x_row[other] == x_row[other]:  # NaN filter: the forest alone
             p = max(p, float(x_row[other]))
-        p = float(np.round(p, 6))
+        p = round6(p)
         d, s, v = (float(x_row[i]) for i in self._rule_cols)
         calm, turb = self.rule.compose_one(False, d, s, v), self.rule.compose_one(True, d, s, v)
         out = [0.0] * len(REGIMES)
         out[_COL[calm]] += 1.0 - p
         out[_COL[turb]] += p
-        return (turb if p > self.cutoff(calm, turb) else calm), out
+        cutoffs = self.__dict__.setdefault("_cutoffs", {})  # per (calm, turbulent) pair
+        cut = cutoffs.get((calm, turb))
+        if cut is None:
+            cut = cutoffs[(calm, turb)] = self.cutoff(calm, turb)
+        return (turb if p > cut else calm), out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.finish(self.estimator.predict_proba(x), x)[1]

@@ -18,6 +18,7 @@ other commands that need scikit-learn load the pickle, after the signature check
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -74,19 +75,35 @@ class Loaded:
 
     @property
     def features(self) -> list[str]:
-        return list(self.composer.features)
+        return list(self.feature_names)
 
-    @property
+    @functools.cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        """``features``, computed once (every request asks for them)."""
+        return tuple(self.composer.features)
+
+    @functools.cached_property
     def fitted(self) -> dict[str, Any] | None:
         """The labeler's fitted HMM (for the ``hmm_filter`` input), when it has one."""
         fitted = (self.meta.get("labeler") or {}).get("fitted")
         return fitted if isinstance(fitted, dict) else None
 
+    @functools.cached_property
+    def version(self) -> str:
+        return str(self.meta.get("version"))
+
     def infer(self, x: np.ndarray) -> tuple[str, dict[str, float]]:
         """Regime and class probabilities of one row (columns in ``features`` order)."""
-        _, est_proba = self.compiled.run(x)
-        regime, row = self.composer.finish_one(est_proba[0], x[0])
-        return regime, {c: round(p, 4) for c, p in zip(self.classes, row, strict=True)}
+        row = np.asarray(x, dtype=float)[0]
+        return self.infer_row(np.ascontiguousarray(x, dtype=np.float32)[:1],
+                              tuple(float(v) for v in row))
+
+    def infer_row(self, x32: np.ndarray, row: tuple[float, ...]) -> tuple[str, dict[str, float]]:
+        """``infer`` of a row given both ways the market cache keeps it: float32, shape
+        (1, n), for onnxruntime, and Python floats for the composition (issue 28:
+        numpy's per-call overhead on five numbers cost more than the trees)."""
+        regime, out = self.composer.finish_one(self.compiled.proba_row(x32), row)
+        return regime, {c: round(p, 4) for c, p in zip(self.classes, out, strict=True)}
 
 
 def _spec(meta: dict[str, Any], where: Path) -> dict[str, Any]:

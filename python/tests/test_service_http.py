@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,18 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def _open_writer(fifo: Path, within_s: float) -> int:
+    """The FIFO's write end once a reader has it open (ENXIO after ``within_s``)."""
+    end = time.monotonic() + within_s
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
 def test_sigterm_lets_the_request_in_flight_finish_and_writes_the_prediction_log(
         trained, tmp_path: Path, yahoo_csv: Path) -> None:
     """The market data come through a FIFO that is written only after SIGTERM, so the
@@ -236,8 +249,9 @@ def test_sigterm_lets_the_request_in_flight_finish_and_writes_the_prediction_log
         # received: the server started a thread for it (the one waiting for the bars)
         assert _wait_for(lambda: _threads(proc.pid) > threads)
         proc.send_signal(signal.SIGTERM)
-        # the bars arrive after the signal (ENXIO, not a hang, if nobody reads any more)
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        # the bars arrive after the signal (ENXIO, not a hang, if nobody reads any more;
+        # the reader may still be on its way: pandas is imported after READY=1)
+        fd = _open_writer(fifo, within_s=30.0)
         os.set_blocking(fd, True)
         with os.fdopen(fd, "w") as feed:
             feed.write(yahoo_csv.read_text())

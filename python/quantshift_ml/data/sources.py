@@ -16,14 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quantshift_ml import defaults
 from quantshift_ml.data.validation import validate_ohlcv
 from quantshift_ml.errors import DataError, DataSourceUnavailable, UsageError
 from quantshift_ml.store.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class DataSource(Protocol):
 
 def read_yahoo_csv(path: Path | str, *, origin: str | None = None) -> pd.DataFrame:
     """Read and validate a Yahoo-format CSV (plain or gzip)."""
+    import pandas as pd  # imported on use: the service starts without pandas
+
     p = Path(path)
     name = origin or str(p)
     if not p.exists():
@@ -182,6 +185,8 @@ class YFinanceSource:
 
 def _normalise_yf(frame: pd.DataFrame) -> pd.DataFrame:
     """Turn a yfinance frame (possibly with MultiIndex columns) into Yahoo CSV columns."""
+    import pandas as pd  # imported on use: the service starts without pandas
+
     df = frame.copy()
     if isinstance(df.columns, pd.MultiIndex):
         df.columns = [c[0] for c in df.columns]

@@ -7,10 +7,13 @@ reading the error has to open the file and fix it.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from quantshift_ml.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("Date", "Open", "High", "Low", "Close", "Volume")
 PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close")
@@ -27,6 +30,9 @@ def _first(mask: pd.Series) -> int:
 
 def _numeric(raw_col: pd.Series, col: str, dates: pd.Series, origin: str) -> np.ndarray:
     """One column as floats: refuse non-numeric, NaN/empty, infinite and absurd values."""
+    import numpy as np  # imported on use, like pandas
+    import pandas as pd  # imported on use: the service starts without pandas
+
     values = pd.to_numeric(raw_col, errors="coerce")
     bad = values.isna() & raw_col.notna()
     if bad.any():
@@ -67,6 +73,8 @@ def validate_ohlcv(raw: pd.DataFrame, *, origin: str = "data") -> pd.DataFrame:
     Raises:
         DataError: on the first problem found, naming the row or date.
     """
+    import pandas as pd  # imported on use: the service starts without pandas
+
     frame = _columns(raw, origin)
     dates = _dates(frame, origin)
     out = pd.DataFrame(index=pd.DatetimeIndex(dates.to_numpy(), name="Date"))
@@ -92,6 +100,8 @@ def _columns(raw: pd.DataFrame, origin: str) -> pd.DataFrame:
 
 def _dates(frame: pd.DataFrame, origin: str) -> pd.Series:
     """The Date column parsed (naive); refuse unparseable, duplicate or unsorted dates."""
+    import pandas as pd  # imported on use: the service starts without pandas
+
     dates = pd.to_datetime(frame["Date"], errors="coerce", utc=False)
     if dates.isna().any():
         pos = _first(dates.isna())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from quantshift_ml.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def select_window(frame: pd.DataFrame, *, years: float, as_of: str | None = None) -> pd.Timestamp:
@@ -13,6 +16,8 @@ def select_window(frame: pd.DataFrame, *, years: float, as_of: str | None = None
     ``as_of`` defaults to the last bar. Rows after ``as_of`` must be dropped by the
     caller (see ``truncate``) so nothing from the future leaks into training.
     """
+    import pandas as pd  # imported on use: the service starts without pandas
+
     if years <= 0:
         raise DataError(f"--years must be positive, got {years}")
     end = frame.index[-1] if as_of is None else pd.Timestamp(as_of)
@@ -21,6 +26,8 @@ def select_window(frame: pd.DataFrame, *, years: float, as_of: str | None = None
 
 def truncate(frame: pd.DataFrame, as_of: str | None) -> pd.DataFrame:
     """Drop bars after ``as_of`` (inclusive end); fail when none remain."""
+    import pandas as pd  # imported on use: the service starts without pandas
+
     if as_of is None:
         return frame
     try:

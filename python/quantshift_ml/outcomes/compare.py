@@ -21,10 +21,9 @@ excludes 0 and the record covers at least ``MIN_MONTHS`` months.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from quantshift_ml.ab_stats import (
     ALPHA,
@@ -43,6 +42,9 @@ from quantshift_ml.outcomes.definitions import (
     economic_returns,
     score_arm,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LABELS = {"forward_vol": "calm/turbulent against the next 20 bars' realised volatility",
           "forward_drawdown": "Bear/Crisis calls against a fall deeper than the depth",
@@ -147,6 +149,8 @@ def compare_arms(arms: Mapping[str, Calls], frame: pd.DataFrame,
     ``arms``: exactly two named regime sequences aligned with ``frame``'s rows
     (``forward_outcomes`` restricted to the scored bars, dates as index).
     """
+    import pandas as pd  # imported on use: the service starts without pandas
+
     if primary not in OUTCOMES:
         raise ValueError(f"primary outcome {primary!r} is not one of {', '.join(OUTCOMES)}")
     names = tuple(arms)

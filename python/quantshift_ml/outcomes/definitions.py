@@ -39,13 +39,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from quantshift_ml import REGIMES
 from quantshift_ml.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OUTCOMES: tuple[str, ...] = ("forward_vol", "forward_drawdown", "economic", "settled_state")
 """Every outcome, in report order; ``economic`` is the default primary one."""
@@ -109,6 +111,8 @@ def forward_outcomes(close: pd.Series, config: OutcomeConfig | None = None) -> p
     unknown), ``fwd_drawdown`` (the deepest fall as a positive share),
     ``drawdown_event`` (1.0/0.0/NaN) and ``next_return`` (NaN on the last bar).
     """
+    import pandas as pd  # imported on use: the service starts without pandas
+
     cfg = config or OutcomeConfig()
     c = pd.Series(close, dtype=float)
     logret = np.append(np.nan, np.diff(np.log(c.to_numpy())))

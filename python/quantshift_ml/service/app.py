@@ -54,15 +54,14 @@ class RegimeService:
             return 503, {"status": "unhealthy", "error": err}
         if symbol.upper() != self.symbol.upper():
             return 404, {"error": f"this service scores {self.symbol}, not {symbol}"}
-        snap = self.market.snapshot(cur.features, cur.fitted)
+        snap = self.market.snapshot(cur.feature_names, cur.fitted)
         started = time.perf_counter()
-        regime, proba = cur.infer(snap.x)
+        regime, proba = cur.infer_row(snap.x32, snap.row)
         elapsed = time.perf_counter() - started
         self.metrics.latency.observe(elapsed)
-        version = str(cur.meta.get("version"))
+        version = cur.version
         arm, served, proba_served, rules = self._arm(cur, snap, client, regime, proba)
-        self.metrics.arms.labels(arm=arm).inc()
-        self.metrics.predictions.labels(regime=served).inc()
+        self.metrics.served(arm, served)
         self.predictions.put(predlog.Prediction(
             ts=utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=served,
             probabilities=proba_served, model_version=version, arm=arm, ml_regime=regime,
@@ -80,15 +79,15 @@ class RegimeService:
         """True when ``regime`` (without explanation) would not wait on a lock or the
         data source: no model (503 at once), or its feature row already cached."""
         cur, _ = self.holder.get()
-        return cur is None or self.market.has_row(cur.features, cur.fitted)
+        return cur is None or self.market.has_row(cur.feature_names, cur.fitted)
 
     def _arm(self, cur: Loaded, snap: Snapshot, client: str, regime: str,
              proba: dict[str, float]) -> tuple[str, str, dict[str, float], str | None]:
         """(arm served, its regime, its probabilities, the rule's regime): ab.py."""
-        cols = cur.features
+        cols = cur.feature_names
         try:
-            rules: str | None = rules_regime(float(snap.x[0, cols.index("atr_ratio")]),
-                                             float(snap.x[0, cols.index("sma50_slope")]))
+            rules: str | None = rules_regime(snap.row[cols.index("atr_ratio")],
+                                             snap.row[cols.index("sma50_slope")])
         except ValueError:  # a model without the rule's inputs: the ml arm only
             rules = None
         arm = self.ab.assign(client, self.symbol, snap.bar_date) if rules else "ml"

@@ -4,30 +4,54 @@ request path (a slow or failing source never stalls or fails ``/regime``)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError
-from quantshift_ml.features import HMM_FILTER, compute_features, usable, with_hmm_filter
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+HMM_FILTER = "hmm_filter"
+"""``features.HMM_FILTER`` (features imports pandas: loaded with the first bars)."""
 
 log = logging.getLogger(__name__)
 
 
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
 def bar_age_days(bar_date: str) -> int:
     """Calendar days from the bar a regime describes to today (UTC): stale data shows."""
-    return (dt.datetime.now(dt.timezone.utc).date() - dt.date.fromisoformat(bar_date)).days
+    return _age_days(bar_date, int(time.time() // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _age_days(bar_date: str, epoch_day: int) -> int:
+    """Cached per bar and UTC day: every request asks, the answer changes at midnight."""
+    return EPOCH_ORDINAL + epoch_day - dt.date.fromisoformat(bar_date).toordinal()
+
+
+_now: tuple[int, str] = (-1, "")
 
 
 def utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    """Now (UTC) to the second, ISO 8601; formatted once per second, not per request."""
+    global _now
+    second = int(time.time())
+    cached = _now
+    if cached[0] != second:
+        cached = _now = (second, dt.datetime.fromtimestamp(second, dt.timezone.utc)
+                         .isoformat(timespec="seconds"))
+    return cached[1]
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,14 @@ class Snapshot:
     bar_date: str
     x: np.ndarray
     """float64, shape (1, n_features), columns in the order the model asked for."""
+    x32: np.ndarray = field(init=False, repr=False, compare=False)
+    """``x`` in float32, what onnxruntime takes (converted once per bar, not per request)."""
+    row: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    """``x``'s one row as Python floats, for the one-row composition."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "x32", np.ascontiguousarray(self.x, dtype=np.float32)[:1])
+        object.__setattr__(self, "row", tuple(float(v) for v in self.x[0]))
 
 
 class MarketCache:
@@ -63,6 +95,9 @@ class MarketCache:
         self.error: str | None = None
 
     def _load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        # pandas and the feature code are imported with the first bars, after READY=1
+        from quantshift_ml.features import compute_features, usable
+
         bars = self.source.load()
         feats = compute_features(bars)
         feats = feats[usable(feats)]
@@ -120,6 +155,8 @@ class MarketCache:
             if snap is None:
                 frame = self._features
                 if HMM_FILTER in features and fitted and self._bars is not None:
+                    from quantshift_ml.features import with_hmm_filter
+
                     frame = with_hmm_filter(frame, self._bars, fitted)
                 missing = [f for f in features if f not in frame.columns]
                 if missing:
@@ -133,7 +170,7 @@ class MarketCache:
     @staticmethod
     def _key(features: Sequence[str], fitted: dict[str, Any] | None) -> tuple[Any, ...]:
         fit_key = None if not fitted else (fitted.get("log_likelihood"), fitted.get("n_obs"))
-        return (tuple(features), fit_key)
+        return (features if isinstance(features, tuple) else tuple(features), fit_key)
 
     def has_row(self, features: Sequence[str], fitted: dict[str, Any] | None = None) -> bool:
         """True when ``snapshot`` would answer at once: the row is cached and nobody

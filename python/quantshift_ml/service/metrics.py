@@ -4,6 +4,7 @@ one per service object), served at ``/metrics``."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from quantshift_ml.errors import UsageError
 from quantshift_ml.served import Loaded, ModelHolder
@@ -20,6 +21,7 @@ class Metrics:
                              ) from exc
 
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.latency = Histogram(
             "quantshift_prediction_latency_seconds",
             "Model inference time of one regime (features to probabilities)",
@@ -58,6 +60,16 @@ class Metrics:
         age.set_function(_age)
         acc.set_function(_acc)
         loaded.set_function(lambda: 1.0 if holder.get()[0] is not None else 0.0)
+
+    def served(self, arm: str, regime: str) -> None:
+        """Count one answer by arm and by regime, through cached labelled children
+        (``.labels()`` costs a lock and a tuple per call: issue 28)."""
+        child = self._children.get((arm, regime))
+        if child is None:
+            child = self._children[(arm, regime)] = (self.arms.labels(arm=arm),
+                                                     self.predictions.labels(regime=regime))
+        child[0].inc()
+        child[1].inc()
 
     def model_loaded(self, cur: Loaded) -> None:
         self.info.info({"version": str(cur.meta.get("version")),

@@ -152,9 +152,10 @@ class RegimeServer:
         self.app = RegimeApp(service)
         self.socket = listening_socket(host, port)
         config = uvicorn.Config(
-            self.app, loop="asyncio", http="httptools", lifespan="off", interface="asgi3",
-            log_config=None, access_log=False, proxy_headers=False, server_header=False,
-            date_header=False, backlog=BACKLOG, timeout_graceful_shutdown=GRACE_SECONDS)
+            self.app, loop="asyncio", http="httptools", ws="none", lifespan="off",
+            interface="asgi3", log_config=None, access_log=False, proxy_headers=False,
+            server_header=False, date_header=False, backlog=BACKLOG,
+            timeout_graceful_shutdown=GRACE_SECONDS)
         self._server = _uvicorn_server_class()(config)
         self._stopped = threading.Event()
         self._stopped.set()
@@ -292,16 +293,22 @@ def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1",
           refresh_seconds: float = 300.0) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the model.
 
-    READY=1 goes out once the signal handlers are installed and the loop accepts.
+    READY=1 goes out once the signal handlers are installed and the loop accepts;
+    only then does the market cache start filling (pandas, the bars, the features:
+    about half the start's CPU), on its own thread, so a restart is ready sooner
+    and a ``/regime`` asked before the bars are in waits for them off the loop.
     """
     service = RegimeService(root, source, symbol, refresh_seconds)
     service.reload()
     server = build_server(service, host, port)
     restore = install_signal_handlers(service, server.shutdown)
-    try:
+    def started() -> None:  # the warm thread exists when READY=1 goes out
         threading.Thread(target=service.warm, name="warm", daemon=True).start()
+        notify_ready()
+
+    try:
         log.info("listening on http://%s:%d (root %s)", host, server.server_address[1], root)
-        server.serve_forever(on_started=notify_ready)
+        server.serve_forever(on_started=started)
     finally:
         server.server_close()
         service.predictions.close()

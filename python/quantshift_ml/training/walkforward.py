@@ -132,27 +132,92 @@ def _months(full: Dataset, start: str | None) -> list[tuple[int, np.ndarray]]:
     return out
 
 
+def _month_job(full: Dataset, ds: Dataset, config: TrainConfig, gate: GateConfig,
+               end_known: int, month: np.ndarray, origin: str) -> _Pooled | None:
+    """One month in a worker process: its own ``_Pooled`` (None: not enough history)."""
+    pooled = _Pooled()
+    with warnings.catch_warnings():  # as in run_walkforward, in this process too
+        warnings.filterwarnings("ignore", message=r".*sklearn\.utils\.parallel\.delayed",
+                                category=UserWarning)
+        try:
+            _one_month(full, ds, config, gate, end_known, month, pooled, origin)
+        except DataError:
+            return None
+    return pooled
+
+
+def _merge(into: _Pooled, part: _Pooled) -> None:
+    into.truth.extend(part.truth)
+    into.where.extend(part.where)
+    into.windows.extend(part.windows)
+    into.known_end.extend(part.known_end)
+    into.known.extend(part.known)
+    for name, arrays in part.preds.items():
+        into.preds.setdefault(name, []).extend(arrays)
+
+
 def _collect(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig, start: str | None,
-             origin: str) -> tuple[Dataset, _Pooled]:
+             origin: str, jobs: int = 1) -> tuple[Dataset, _Pooled]:
     labeler = make_labeler(config.labeler)
     full = prepare_dataset(bars, labeler)
     months = _months(full, start)
     pooled = _Pooled()
     warm = None
     with progress.task("walk-forward", len(months), "months") as shown:
-        for first, month in months:
-            end_known = first - 1 - labeler.horizon
-            try:
-                ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
-                warm = ds.fitted
-                _one_month(full, ds, config, gate, end_known, month, pooled, origin)
-            except DataError:
-                pass  # not enough history yet
-            shown.advance()
+        if jobs > 1:
+            _collect_parallel(full, config, gate, months, origin, jobs, pooled, shown)
+        else:
+            for first, month in months:
+                end_known = first - 1 - labeler.horizon
+                try:
+                    ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
+                    warm = ds.fitted
+                    _one_month(full, ds, config, gate, end_known, month, pooled, origin)
+                except DataError:
+                    pass  # not enough history yet
+                shown.advance()
     if not pooled.windows:
         raise DataError(f"{origin}: history too short for a walk-forward "
                         f"({config.years:g}-year window plus warm-up)")
     return full, pooled
+
+
+def _collect_parallel(full: Dataset, config: TrainConfig, gate: GateConfig,
+                      months: list[tuple[int, np.ndarray]], origin: str, jobs: int,
+                      pooled: _Pooled, shown: Any) -> None:
+    """``_collect``'s months on ``jobs`` loky processes, merged in month order.
+
+    The HMM relabelling stays here, in order: each month's fit is warm-started from
+    the previous month's, so it is a chain (and cheap beside the forest). Each
+    month's refit, gate and predictions then run in a worker on that month's
+    relabelled Dataset; the forest grows its trees on one core there (a forest
+    with a fixed seed grows the same trees whatever its ``n_jobs``), so the report
+    is the one ``jobs=1`` gives, apart from ``seconds``.
+    """
+    from joblib import Parallel, delayed
+
+    one_core = replace(config, model=replace(config.model, n_jobs=1))
+    skipped = [0]
+
+    def tasks() -> Any:
+        """Pulled by joblib as workers free up: the next relabelling overlaps the refits."""
+        warm = None
+        for first, month in months:
+            try:
+                ds = full if full.fitted is None else relabel(full, first - 1, warm=warm)
+            except DataError:
+                skipped[0] += 1  # not enough history yet, as in the serial loop
+                continue
+            warm = ds.fitted
+            yield delayed(_month_job)(full, ds, one_core, gate,
+                                      first - 1 - full.labeler.horizon, month, origin)
+
+    for part in Parallel(n_jobs=jobs, backend="loky", return_as="generator")(tasks()):
+        if part is not None:
+            _merge(pooled, part)
+        shown.advance()
+    for _ in range(skipped[0]):
+        shown.advance()
 
 
 def _refusals(windows: list[dict[str, Any]]) -> dict[str, float]:
@@ -227,8 +292,9 @@ def _champion(full: Dataset, pooled: _Pooled, pos: np.ndarray, preds: dict[str, 
 
 def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                     *, start: str | None = None, origin: str = "data",
-                    policy: ChampionPolicy | None = None) -> dict[str, Any]:
-    """Run the monthly walk-forward and return a JSON-native report."""
+                    policy: ChampionPolicy | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Run the monthly walk-forward and return a JSON-native report; ``jobs`` > 1 runs
+    the monthly refits on that many local processes (same report but ``seconds``)."""
     started = time.monotonic()
     # a report, not a training: every core grows trees (the forest is the same)
     config = replace(config, model=replace(config.model, n_jobs=-1))
@@ -238,7 +304,7 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*sklearn\.utils\.parallel\.delayed",
                                 category=UserWarning)
-        full, pooled = _collect(bars, config, gate, start, origin)
+        full, pooled = _collect(bars, config, gate, start, origin, jobs)
     y = np.concatenate(pooled.truth)
     pos = np.concatenate(pooled.where)
     preds = {k: np.concatenate(v) for k, v in pooled.preds.items()}
