@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,27 @@ def test_walkforward_page_reads_the_report(config: ConsoleConfig) -> None:
     assert 'data-series="model" data-x="2008"' in ctx["by_year"]
     with pytest.raises(UsageError, match="no walk-forward report named"):
         pages.walkforward(config, "../../etc/passwd")
+
+
+def test_walkforward_page_shows_the_champion_row_escaped(config: ConsoleConfig,
+                                                         runner: Recorder,
+                                                         tmp_path: Path) -> None:
+    report = json.loads((REPO / "docs" / "walkforward" / "hmm_default.json").read_text())
+    assert pages.walkforward(config, None)["models"][:2] == ["model", "champion"]
+    evil = "<script>alert(1)</script>"
+    policy = report["champion"]["policy"]
+    policy["share_of_months"][evil] = 0.5
+    report["champion"]["vs_family"][evil] = report["champion"]["vs_family"]["forest"]
+    policy["record_months"] = evil
+    (tmp_path / "wf").mkdir()
+    (tmp_path / "wf" / "evil.json").write_text(json.dumps(report))
+    client = TestClient(create_app(replace(config, walkforward=tmp_path / "wf"), runner),
+                        base_url="http://127.0.0.1")
+    login(client)
+    page = client.get("/walkforward?report=evil").text
+    assert 'id="wf-champion"' in page and 'id="wf-champion-vs"' in page
+    assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert f"{report['champion']['balanced_accuracy']:.3f}" in page
 
 
 def test_charts_escape_labels() -> None:
