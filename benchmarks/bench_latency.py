@@ -18,7 +18,7 @@ Measures, in one run and on the same model and the same feature rows:
   a new connection per request like ``curl``, a bounded number of requests. Each
   /regime request also appends to the SQLite prediction log, as in production.
 
-The model is the default ``TrainConfig`` (100 trees, depth 10) trained on the
+The model is the default ``TrainConfig`` (50 trees, depth 10) trained on the
 bundled S&P 500 data into a temporary root, unless ``--root`` names a root with
 an active model. Goals: compiled p99 <= 100 us (issue 5); service path p99 <=
 100 us, idle and busy (issue 28). ``--smoke`` (``make
