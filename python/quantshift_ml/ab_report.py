@@ -173,13 +173,41 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
            ab_config: AbConfig | None = None) -> dict[str, Any]:
     """The report over ``start..end`` of ``bars``, as the service would have produced it."""
     from quantshift_ml.ab import rules_regime
-    from quantshift_ml.errors import UsageError
     from quantshift_ml.features import model_frame, usable
     from quantshift_ml.labels import make_labeler
     from quantshift_ml.outcomes import forward_outcomes
     from quantshift_ml.training.config import TrainConfig
     from quantshift_ml.training.model import predict
     from quantshift_ml.training.pipeline import train_candidate
+
+    config = config or TrainConfig()
+    first = _replay_start(bars, start, end, config)
+    as_of = str(bars.loc[:first - pd.Timedelta(days=1)].index[-1].date())
+    result = train_candidate(bars, config, as_of=as_of)
+    frame = model_frame(bars, result.labeler)
+    frame = frame[usable(frame[result.bundle["features"]])].loc[first:end]
+    ml = predict(result.bundle, frame)
+    rules = [rules_regime(a, s) for a, s in zip(frame["atr_ratio"], frame["sma50_slope"],
+                                                strict=True)]
+    lab = make_labeler(result.labeler["name"], **{
+        k: v for k, v in result.labeler["params"].items() if k != "name"})
+    truth = lab.label(bars, model_frame(bars, None)).reindex(frame.index)
+    settings = ab_config or AbConfig()
+    ab = AbConfig(enabled=True, split=split, primary=settings.primary,
+                  outcomes=settings.outcomes)
+    arm_rows, paired = _served_rows(frame.index, ml, rules, truth, ab, clients, symbol)
+    market = forward_outcomes(bars["Close"], ab.outcome_config())
+    return {**build(arm_rows, paired, market=market, config=ab), "replay": {
+        "from": str(frame.index[0].date()), "to": str(frame.index[-1].date()),
+        "clients": clients, "split": split, "model_as_of": as_of,
+        "labeler": result.labeler["name"], "requested_from": start,
+        "moved": first != pd.Timestamp(start)}}
+
+
+def _replay_start(bars: pd.DataFrame, start: str, end: str, config: Any) -> pd.Timestamp:
+    """``--from`` checked, or moved to the first bar with a full training window before
+    it (UsageError when ``--to`` comes before that bar, or the dates are bad)."""
+    from quantshift_ml.errors import UsageError
 
     try:
         first, last = pd.Timestamp(start), pd.Timestamp(end)
@@ -190,8 +218,6 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
     if bars.loc[first:last].empty:
         raise UsageError(f"no bars between {start} and {end}: the data end "
                          f"{pd.DatetimeIndex(bars.index)[-1].date()}")
-    config = config or TrainConfig()
-    requested = start
     earliest = earliest_replay_start(bars, config)
     if earliest is None or earliest > last:
         when = ("these data never hold one" if earliest is None
@@ -200,37 +226,27 @@ def replay(bars: pd.DataFrame, start: str, end: str, *, clients: int = 20,
                          f"window of bars before --from, and {when}; give a longer history "
                          "or a later --to")
     if first < earliest:
-        first, start = earliest, str(earliest.date())
         log.warning("ab replay: --from %s moved to %s, the first bar with a full training "
                     "window before it (the model never sees the bars it is judged on)",
-                    requested, start)
-    as_of = str(bars.loc[:first - pd.Timedelta(days=1)].index[-1].date())
-    result = train_candidate(bars, config, as_of=as_of)
-    frame = model_frame(bars, result.labeler)
-    frame = frame[usable(frame[result.bundle["features"]])].loc[start:end]
-    ml = predict(result.bundle, frame)
-    rules = [rules_regime(a, s) for a, s in zip(frame["atr_ratio"], frame["sma50_slope"],
-                                                strict=True)]
-    lab = make_labeler(result.labeler["name"], **{
-        k: v for k, v in result.labeler["params"].items() if k != "name"})
-    truth = lab.label(bars, model_frame(bars, None)).reindex(frame.index)
-    settings = ab_config or AbConfig()
-    ab = AbConfig(enabled=True, split=split, primary=settings.primary,
-                  outcomes=settings.outcomes)
+                    start, earliest.date())
+        return earliest
+    return first
+
+
+def _served_rows(days: pd.Index, ml: Any, rules: list[str], truth: pd.Series,
+                 ab: AbConfig, clients: int, symbol: str
+                 ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+    """One sample per arm served each settled day (as the service assigns ``clients``
+    bots), and the paired (day, ml, rules, truth) rows."""
     arm_rows, paired = [], []
-    for day, m, r, t in zip(frame.index, ml, rules, truth, strict=True):
+    for day, m, r, t in zip(days, ml, rules, truth, strict=True):
         if not isinstance(t, str):
             continue  # outcome not settled by the end of the data
         d = str(day.date())
         served = {ab.assign(f"bot-{c}", symbol, d) for c in range(clients)}
         arm_rows += [(arm, m if arm == "ml" else r, t) for arm in sorted(served)]
         paired.append((d, str(m), r, t))
-    market = forward_outcomes(bars["Close"], ab.outcome_config())
-    return {**build(arm_rows, paired, market=market, config=ab), "replay": {
-        "from": str(frame.index[0].date()), "to": str(frame.index[-1].date()),
-        "clients": clients, "split": split, "model_as_of": as_of,
-        "labeler": result.labeler["name"], "requested_from": requested,
-        "moved": requested != start}}
+    return arm_rows, paired
 
 
 def earliest_replay_start(bars: pd.DataFrame, config: Any) -> pd.Timestamp | None:
