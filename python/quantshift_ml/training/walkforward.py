@@ -315,23 +315,14 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
     base_scores = {k: Scores.of(y, v) for k, v in preds.items() if k not in SIGNALS}
     best_name, best_value = strongest(base_scores, "balanced_accuracy", full.labeler.name)
     report: dict[str, Any] = {
-        "labeler": {"name": full.labeler.name, "horizon": full.labeler.horizon,
-                    "params": full.labeler.params()},
-        "config": config.to_dict(),
-        "gap_rows": config.effective_gap(full.labeler.horizon),
-        "gate": {"metric": gate.metric, "floor": gate.floor,
-                 "beat_baseline": gate.beat_baseline,
-                 "baseline_tolerance": gate.baseline_tolerance},
-        "months": len(pooled.windows),
-        "first_month": pooled.windows[0]["month"],
-        "last_month": pooled.windows[-1]["month"],
+        **_header(full, config, gate, pooled),
         "model": ev.classification_report(y, preds["model"]),
         "baselines": scores_dict(base_scores),
         "references": [k for k in REFERENCES if k in base_scores],
         "strongest_baseline": {"name": best_name, "balanced_accuracy": round(best_value, 4),
                                **rp.margin_interval(y, preds["model"], preds[best_name],
                                                     months)},
-        "halves": {},
+        "halves": _halves(y, preds, dates, months, best_name),
         "gate_pass_rate": round(float(np.mean([w["gate_passed"] for w in pooled.windows])), 4),
         "gate_refusal_rate_by_tolerance": _refusals(pooled.windows),
         "per_year": {str(yv): rp.per_period(y, preds, dates.year == yv)
@@ -344,12 +335,6 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
         "champion": _champion_report(y, preds, best_name, months, policy_report),
         "windows": pooled.windows,
     }
-    for name, mask in rp.halves(dates, months):
-        report["halves"][name] = {**rp.per_period(y, preds, mask), "margin_vs_strongest": (
-            rp.margin_interval(y[mask], preds["model"][mask], preds[best_name][mask],
-                               months[mask])), "champion_vs_strongest": (
-            rp.margin_interval(y[mask], preds["champion"][mask], preds[best_name][mask],
-                               months[mask]))}
     if full.labeler.rule is not None:
         states = full.labeler.rule.states
         t = states(y)
@@ -357,6 +342,34 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                                   for k, v in preds.items()}
     report["seconds"] = round(time.monotonic() - started, 2)
     return report
+
+
+def _header(full: Dataset, config: TrainConfig, gate: GateConfig, pooled: _Pooled
+            ) -> dict[str, Any]:
+    """What was run: the labeler, the configuration, the gate and the months."""
+    return {"labeler": {"name": full.labeler.name, "horizon": full.labeler.horizon,
+                        "params": full.labeler.params()},
+            "config": config.to_dict(),
+            "gap_rows": config.effective_gap(full.labeler.horizon),
+            "gate": {"metric": gate.metric, "floor": gate.floor,
+                     "beat_baseline": gate.beat_baseline,
+                     "baseline_tolerance": gate.baseline_tolerance},
+            "months": len(pooled.windows),
+            "first_month": pooled.windows[0]["month"],
+            "last_month": pooled.windows[-1]["month"]}
+
+
+def _halves(y: np.ndarray, preds: dict[str, np.ndarray], dates: pd.DatetimeIndex,
+            months: np.ndarray, best_name: str) -> dict[str, Any]:
+    """Every row in each half, and the model's and the champion's margins there."""
+    out = {}
+    for name, mask in rp.halves(dates, months):
+        out[name] = {**rp.per_period(y, preds, mask), **{
+            key: rp.margin_interval(y[mask], preds[row][mask], preds[best_name][mask],
+                                    months[mask])
+            for key, row in (("margin_vs_strongest", "model"),
+                             ("champion_vs_strongest", "champion"))}}
+    return out
 
 
 def _champion_report(y: np.ndarray, preds: dict[str, np.ndarray], best_name: str,
