@@ -62,7 +62,6 @@ class OnnxPredictor:
         labels, proba = self._session.run(None, {self._input: x.astype(np.float32)})
         return np.asarray([str(v) for v in labels], dtype=object), np.asarray(proba)
 
-
     def proba_row(self, x32: np.ndarray) -> list[float]:
         """Class probabilities of one float32 row (shape (1, n)) as Python floats.
 

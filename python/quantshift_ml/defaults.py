@@ -25,6 +25,9 @@ SYMBOL = "SPY"
 MAX_CACHE_AGE_HOURS = 72.0
 """yfinance: how old a cached download may be when Yahoo cannot be reached."""
 LABELER = "hmm"
+HMM_FILTER = "hmm_filter"
+"""Model input of the ``hmm`` labeler: the regime HMM's causal P(turbulent) at t (here,
+not in ``features``, so the service names it without importing pandas)."""
 LABELERS = ("forward", "hmm", "rules")
 """The labelers' names (``labels.LABELERS`` builds them; the parser needs only names)."""
 YEARS = 2.0

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from quantshift_ml import defaults
+
 FEATURES: tuple[str, ...] = (
     "atr_ratio",
     "sma20_slope",
@@ -130,7 +132,7 @@ def usable(features: pd.DataFrame) -> pd.Series:
     return features.notna().all(axis=1)
 
 
-HMM_FILTER = "hmm_filter"
+HMM_FILTER = defaults.HMM_FILTER
 """Model input of the ``hmm`` labeler: the regime HMM's causal P(turbulent) at t."""
 
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantshift_ml import defaults
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-HMM_FILTER = "hmm_filter"
-"""``features.HMM_FILTER`` (features imports pandas: loaded with the first bars)."""
+HMM_FILTER = defaults.HMM_FILTER
 
 log = logging.getLogger(__name__)
 
