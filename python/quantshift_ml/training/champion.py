@@ -26,6 +26,7 @@ import numpy as np
 
 from quantshift_ml.regimes import REGIMES
 from quantshift_ml.training.baselines import balanced_accuracy
+from quantshift_ml.training.families import RANK
 
 RECORD_MONTHS: int | None = None
 """Default record: every month so far (expanding). On both markets of the grid in
@@ -44,8 +45,6 @@ WALKFORWARD_ROWS: dict[str, str] = {"forest": "model", "hmm_filter": "hmm_filter
 
 
 def rank(name: str) -> int:
-    from quantshift_ml.training.families import RANK
-
     return RANK[name]
 
 

@@ -29,6 +29,7 @@ from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training import report as rp
 from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.config import TrainConfig
+from quantshift_ml.training.families import available
 from quantshift_ml.training.model import fit_estimator, wrap
 from quantshift_ml.training.pipeline import (
     Dataset,
@@ -269,8 +270,6 @@ class ChampionPolicy:
 def _champion(full: Dataset, pooled: _Pooled, pos: np.ndarray, preds: dict[str, np.ndarray],
               policy: ChampionPolicy) -> tuple[np.ndarray, dict[str, Any]]:
     """The champion row and its policy report (``champion.evaluate``, no refitting)."""
-    from quantshift_ml.training.families import available
-
     field_ = [f for f in available(full, list(policy.families) if policy.families else None)
               if ch.WALKFORWARD_ROWS[f] in preds]
     if not field_:
