@@ -122,6 +122,19 @@ options:
   keep_logs:
     description: Training logs kept; default the package's (C(quantshift_ml.defaults.KEEP_LOGS)).
     type: int
+  families:
+    description:
+      - Families that compete on the out-of-time record; the champion is the one trained, gated and shipped.
+      - Default the package's (C(quantshift_ml.defaults.FAMILIES)); the filters need O(labeler=hmm).
+    type: list
+    elements: str
+    choices: [hmm_filter, hmm_range_filter, forest]
+  record_months:
+    description: Months of record re-fitted at this training (the previous release's record is reused and extended).
+    type: int
+  switch_margin:
+    description: Balanced-accuracy lead over the incumbent family a challenger needs on the record (docs/model.md).
+    type: float
 attributes:
   check_mode:
     support: full
@@ -223,6 +236,20 @@ promoted:
   description: Whether the candidate was promoted on this host.
   returned: always
   type: bool
+family:
+  description: The family trained and shipped (the record's champion).
+  returned: always
+  type: str
+  sample: hmm_range_filter
+champion:
+  description:
+    - The policy's decision - family, incumbent family, reason, field, margin, settled rows, each family's
+      balanced accuracy on the record with its month-block 95 % interval, months re-fitted and reused.
+  returned: always
+  type: dict
+  sample: {"family": "hmm_range_filter", "incumbent_family": "forest", "settled_rows": 251,
+           "reason": "hmm_range_filter replaces forest: ...",
+           "scores": {"forest": {"balanced_accuracy": 0.8785, "ci95": [0.7061, 0.9823], "months": 12}}}
 """
 
 from ansible.module_utils.quantshift_common import new_module, run_module
@@ -249,6 +276,10 @@ ARGUMENT_SPEC = dict(
     baseline_tolerance=dict(type="float"),
     promote=dict(type="bool", default=False),
     keep_logs=dict(type="int"),
+    families=dict(type="list", elements="str",
+                  choices=["hmm_filter", "hmm_range_filter", "forest"]),
+    record_months=dict(type="int"),
+    switch_margin=dict(type="float"),
 )
 
 
@@ -256,7 +287,10 @@ def _config(p):
     """The training configuration; unset options keep the package's defaults."""
     from quantshift_ml.training.config import TrainConfig, model_params
 
-    given = {k: p[k] for k in ("years", "gap") if p[k] is not None}
+    given = {k: p[k] for k in ("years", "gap", "record_months", "switch_margin")
+             if p[k] is not None}
+    if p["families"]:
+        given["families"] = tuple(p["families"])
     return TrainConfig(labeler=p["labeler"], stress_memory=p["stress_memory"],
                        memory=p["memory"], estimator=p["estimator"], combine=p["combine"],
                        tune=p["tune"],

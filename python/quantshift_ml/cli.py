@@ -51,11 +51,15 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
              "max_features": a.max_features, "min_samples_leaf": a.min_samples_leaf,
              "class_weight": a.class_weight, "random_state": a.seed,
              "max_samples": a.max_samples}
+    champion: dict[str, Any] = {}
+    if a.command == "train":  # the walk-forward's options of these names set its policy
+        champion = {"families": tuple(n.strip() for n in a.families.split(",") if n.strip()),
+                    "record_months": a.record_months, "switch_margin": a.switch_margin}
     return TrainConfig(years=a.years, labeler=a.labeler, gap=a.gap,
                        stress_memory=not a.no_stress_memory,
                        memory="window" if a.no_stress_memory else a.memory,
                        estimator=a.estimator, combine=a.combine, tune=a.tune,
-                       tune_trials=a.tune_trials,
+                       tune_trials=a.tune_trials, **champion,
                        model=model_params({k: v for k, v in given.items() if v is not None}))
 
 
@@ -205,6 +209,8 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
                 "skipped": [] if choice is None else choice.skipped}
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
+    if cmd == "champion":
+        return operations.champion(root)
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
 
 

@@ -118,10 +118,33 @@ def explain_cmd(a: argparse.Namespace, root: Path, source: Any) -> dict[str, Any
     from quantshift_ml.explain import explain_active
 
     store = ModelStore(root)
+    art = store.verify(store.layout.active_pkl)
+    if (art.meta.get("family") or "forest") != "forest":  # its signed spec: no pickle
+        result = _explain_filter(art.meta, source.load(), a.as_of)
+        return {**result, "version": art.version, "sha256": art.sha256,
+                "source": source.describe()}
     bundle, art = store.load_model(store.layout.active_pkl)  # signature first
     result = explain_active(bundle, source.load(), a.as_of).as_dict()
     return {**result, "version": art.version, "sha256": art.sha256,
             "source": source.describe()}
+
+
+def _explain_filter(meta: dict[str, Any], bars: Any, as_of: str | None) -> dict[str, Any]:
+    """A filter release's answer for the newest bar on or before ``as_of``, in log-odds."""
+    import pandas as pd
+
+    from quantshift_ml.features import compute_features, usable
+    from quantshift_ml.filterspec import FilterSpec, explain
+
+    spec = FilterSpec.from_dict(meta.get("filter") or {}, "active model")
+    feats = compute_features(bars)
+    feats = feats[usable(feats)]
+    if as_of:
+        feats = feats[pd.DatetimeIndex(feats.index) <= pd.Timestamp(as_of)]
+    if feats.empty:
+        raise UsageError(f"no usable bar on or before {as_of}")
+    day = feats.index[-1]
+    return explain(spec, bars.loc[:day], feats)
 
 
 def _reference(spec: str) -> tuple[str, str]:
@@ -154,6 +177,16 @@ def drift_cmd(a: argparse.Namespace, root: Path, source: Any) -> dict[str, Any]:
 
 
 def render_explain(result: dict[str, Any]) -> str:
+    if "terms" in result:  # a filter family: Bayes' rule in log-odds
+        lines = [f"{result['date']}: {result['regime']} ({result['family']}, P(turbulent) "
+                 f"{result['p_turbulent']:.3f}, cut-off {result['cutoff']:.3f})",
+                 f"  prior log-odds    {result['prior_log_odds']:+.4f}  "
+                 f"(P {result['prior_p_turbulent']:.3f})"]
+        lines += [f"  {t['input']:<18}{t['value'] if t['value'] is not None else 'n/a':>10}  "
+                  f"{t['log_likelihood_ratio']:+.4f}" for t in result["terms"]]
+        lines.append(f"  posterior log-odds {result['posterior_log_odds']:+.4f}; rule: "
+                     + ", ".join(f"{k} {v}" for k, v in result["rule"].items()))
+        return "\n".join(lines)
     head = (f"{result['date']}: {result['regime']} (P({result['explained']}) "
             f"{result['probability']:.3f}")
     forest = result.get("forest_probability", result["probability"])

@@ -107,6 +107,21 @@ def freeze_opts(p: argparse.ArgumentParser) -> None:
                    help="train/promote: override a freeze (logged and alerted)")
 
 
+def champion_opts(p: argparse.ArgumentParser) -> None:
+    """``train``'s champion settings (docs/model.md, "Champion and challengers")."""
+    g = p.add_argument_group("champion (the family that ships is chosen on an out-of-time "
+                             "record)")
+    g.add_argument("--families", default=",".join(defaults.FAMILIES),
+                   help="comma-separated families that compete (default: %(default)s)")
+    g.add_argument("--record-months", type=int, default=defaults.RECORD_MONTHS,
+                   help="months of record re-fitted at this training, each at its own "
+                        "monthly cut-off (the previous release's record is reused and "
+                        "extended; default %(default)s)")
+    g.add_argument("--switch-margin", type=float, default=defaults.SWITCH_MARGIN,
+                   help="balanced-accuracy lead over the incumbent family a challenger "
+                        "needs on the record (default %(default)s)")
+
+
 def _model_parsers(sub: Any, exit_codes: str) -> None:
     """Commands that train, promote, restore, check or use a model."""
     p = sub.add_parser("train", help="train a candidate, gate it, optionally promote it",
@@ -118,6 +133,7 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("--keep-backups", type=int, default=defaults.KEEP_BACKUPS)
     p.add_argument("--keep-logs", type=int, default=defaults.KEEP_LOGS)
     p.add_argument("--check", action="store_true", help="train and gate; write nothing")
+    champion_opts(p)
     progress_opt(p)
     freeze_opts(p)
 
@@ -149,6 +165,10 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("--to", default="latest", help="backup VERSION, latest, or active")
     p.add_argument("--force", action="store_true",
                    help="decide a rollback to it even below the floor (decision.forced)")
+
+    p = sub.add_parser("champion", help="the active model's family, its record and why it "
+                                        "was chosen")
+    common(p)
 
     p = sub.add_parser("predict", help="regime of the newest bar with the active model")
     common(p)

@@ -12,13 +12,15 @@ from quantshift_ml.cli_insight import render_drift, render_explain
 def _train(result: dict[str, Any]) -> str:
     m, g = result["metrics"], result["gate"]
     lines = [f"version {result['version']}",
+             f"Family: {result.get('family', 'forest')}"
+             + (f" ({result['champion']['reason']})" if result.get("champion") else ""),
              f"Test Accuracy: {m['test_accuracy']:.3f}",
              "CV Accuracy: " + ("n/a" if m["cv_accuracy"] is None
                                 else f"{m['cv_accuracy']:.3f}"),
              f"Balanced Accuracy: {m['balanced_accuracy']:.3f}",
              "Baselines: " + ", ".join(f"{k} {v['balanced_accuracy']:.3f}"
                                        for k, v in result["baselines"].items()),
-             "Features: " + ", ".join(f["feature"] for f in m["top_features"]),
+             "Features: " + (", ".join(f["feature"] for f in m["top_features"]) or "n/a"),
              g["summary"]]
     if result.get("promoted"):
         lines.append(f"promoted {result['current']['version']} ({result['sha256'][:12]})")
@@ -73,6 +75,25 @@ def _walkforward(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _champion(result: dict[str, Any]) -> str:
+    """The family, why, and each family's record score with its interval."""
+    head = f"{result['version']}: family {result['family']}"
+    if result.get("chosen_on") is None:
+        return f"{head}\n{result['reason']}"
+    rec = result["record"]
+    rows = [head + f", chosen on {result['chosen_on']} (switch margin "
+                   f"{result['switch_margin']:g})",
+            result["reason"],
+            f"record: {rec['rows']} rows, {result['settled_rows']} settled, "
+            f"{len(rec['months'])} months ({rec['first_date']}..{rec['last_date']})",
+            f"{'family':18}{'balanced':>9}  95 % interval (month blocks)"]
+    for name, s in result["scores"].items():
+        value, ci = s.get("balanced_accuracy"), s.get("ci95")
+        rows.append(f"{name:18}{'n/a' if value is None else f'{value:.4f}':>9}  "
+                    + (f"{ci[0]:.4f}..{ci[1]:.4f}" if ci else "n/a"))
+    return "\n".join(rows)
+
+
 def _freeze(result: dict[str, Any]) -> str:
     if "frozen_runs" in result:
         runs = result["frozen_runs"]
@@ -97,7 +118,8 @@ def human(cmd: str, result: dict[str, Any]) -> str:
 
     renderers = {"monitor": render_table, "train": _train, "status": _status,
                  "backups": _backups, "walkforward": _walkforward, "doctor": doctor_text,
-                 "freeze": _freeze, "verify": _verify, "explain": render_explain,
+                 "freeze": _freeze, "verify": _verify, "champion": _champion,
+                 "explain": render_explain,
                  "drift": render_drift,
                  "ab": lambda r: cli_ab.render(r) if "arms" in r else json.dumps(r, indent=2)}
     render = renderers.get(cmd)

@@ -34,6 +34,14 @@ YEARS = 2.0
 """The rolling window, in years."""
 GAP = 21
 """Embargo in bars between training and holdout rows (>= the labels' horizon, 20)."""
+FAMILIES: tuple[str, ...] = ("hmm_filter", "hmm_range_filter", "forest")
+"""The families that compete at every training, simplest first (``training.families``)."""
+FILTER_FAMILIES: tuple[str, ...] = ("hmm_filter", "hmm_range_filter")
+"""The families served from a signed JSON spec (``filterspec``), not from ONNX."""
+RECORD_MONTHS = 12
+"""Months of the champion's record re-fitted at a training (``training.record``)."""
+SWITCH_MARGIN = 0.01
+"""Balanced-accuracy lead over the incumbent family a challenger needs (docs/model.md)."""
 SERVICE_PORT = 8787
 CONSOLE_IDLE_MINUTES = 30.0
 """A console session with no request for this long ends (``--idle-minutes``,

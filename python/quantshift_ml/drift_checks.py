@@ -29,8 +29,11 @@ def importance_check(store: ModelStore, meta: dict[str, Any], t: drift.DriftThre
     history = drift.importance_history([*history_metas, meta])
     now = drift.importances(meta)
     if now is None:
-        why = ((meta.get("importance") or {}).get("error") or
-               "no SHAP importances in its metadata (trained before they were recorded)")
+        family = meta.get("family") or "forest"
+        why = ((meta.get("importance") or {}).get("error") or (
+            f"a {family} release has no SHAP importances (a filter's answer is explained "
+            "in log-odds, `quantshift-ml explain`)" if family != "forest" else
+            "no SHAP importances in its metadata (trained before they were recorded)"))
         return _check("importance_drift", "UNKNOWN", None, f"unknown: {version}: {why}",
                       history=history)
     previous = next((m for m in reversed(history_metas) if drift.importances(m)), None)
@@ -57,7 +60,7 @@ def importance_check(store: ModelStore, meta: dict[str, Any], t: drift.DriftThre
 def input_frame(meta: dict[str, Any], source: DataSource) -> pd.DataFrame:
     """The model's inputs on the monitor's data, usable rows only."""
     features = list(meta.get("features") or [])
-    frame = model_frame(source.load(), meta.get("labeler"))
+    frame = model_frame(source.load(), meta.get("labeler"), meta.get("filter"))
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise QuantshiftError(f"the data cannot provide the model's inputs {missing}")

@@ -155,6 +155,14 @@ def with_hmm_filter(features: pd.DataFrame, bars: pd.DataFrame, fitted: Any) -> 
         features.index).to_numpy()})
 
 
-def model_frame(bars: pd.DataFrame, bundle_labeler: dict[str, Any] | None) -> pd.DataFrame:
-    """Every input a stored model may ask for: ``FEATURES`` and, for ``hmm``, the filter."""
-    return with_hmm_filter(compute_features(bars), bars, (bundle_labeler or {}).get("fitted"))
+def model_frame(bars: pd.DataFrame, bundle_labeler: dict[str, Any] | None,
+                filter_spec: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Every input a stored model may ask for: ``FEATURES`` and, for ``hmm``, the filter;
+    with a filter release's ``filter_spec`` (its metadata's ``filter``), that filter's
+    own P(turbulent) too (``filterspec.FILTER_P``)."""
+    frame = with_hmm_filter(compute_features(bars), bars, (bundle_labeler or {}).get("fitted"))
+    if filter_spec:
+        from quantshift_ml.filterspec import FilterSpec, with_column
+
+        frame = with_column(FilterSpec.from_dict(filter_spec, "metadata"), bars, frame)
+    return frame

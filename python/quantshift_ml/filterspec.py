@@ -26,13 +26,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import hmm
+from quantshift_ml import defaults, hmm
 from quantshift_ml.errors import IntegrityError
-from quantshift_ml.regimes import REGIMES, RULE_FEATURES, RegimeRule
+from quantshift_ml.regimes import FILTER_INPUTS, FILTER_P, REGIMES, RULE_FEATURES, RegimeRule
 
-FILTER_FAMILIES: tuple[str, ...] = ("hmm_filter", "hmm_range_filter")
+FILTER_FAMILIES: tuple[str, ...] = defaults.FILTER_FAMILIES
 SPEC_FORMAT = 1
 """Bumped when a spec's meaning changes; an unknown format is refused, not guessed."""
+INPUTS: tuple[str, ...] = FILTER_INPUTS
+"""A filter release's inputs, in order: what its bundle's ``features`` and its
+metadata's ``serving.features`` name (the market cache computes ``FILTER_P``)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,51 @@ def p_turbulent(spec: FilterSpec, bars: pd.DataFrame) -> np.ndarray:
     else:
         p[1:] = hmm.range_filtered(spec.params, spec.law, r, hmm.log_range(bars)[1:])
     return p
+
+
+def with_column(spec: FilterSpec, bars: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``features`` plus ``FILTER_P``: the filter run over every bar, aligned by date
+    (the same start as at training, so the answer for a bar does not depend on how
+    much later history the caller holds)."""
+    p = pd.Series(p_turbulent(spec, bars), index=bars.index)
+    return features.assign(**{FILTER_P: p.reindex(features.index).to_numpy()})
+
+
+def compose_row(spec: FilterSpec, row: tuple[float, ...]) -> tuple[str, dict[str, float]]:
+    """Regime and per-regime probabilities of one row in ``INPUTS`` order (plain Python:
+    the service's one-row path)."""
+    p, drawdown, slope, vs200 = row
+    regime = spec.rule.compose_one(p > spec.cutoff, drawdown, slope, vs200)
+    return regime, probabilities(regime, p, spec, dict(zip(RULE_FEATURES, row[1:],
+                                                           strict=True)))
+
+
+class FilterModel:
+    """A filter spec with the estimator-like face the bundle's readers use
+    (``features``, ``classes_``, ``predict``, ``predict_proba`` on rows in ``INPUTS``
+    order): ``predict``, ``evaluate`` and the gate's incumbent check read every
+    family's bundle alike. Holds only the spec's JSON form, so what a pickle of it
+    carries is the signed spec's numbers and nothing else."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.spec_dict = json.loads(json.dumps(dict(spec)))
+        self.features = list(INPUTS)
+        self.classes_ = np.asarray(REGIMES, dtype=object)
+
+    @property
+    def spec(self) -> FilterSpec:
+        return FilterSpec.from_dict(self.spec_dict, "bundle")
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        return np.asarray([compose_row(spec, tuple(float(v) for v in r))[0]
+                           for r in np.asarray(x, dtype=float)], dtype=object)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        rows = [compose_row(spec, tuple(float(v) for v in r))[1]
+                for r in np.asarray(x, dtype=float)]
+        return np.asarray([[r[c] for c in REGIMES] for r in rows], dtype=float)
 
 
 def regimes(spec: FilterSpec, p: np.ndarray, features: pd.DataFrame) -> np.ndarray:

@@ -23,20 +23,20 @@ from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
 from quantshift_ml.explain import importance_summary
 from quantshift_ml.features import model_frame, usable
 from quantshift_ml.gate import GateConfig, decide, gate_for, meets_floor, rollback_decision
-from quantshift_ml.served import serving_spec
+from quantshift_ml.served import check_servable, serving_spec
 from quantshift_ml.store import ModelStore, backups
 from quantshift_ml.store.backups import BackupCheck
 from quantshift_ml.store.checks import load_artifact
 from quantshift_ml.store.files import sha256_file
 from quantshift_ml.store.layout import VERSION_RE, meta_for, onnx_for
 from quantshift_ml.training.config import TrainConfig
-from quantshift_ml.training.model import predict, predict_proba, regime_model
+from quantshift_ml.training.contest import train_champion
+from quantshift_ml.training.model import inputs_frame, predict, predict_proba, regime_model
 from quantshift_ml.training.pipeline import (
     Prepared,
     TrainResult,
     check_history,
     score_incumbent,
-    train_candidate,
 )
 from quantshift_ml.training.results import Scores, Unscored
 
@@ -130,6 +130,7 @@ def _metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | Non
     """The candidate's metadata before staging adds its files, ONNX and signature."""
     return {
         "version": version,
+        "family": result.family,
         "trained_at": _utcnow().isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "labeler": result.labeler,
@@ -142,6 +143,7 @@ def _metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | Non
         "data": result.data,
         "libraries": library_versions(),
         "training_seconds": result.seconds,
+        "champion": result.champion,
         **importance,
     }
 
@@ -152,17 +154,21 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
     if not check_mode:
         store.recover()
     incumbent_bundle, incumbent_ref, incumbent_meta = _load_incumbent(store)
-    result = train_candidate(prepared.ds.bars, config, incumbent=incumbent_bundle,
-                             origin=str(source.describe().get("path", source.name)),
-                             source=source.describe(), prepared=prepared)
+    result = train_champion(prepared.ds.bars, config, incumbent=incumbent_bundle,
+                            incumbent_meta=incumbent_meta,
+                            origin=str(source.describe().get("path", source.name)),
+                            source=source.describe(), prepared=prepared)
     # what was in place (version, sha, state) and how it scored on the same rows
     incumbent = {**(incumbent_ref or {}), **(result.incumbent or {})} or None
     scored = result.incumbent_scores
     decision = decide(result.candidate.holdout, scored if isinstance(scored, Scores) else None,
                       gate, result.baseline_scores)
     version = store.new_version()
-    meta = _metadata(result, version, incumbent, decision, _importance(result, incumbent_meta))
-    out: dict[str, Any] = {"version": version, "gate": decision, "metrics": result.metrics,
+    importance = _importance(result, incumbent_meta) if result.family == "forest" else {}
+    meta = _metadata(result, version, incumbent, decision, importance)
+    out: dict[str, Any] = {"version": version, "family": result.family,
+                           "champion": champion_brief(result.champion),
+                           "gate": decision, "metrics": result.metrics,
                            "baselines": result.baselines, "incumbent": incumbent,
                            "data": result.data, "labeler": result.labeler,
                            "check_mode": check_mode, "promoted": False, "changed": False}
@@ -180,6 +186,46 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         return out
     # the bundle names its own version, so every training is a distinct artifact (sha)
     result.bundle["version"] = version
+    onnx = _servable(result, meta)
+    art = store.stage(result.bundle, meta, onnx=onnx)
+    meta = art.meta
+    log_path = traininglog.write(store.layout, meta, keep=keep_logs)
+    files = [str(art.pkl), str(meta_for(art.pkl))]
+    if onnx is not None:
+        files.append(str(onnx_for(art.pkl)))
+    out.update({"sha256": art.sha256, "artifact": str(art.pkl), "metadata": str(meta_for(art.pkl)),
+                "files": files, "compiled": meta.get("onnx") or {"filter": meta.get("filter")},
+                "training_log": str(log_path),
+                "changed": True})
+    if promote:
+        promo = store._install(store.verify(art.pkl), reason="promote")
+        out.update({"promoted": True, "previous": promo["previous"], "current": promo["current"],
+                    "pruned_backups": promo.get("pruned", [])})
+    return out
+
+
+def champion_brief(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The policy's decision without the record's rows (results, logs, Ansible)."""
+    if champion is None:
+        return None
+    return {k: v for k, v in champion.items() if k != "record"}
+
+
+def _servable(result: TrainResult, meta: dict[str, Any]) -> bytes | None:
+    """What the service will run, recorded in the metadata before it is signed.
+
+    A forest: compiled to ONNX, parity-checked on the holdout (``onnx``) and its
+    composition (``serving``). A filter: its spec (``filter``) and its inputs
+    (``serving``); no ONNX, no pickle needed to serve it.
+    """
+    if result.family != "forest":
+        spec = result.bundle["model"].spec_dict
+        meta["filter"] = spec
+        meta["serving"] = {"family": result.family, "features": list(result.bundle["features"]),
+                           "classes": list(result.bundle["classes"])}
+        log.info("Champion %s: served from its signed spec (cut-off %.4f)", result.family,
+                 float(spec["cutoff"]))
+        return None
     onnx, onnx_report = compile_checked(regime_model(result.bundle),
                                         result.holdout_features.to_numpy(dtype=float))
     meta["onnx"] = {"parity": onnx_report} if onnx is not None else {"error": onnx_report.get(
@@ -191,20 +237,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
     else:
         log.info("Compiled: ONNX parity ok on %d holdout rows (max |dp| %.1e)",
                  onnx_report["rows"], onnx_report["max_probability_diff"])
-    art = store.stage(result.bundle, meta, onnx=onnx)
-    meta = art.meta
-    log_path = traininglog.write(store.layout, meta, keep=keep_logs)
-    files = [str(art.pkl), str(meta_for(art.pkl))]
-    if onnx is not None:
-        files.append(str(onnx_for(art.pkl)))
-    out.update({"sha256": art.sha256, "artifact": str(art.pkl), "metadata": str(meta_for(art.pkl)),
-                "files": files, "compiled": meta["onnx"], "training_log": str(log_path),
-                "changed": True})
-    if promote:
-        promo = store._install(store.verify(art.pkl), reason="promote")
-        out.update({"promoted": True, "previous": promo["previous"], "current": promo["current"],
-                    "pruned_backups": promo.get("pruned", [])})
-    return out
+    return onnx
 
 
 def status(root: Path) -> dict[str, Any]:
@@ -235,6 +268,7 @@ def status(root: Path) -> dict[str, Any]:
             "age_days": age_days, "test_accuracy": m.get("test_accuracy"),
             "cv_accuracy": m.get("cv_accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
             "labeler": (meta.get("labeler") or {}).get("name"),
+            "family": meta.get("family") or "forest",
             "integrity": "ok" if state.state == "ok" else f"{state.state}: {state.detail}",
         }
     info["backups"] = [_backup_entry(c) for c in store.checked_backups()]
@@ -247,7 +281,7 @@ def _backup_entry(c: BackupCheck) -> dict[str, Any]:
     meta = c.artifact.meta if c.artifact is not None else _unverified_meta(c.pkl)
     return {"version": c.version, "sha256": meta.get("sha256"),
             "test_accuracy": (meta.get("metrics") or {}).get("test_accuracy"),
-            **c.as_dict()}
+            "family": meta.get("family") or "forest", **c.as_dict()}
 
 
 def _unverified_meta(pkl: Path) -> dict[str, Any]:
@@ -279,14 +313,38 @@ def verify(root: Path, target: str = "active") -> dict[str, Any]:
     for p in paths:
         try:
             art = store.verify(p)
+            check_servable(art.meta, p)
             checked.append({"file": str(p), "version": art.version, "sha256": art.sha256,
-                            "state": "ok"})
+                            "family": art.meta.get("family") or "forest", "state": "ok"})
         except IntegrityError as exc:
             checked.append({"file": str(p), "state": "failed", "error": str(exc)})
     bad = [c for c in checked if c["state"] != "ok"]
     if bad and target != "all":
         raise IntegrityError(bad[0]["error"])
     return {"ok": not bad, "verified": checked, "failed": len(bad)}
+
+
+def champion(root: Path) -> dict[str, Any]:
+    """The active release's family and the record it was chosen on (signature checked).
+
+    A release trained before families competed has no record: it is a forest,
+    chosen by no policy, and says so.
+    """
+    store = ModelStore(root)
+    store.recover_if_interrupted()
+    art = store.verify(store.layout.active_pkl)
+    decision = champion_brief(art.meta.get("champion"))
+    out: dict[str, Any] = {"version": art.version, "sha256": art.sha256,
+                           "family": art.meta.get("family") or "forest"}
+    if decision is None:
+        return {**out, "chosen_on": None, "record": None,
+                "reason": "trained before families competed: a forest, no record"}
+    rec = (art.meta.get("champion") or {}).get("record") or {}
+    dates = rec.get("dates") or []
+    return {**out, **decision, "record": {"months": rec.get("months") or [],
+                                          "first_date": dates[0] if dates else None,
+                                          "last_date": dates[-1] if dates else None,
+                                          "rows": len(dates)}}
 
 
 def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,
@@ -330,7 +388,7 @@ def predict_latest(root: Path, source: DataSource) -> dict[str, Any]:
     store.recover_if_interrupted()
     bundle, art = store.load_model(store.layout.active_pkl)
     bars = source.load()
-    feats = model_frame(bars, bundle.get("labeler"))[bundle["features"]]
+    feats = inputs_frame(bundle, bars, model_frame(bars, None))[bundle["features"]]
     ok = usable(feats)
     if not ok.any():
         from quantshift_ml.errors import DataError

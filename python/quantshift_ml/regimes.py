@@ -45,6 +45,11 @@ STATES: tuple[str, str] = (CALM, TURBULENT)
 """The learned axis, in the order of a binary estimator's ``classes_``."""
 TURBULENT_REGIMES: tuple[str, ...] = ("Crisis", "Bear", "High Vol")
 RULE_FEATURES: tuple[str, str, str] = ("drawdown_252", "sma50_slope", "close_vs_sma200")
+FILTER_P = "filter_p_turbulent"
+"""The column a served filter family reads: its own P(turbulent) up to each bar."""
+FILTER_INPUTS: tuple[str, ...] = (FILTER_P, *RULE_FEATURES)
+"""A filter release's inputs, in order (``filterspec``; here so that the service
+names them without importing pandas)."""
 _COL = {name: REGIMES.index(name) for name in REGIMES}
 PRIOR_FLOOR = 0.001
 """A regime absent from the training rows still weighs as if it were 0.1 % of them."""

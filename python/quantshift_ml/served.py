@@ -23,15 +23,24 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantshift_ml import REGIMES
 from quantshift_ml.compiled import CompiledUnavailable, OnnxPredictor
+from quantshift_ml.defaults import FILTER_FAMILIES
 from quantshift_ml.errors import IntegrityError
+from quantshift_ml.regimes import FILTER_INPUTS as INPUTS
 from quantshift_ml.regimes import RegimeModel, RegimeRule
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import onnx_for
+
+if TYPE_CHECKING:
+    from quantshift_ml.filterspec import FilterSpec
+
+AB_ONLY = ("atr_ratio",)
+"""Read by the A/B rules arm from the served row (``ab.rules_regime``), not by a filter."""
 
 log = logging.getLogger(__name__)
 ENGINE = "onnxruntime"
@@ -68,10 +77,15 @@ class Loaded:
     composer: RegimeModel
     classes: list[str]
     engine_reason: str = ""
+    spec = None  # a forest has no filter spec
 
     @property
     def engine(self) -> str:
         return ENGINE
+
+    @property
+    def family(self) -> str:
+        return str(self.meta.get("family") or "forest")
 
     @property
     def features(self) -> list[str]:
@@ -119,9 +133,75 @@ def _spec(meta: dict[str, Any], where: Path) -> dict[str, Any]:
     return spec
 
 
-def load_verified(store: ModelStore, pkl: Path) -> Loaded:
-    """Signature, sha256s, then onnxruntime on the verified bytes and a one-row smoke test."""
+def check_servable(meta: dict[str, Any], where: Path) -> None:
+    """A filter release's signed spec must be complete and valid (``verify`` says so
+    before a rollout, not the service after it); a forest's ONNX is checked by sha256."""
+    if str(meta.get("family") or "forest") in FILTER_FAMILIES:
+        from quantshift_ml.filterspec import FilterSpec
+
+        FilterSpec.from_dict(meta.get("filter") or {}, str(where))
+
+
+@dataclass
+class LoadedFilter:
+    """A verified filter release ready to serve: its signed spec, nothing compiled."""
+
+    meta: dict[str, Any]
+    loaded_at: str
+    spec: FilterSpec
+    classes: list[str]
+    engine_reason: str = ""
+
+    engine = "filterspec"
+    fitted = None  # the filter column comes from ``spec``, not from an hmm_filter input
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.feature_names)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The filter's inputs, then what the A/B test's rules arm reads besides them
+        (``atr_ratio``; ``sma50_slope`` is a rule input already)."""
+        return (*INPUTS, *AB_ONLY)
+
+    @functools.cached_property
+    def version(self) -> str:
+        return str(self.meta.get("version"))
+
+    def infer(self, x: np.ndarray) -> tuple[str, dict[str, float]]:
+        row = tuple(float(v) for v in np.asarray(x, dtype=float)[0])
+        return self.infer_row(np.asarray(x, dtype=np.float32)[:1], row)
+
+    def infer_row(self, x32: np.ndarray, row: tuple[float, ...]) -> tuple[str, dict[str, float]]:
+        """Regime and probabilities of the row (``INPUTS`` order): the cut-off, the rule."""
+        from quantshift_ml.filterspec import compose_row
+
+        return compose_row(self.spec, row[:len(INPUTS)])
+
+
+def _load_filter(art_meta: dict[str, Any], pkl: Path) -> LoadedFilter:
+    """A filter release (pandas and the filter code are imported for it, not for a forest)."""
+    from quantshift_ml.filterspec import FilterSpec
+
+    spec = FilterSpec.from_dict(art_meta.get("filter") or {}, str(pkl))
+    return LoadedFilter(meta=art_meta, loaded_at=_utcnow(), spec=spec,
+                        classes=list(REGIMES),
+                        engine_reason=f"signed {spec.family} spec (cut-off {spec.cutoff:.4f}); "
+                                      "no compiled model and no pickle needed")
+
+
+def load_verified(store: ModelStore, pkl: Path) -> Loaded | LoadedFilter:
+    """Signature, sha256s, then onnxruntime on the verified bytes and a one-row smoke test
+    (a filter release: signature, sha256, then its spec validated)."""
     store.recover_if_interrupted()
+    peek = store.load_artifact(pkl).meta
+    if str(peek.get("family") or "forest") in FILTER_FAMILIES:
+        return _load_filter(store.verify(pkl).meta, pkl)
     path = onnx_for(pkl)
     data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
     art = store.verify(pkl, onnx_content=data)  # the bytes onnxruntime gets are the checked ones
@@ -154,7 +234,7 @@ class ModelHolder:
         self.store = ModelStore(root)
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self.current: Loaded | None = None
+        self.current: Loaded | LoadedFilter | None = None
         self.error: str | None = "not loaded yet"
 
     def load(self) -> bool:
@@ -174,6 +254,6 @@ class ModelHolder:
                  str(loaded.meta.get("sha256"))[:12], loaded.engine, loaded.engine_reason)
         return True
 
-    def get(self) -> tuple[Loaded | None, str | None]:
+    def get(self) -> tuple[Loaded | LoadedFilter | None, str | None]:
         with self._lock:
             return self.current, self.error

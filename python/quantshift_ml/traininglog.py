@@ -24,6 +24,7 @@ def render(meta: dict[str, Any]) -> str:
         f"Data: {meta['data'].get('source')} {meta['data'].get('symbol')} "
         f"window {meta['data'].get('window_start')}..{meta['data'].get('last_bar')}",
         f"Labeler: {meta['labeler']['name']} (horizon {meta['labeler']['horizon']})",
+        *_champion_lines(meta),
         f"Train rows: {m['train_rows']} (+{m['stress_memory_rows']} "
         f"{m.get('memory', 'stress')} memory), "
         f"embargo {m['gap_rows']}, holdout {m['holdout_rows']}",
@@ -52,11 +53,28 @@ def render(meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _champion_lines(meta: dict[str, Any]) -> list[str]:
+    """``Family`` (the record's champion, and why) and ``Record`` (each family's score)."""
+    c = meta.get("champion")
+    lines = [f"Family: {meta.get('family') or 'forest'}"
+             + (f" ({c['reason']})" if c else "")]
+    if c and c.get("scores"):
+        lines.append(f"Record: {c['settled_rows']} settled rows, {c['record_months']} months "
+                     f"({c['refitted_months']} refitted, {c['reused_months']} reused): "
+                     + ", ".join(f"{f} {_fmt(s['balanced_accuracy'])} "
+                                 f"[{_fmt(s['ci95'][0])}..{_fmt(s['ci95'][1])}]"
+                                 for f, s in c["scores"].items() if s.get("ci95")))
+    return lines
+
+
 def _importance_lines(meta: dict[str, Any]) -> list[str]:
     """``Importance`` (mean |SHAP| on the holdout) and ``Importance Drift`` lines."""
     imp = meta.get("importance") or {}
     if "mean_abs" not in imp:
-        return [f"Importance: n/a ({imp.get('error', 'not recorded')})"]
+        why = imp.get("error") or ("a filter family has no SHAP importances"
+                                   if meta.get("family") not in (None, "forest")
+                                   else "not recorded")
+        return [f"Importance: n/a ({why})"]
     top = sorted(imp["mean_abs"].items(), key=lambda kv: -kv[1])[:5]
     lines = ["Importance (mean |SHAP|): " + ", ".join(f"{f} {v:.3f}" for f, v in top)]
     d = meta.get("importance_drift")

@@ -17,8 +17,11 @@ from quantshift_ml.gate import gate_for
 from quantshift_ml.store import signing
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
-FAST = TrainConfig(model=ModelParams(n_estimators=25), cv_folds=3)
-"""A smaller forest keeps the suite quick; the procedure under test is unchanged."""
+FAST = TrainConfig(model=ModelParams(n_estimators=25), cv_folds=3, families=("forest",))
+"""A smaller forest keeps the suite quick; the procedure under test is unchanged. A
+field of one family (the forest) needs no record: the store, service and monitor
+mechanics are tested on the forest's path here, the contest of families and the
+filter's path in test_contest.py."""
 OPEN = gate_for("hmm", {"beat_baseline": "none", "max_regression": 1.0})
 """A gate that lets every candidate through: for tests of the store, service and
 monitor mechanics, which promote models at dates whose holdouts the default gate

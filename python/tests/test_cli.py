@@ -86,7 +86,7 @@ def test_forest_options_reach_the_model_and_its_metadata(tmp_path: Path,
                                                          ) -> None:
     code, res = _run(capsys, "train", "--root", str(tmp_path), "--promote", "--json",
                      "--n-estimators", "20", "--max-depth", "none", "--max-features", "sqrt",
-                     "--seed", "7")
+                     "--seed", "7", "--families", "forest")
     assert code == 0, res
     meta = json.loads((tmp_path / "models/regime_classifier.json").read_text())
     assert meta["params"]["model"] == {
@@ -106,6 +106,10 @@ def test_forest_options_reach_the_model_and_its_metadata(tmp_path: Path,
     (["--max-depth", "2.5"], "max_depth must be a positive integer or none"),
     (["--class-weight", "heavy"], "class_weight must be none, balanced or balanced_subsample"),
     (["--gap", "-1"], "gap must be >= 0"),
+    (["--families", "forest,lstm"], "families must be a non-empty list of"),
+    (["--families", ","], "families must be a non-empty list of"),
+    (["--record-months", "0"], "record_months must be within 1..240"),
+    (["--switch-margin", "-0.1"], "switch_margin must be within 0..1"),
 ])
 def test_bad_forest_options_exit_2_before_training(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str],

@@ -175,7 +175,11 @@ def test_service_from_the_wheel_serves_a_model_it_trained(
     assert status == 200, body
     health = json.loads(body)
     assert health["sha256"] == trained["sha256"]
-    assert health.get("engine") == "onnxruntime", health  # the serve extra compiled it
+    # the champion is served as it was signed: a forest compiled to ONNX by the serve
+    # extra, a filter from its spec
+    assert health.get("family") == trained["family"], health
+    assert health.get("engine") == ("onnxruntime" if trained["family"] == "forest"
+                                    else "filterspec"), health
     status, body = _get(f"http://127.0.0.1:{port}/regime?symbol=SPY")
     assert status == 200, body
 

@@ -125,9 +125,14 @@ def _release(version: str, pkl: bytes, onnx: bytes, *, sign: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"regime_classifier_{version}.pkl").write_bytes(pkl)
     (folder / f"regime_classifier_{version}.onnx").write_bytes(onnx)
-    meta = {k: v for k, v in current.items() if k != "signature"}
+    meta = {k: v for k, v in current.items() if k not in ("signature", "filter")}
+    # a forest release whatever family the fleet's champion is: its ONNX is what
+    # the service must load (a filter champion's metadata names no ONNX file)
+    parity = (current.get("onnx") or {}).get("parity") or {"ok": True, "rows": 1,
+                                                           "max_probability_diff": 0.0}
     meta.update({"version": version, "sha256": hashlib.sha256(pkl).hexdigest(),
-                 "onnx": {**current["onnx"], "file": f"regime_classifier_{version}.onnx",
+                 "family": "forest",
+                 "onnx": {"parity": parity, "file": f"regime_classifier_{version}.onnx",
                           "sha256": hashlib.sha256(onnx).hexdigest()}})
     if sign:  # with the fleet key site.yml generated on the controller for this scenario
         meta = signing.Keyring(EPHEMERAL / "fleet-keys").sign(meta)
@@ -172,7 +177,8 @@ def test_forged_release_with_matching_sha_never_runs_on_any_host() -> None:
 
     current = _active("primary")
     version = "20300102-000000"
-    onnx = _host("primary").file(f"{ROOT}/models/regime_classifier.onnx").content
+    compiled = _host("primary").file(f"{ROOT}/models/regime_classifier.onnx")
+    onnx = compiled.content if compiled.exists else b"not an onnx model"
     _release(version, pickle.dumps(Payload()), onnx, sign=False)
     before = _state()
     run = _deploy(version)

@@ -15,13 +15,18 @@ from quantshift_ml.console.charts import Series
 from quantshift_ml.console.config import ConsoleConfig
 from quantshift_ml.console.snapshot import Snapshot, check
 from quantshift_ml.console.versions import CLASSES, SERIES, Version, catalogue, compare, find
+from quantshift_ml.defaults import FILTER_FAMILIES
 from quantshift_ml.errors import UsageError
 
 
 def _engine(meta: dict[str, Any] | None) -> str:
-    """What the service runs for a version: the signed ONNX graph, or nothing (refused)."""
+    """What the service runs for a version: the signed ONNX graph or filter spec, or
+    nothing (refused)."""
     if meta is None:
         return "unknown (no metadata on the controller)"
+    if meta.get("family") in FILTER_FAMILIES:
+        return ("filterspec (signed filter spec)" if isinstance(meta.get("filter"), dict)
+                else "none: no signed filter spec, the service refuses it")
     onnx = meta.get("onnx") or {}
     if onnx.get("sha256") and (onnx.get("parity") or {}).get("ok"):
         return "onnxruntime (signed ONNX, parity ok)"
@@ -38,7 +43,7 @@ def _host_row(name: str, entry: dict[str, Any], known: dict[str, Version]) -> di
         "file_sha256": active.get("file_sha256"),
         "sha_mismatch": bool(active) and active.get("sha256") != active.get("file_sha256"),
         "integrity": status.get("integrity", "unknown"), "age_days": active.get("age_days"),
-        "labeler": active.get("labeler"),
+        "labeler": active.get("labeler"), "family": active.get("family") or "forest",
         "engine": _engine(known[version].metadata if version in known else None)
         if version else "no active model",
         "backups": [b.get("version") for b in status.get("backups") or []],

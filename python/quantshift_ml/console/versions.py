@@ -49,7 +49,8 @@ class Version:
         gate, data = meta.get("gate") or {}, meta.get("data") or {}
         return {"version": self.version, "where": self.where, "sha256": self.sha256,
                 "trained_at": meta.get("trained_at"), "labeler": (meta.get("labeler") or {})
-                .get("name"), "gate_passed": gate.get("passed"),
+                .get("name"), "family": meta.get("family") or "forest",
+                "gate_passed": gate.get("passed"),
                 "baseline_name": gate.get("baseline_name"), "window": _window(data),
                 **{key: self.metric(key) for _, key in SERIES}}
 

@@ -13,7 +13,7 @@ from quantshift_ml.ab import AbConfig, rules_regime
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import UsageError
 from quantshift_ml.explain import ServedExplainer
-from quantshift_ml.served import Loaded, ModelHolder
+from quantshift_ml.served import Loaded, LoadedFilter, ModelHolder
 from quantshift_ml.service.market import MarketCache, Snapshot, bar_age_days, utcnow
 from quantshift_ml.service.metrics import Metrics
 from quantshift_ml.service.writer import PredictionWriter
@@ -40,7 +40,8 @@ class RegimeService:
         if cur is None:
             return 503, {"status": "unhealthy", "error": err}
         body = {"status": "ok", "version": cur.meta.get("version"),
-                "sha256": cur.meta.get("sha256"), "loaded_at": cur.loaded_at,
+                "sha256": cur.meta.get("sha256"), "family": cur.family,
+                "loaded_at": cur.loaded_at,
                 "engine": cur.engine, "engine_reason": cur.engine_reason,
                 "market": self.market.status()}
         if err:
@@ -54,7 +55,7 @@ class RegimeService:
             return 503, {"status": "unhealthy", "error": err}
         if symbol.upper() != self.symbol.upper():
             return 404, {"error": f"this service scores {self.symbol}, not {symbol}"}
-        snap = self.market.snapshot(cur.feature_names, cur.fitted)
+        snap = self.market.snapshot(cur.feature_names, cur.fitted, cur.spec)
         started = time.perf_counter()
         regime, proba = cur.infer_row(snap.x32, snap.row)
         elapsed = time.perf_counter() - started
@@ -69,19 +70,29 @@ class RegimeService:
         body = {"symbol": self.symbol, "regime": served, "probabilities": proba_served,
                 "arm": arm,
                 "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),
-                "model_version": version, "engine": cur.engine,
+                "model_version": version, "family": cur.family, "engine": cur.engine,
                 "inference_us": round(elapsed * 1e6, 1)}
         if explain:  # only on request: it loads the verified forest and shap once
-            body["explanation"] = self.explainer.explain(cur.meta, snap.x, snap.bar_date)
+            body["explanation"] = self._explain(cur, snap)
         return 200, body
+
+    def _explain(self, cur: Loaded | LoadedFilter, snap: Snapshot) -> dict[str, Any]:
+        """A forest's SHAP values (verified pickle, once per version), or a filter's exact
+        log-odds decomposition from its signed spec and the cached bars."""
+        if isinstance(cur, Loaded):
+            return self.explainer.explain(cur.meta, snap.x, snap.bar_date)
+        from quantshift_ml.filterspec import explain
+
+        bars, feats = self.market.frames()
+        return explain(cur.spec, bars.loc[:snap.bar_date], feats.loc[:snap.bar_date])
 
     def regime_is_quick(self) -> bool:
         """True when ``regime`` (without explanation) would not wait on a lock or the
         data source: no model (503 at once), or its feature row already cached."""
         cur, _ = self.holder.get()
-        return cur is None or self.market.has_row(cur.feature_names, cur.fitted)
+        return cur is None or self.market.has_row(cur.feature_names, cur.fitted, cur.spec)
 
-    def _arm(self, cur: Loaded, snap: Snapshot, client: str, regime: str,
+    def _arm(self, cur: Loaded | LoadedFilter, snap: Snapshot, client: str, regime: str,
              proba: dict[str, float]) -> tuple[str, str, dict[str, float], str | None]:
         """(arm served, its regime, its probabilities, the rule's regime): ab.py."""
         cols = cur.feature_names
@@ -113,6 +124,6 @@ class RegimeService:
         cur, _ = self.holder.get()
         try:
             if cur is not None:
-                self.market.snapshot(cur.features, cur.fitted)
+                self.market.snapshot(cur.features, cur.fitted, cur.spec)
         except Exception as exc:
             log.warning("market data not available yet: %s: %s", type(exc).__name__, exc)

@@ -21,6 +21,8 @@ from quantshift_ml.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from quantshift_ml.filterspec import FilterSpec
+
 HMM_FILTER = defaults.HMM_FILTER
 
 log = logging.getLogger(__name__)
@@ -129,14 +131,15 @@ class MarketCache:
         with self._lock:
             self._install(loaded, error)
 
-    def snapshot(self, features: Sequence[str], fitted: dict[str, Any] | None = None
-                 ) -> Snapshot:
-        """The newest row of ``features``; ``fitted`` (the model's HMM) adds ``hmm_filter``.
+    def snapshot(self, features: Sequence[str], fitted: dict[str, Any] | None = None,
+                 spec: FilterSpec | None = None) -> Snapshot:
+        """The newest row of ``features``; ``fitted`` (the model's HMM) adds ``hmm_filter``,
+        ``spec`` (a filter release's) its own P(turbulent), ``FILTER_P``.
 
         Rows are cached per feature list and HMM until the next refresh, so a
         request costs a dict lookup, not a feature computation.
         """
-        key = self._key(features, fitted)
+        key = self._key(features, fitted, spec)
         with self._lock:
             if self._features is None:
                 self._at = time.monotonic()
@@ -158,6 +161,10 @@ class MarketCache:
                     from quantshift_ml.features import with_hmm_filter
 
                     frame = with_hmm_filter(frame, self._bars, fitted)
+                if spec is not None and self._bars is not None:
+                    from quantshift_ml.filterspec import with_column
+
+                    frame = with_column(spec, self._bars, frame)
                 missing = [f for f in features if f not in frame.columns]
                 if missing:
                     raise DataError(f"model expects features {missing} the data does not provide")
@@ -168,11 +175,20 @@ class MarketCache:
             return snap
 
     @staticmethod
-    def _key(features: Sequence[str], fitted: dict[str, Any] | None) -> tuple[Any, ...]:
+    def _key(features: Sequence[str], fitted: dict[str, Any] | None,
+             spec: FilterSpec | None = None) -> tuple[Any, ...]:
         fit_key = None if not fitted else (fitted.get("log_likelihood"), fitted.get("n_obs"))
-        return (features if isinstance(features, tuple) else tuple(features), fit_key)
+        return (features if isinstance(features, tuple) else tuple(features), fit_key, spec)
 
-    def has_row(self, features: Sequence[str], fitted: dict[str, Any] | None = None) -> bool:
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The cached bars and features (a filter's explanation reads the bars)."""
+        with self._lock:
+            if self._bars is None or self._features is None:
+                raise DataError("no market data loaded yet")
+            return self._bars, self._features
+
+    def has_row(self, features: Sequence[str], fitted: dict[str, Any] | None = None,
+                spec: FilterSpec | None = None) -> bool:
         """True when ``snapshot`` would answer at once: the row is cached and nobody
         holds the lock (a first load or a row being computed), without waiting for it.
 
@@ -180,7 +196,7 @@ class MarketCache:
         to a thread, so a slow source never holds up the loop. (A refresh that swaps
         bars in between costs one row computation on the loop, once per refresh.)
         """
-        return self._key(features, fitted) in self._rows and not self._lock.locked()
+        return self._key(features, fitted, spec) in self._rows and not self._lock.locked()
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from quantshift_ml.errors import UsageError
-from quantshift_ml.served import Loaded, ModelHolder
+from quantshift_ml.served import Loaded, LoadedFilter, ModelHolder
 
 
 class Metrics:
@@ -71,9 +71,10 @@ class Metrics:
         child[0].inc()
         child[1].inc()
 
-    def model_loaded(self, cur: Loaded) -> None:
+    def model_loaded(self, cur: Loaded | LoadedFilter) -> None:
         self.info.info({"version": str(cur.meta.get("version")),
-                        "sha256": str(cur.meta.get("sha256")), "engine": cur.engine})
+                        "sha256": str(cur.meta.get("sha256")), "engine": cur.engine,
+                        "family": cur.family})
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -64,6 +64,25 @@ def choose(scores: Mapping[str, float], incumbent: str, margin: float) -> str:
     return min((f for f, s in scores.items() if s >= best - margin), key=rank)
 
 
+def reason(scores: Mapping[str, float], incumbent: str, chosen: str, margin: float,
+           rows: int) -> str:
+    """Why ``choose`` kept or switched, in one sentence for the training log and Ansible."""
+    if not scores:
+        return (f"record too short ({rows} settled rows, need {MIN_RECORD_ROWS}): "
+                f"{incumbent} stays")
+    best = max(scores, key=lambda f: (scores[f], -rank(f)))
+    shown = ", ".join(f"{f} {v:.4f}" for f, v in sorted(scores.items(), key=lambda kv: -kv[1]))
+    if chosen == incumbent:
+        return (f"{incumbent} stays: within {margin:g} of the best on the record "
+                f"({shown})")
+    if incumbent not in scores:
+        return f"{chosen}: {incumbent} is not in the field; simplest within {margin:g} of the " \
+               f"best ({shown})"
+    return (f"{chosen} replaces {incumbent}: {incumbent} trails the best, {best}, by "
+            f"{scores[best] - scores[incumbent]:.4f} (more than the margin {margin:g}) and "
+            f"{chosen} is the simplest family within the margin ({shown})")
+
+
 def encode(labels: Sequence[object] | np.ndarray) -> np.ndarray:
     """Regime names as int8 codes (-1 where unknown): how the known labels are kept."""
     code = {name: i for i, name in enumerate(REGIMES)}

@@ -161,8 +161,12 @@ class TrainConfig:
     combine: str = "max"
     tune: bool = False
     tune_trials: int = 8
+    families: tuple[str, ...] = defaults.FAMILIES
+    record_months: int = defaults.RECORD_MONTHS
+    switch_margin: float = defaults.SWITCH_MARGIN
 
     def __post_init__(self) -> None:
+        self._check_champion()
         if not self.years > 0:
             raise UsageError(f"years must be positive, got {self.years}")
         if self.gap < 0:
@@ -177,6 +181,17 @@ class TrainConfig:
                              f"not {self.combine!r}")
         if self.tune_trials < 1:
             raise UsageError(f"tune_trials must be >= 1, got {self.tune_trials}")
+
+    def _check_champion(self) -> None:
+        """The champion's settings: known families, at least one, a sane record and margin."""
+        unknown = [f for f in self.families if f not in defaults.FAMILIES]
+        if unknown or not self.families:
+            raise UsageError(f"families must be a non-empty list of {', '.join(defaults.FAMILIES)}"
+                             f"; got {', '.join(self.families) or 'none'}")
+        if not 1 <= self.record_months <= 240:
+            raise UsageError(f"record_months must be within 1..240, got {self.record_months}")
+        if not 0.0 <= self.switch_margin < 1.0:
+            raise UsageError(f"switch_margin must be within 0..1, got {self.switch_margin}")
 
     def memory_for(self, labeler: str) -> str:
         """The memory actually used (``auto`` resolved for this labeler)."""
@@ -193,4 +208,5 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stress_classes"] = list(self.stress_classes)
+        d["families"] = list(self.families)
         return d

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from quantshift_ml.features import HMM_FILTER
+from quantshift_ml import filterspec
+from quantshift_ml.features import HMM_FILTER, with_hmm_filter
 from quantshift_ml.regimes import RegimeModel, RegimeRule, regime_model, regime_shares
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
@@ -116,19 +117,50 @@ def make_bundle(model: RegimeModel, features: list[str], labeler: dict[str, Any]
     }
 
 
+def make_filter_bundle(spec: dict[str, Any], labeler: dict[str, Any]) -> dict[str, Any]:
+    """A filter family's bundle: the same keys as the forest's, its model the spec's numbers."""
+    return {"format": BUNDLE_FORMAT, "family": spec["family"],
+            "model": filterspec.FilterModel(spec), "features": list(filterspec.INPUTS),
+            "classes": [str(c) for c in filterspec.FilterModel(spec).classes_],
+            "labeler": labeler}
+
+
+def family_of(bundle_or_meta: dict[str, Any]) -> str:
+    """A bundle's (or metadata's) family; releases from before families are forests."""
+    return str(bundle_or_meta.get("family") or "forest")
+
+
+def bundle_model(bundle: dict[str, Any]) -> Any:
+    """What predicts for the bundle: a RegimeModel, or a filter's ``FilterModel``."""
+    if family_of(bundle) in filterspec.FILTER_FAMILIES:
+        return bundle["model"]
+    return regime_model(bundle)
+
+
+def inputs_frame(bundle: dict[str, Any], bars: pd.DataFrame, features: pd.DataFrame
+                 ) -> pd.DataFrame:
+    """``features`` with every input the bundle reads: the ``hmm_filter`` column from the
+    model's own HMM fit, and for a filter family its own P(turbulent)."""
+    fitted = (bundle.get("labeler") or {}).get("fitted")
+    frame = with_hmm_filter(features, bars, fitted)
+    if family_of(bundle) in filterspec.FILTER_FAMILIES:
+        frame = filterspec.with_column(bundle["model"].spec, bars, frame)
+    return frame
+
+
 def predict(bundle: dict[str, Any], features: pd.DataFrame) -> np.ndarray:
     """Predicted regimes for feature rows (columns taken by name, in the bundle's order)."""
     missing = [f for f in bundle["features"] if f not in features.columns]
     if missing:
         raise ValueError(f"model expects features {missing} that the data does not provide")
     x = features[bundle["features"]].to_numpy(dtype=float)
-    return np.asarray(regime_model(bundle).predict(x), dtype=object)
+    return np.asarray(bundle_model(bundle).predict(x), dtype=object)
 
 
 def predict_proba(bundle: dict[str, Any], features: pd.DataFrame) -> list[dict[str, float]]:
     """Class probabilities per row as plain dicts (JSON-native)."""
     x = features[bundle["features"]].to_numpy(dtype=float)
-    model = regime_model(bundle)
+    model = bundle_model(bundle)
     proba = model.predict_proba(x)
     classes = [str(c) for c in model.classes_]
     return [{c: round(float(p), 4) for c, p in zip(classes, row, strict=True)} for row in proba]

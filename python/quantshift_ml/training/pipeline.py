@@ -42,6 +42,7 @@ from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import (
     fit_estimator,
     fit_forest,
+    inputs_frame,
     make_bundle,
     predict,
     top_features,
@@ -225,6 +226,9 @@ class TrainResult:
     seconds: float = 0.0
     holdout_features: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
     holdout_labels: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    family: str = "forest"
+    champion: dict[str, Any] | None = None
+    """The record and the policy's decision (``training.record.decide``)."""
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -274,9 +278,8 @@ def score_incumbent(bundle: dict[str, Any] | None, ds: Dataset, split: Split
     y_hold = ds.labels.to_numpy()[split.holdout]
     # fed as in production: the filter input from the model's *own* HMM fit, not
     # from the one this training just made (the service does the same)
-    fitted = (bundle.get("labeler") or {}).get("fitted")
-    feats = ds.features if fitted is None else with_hmm_filter(ds.features, ds.bars, fitted)
     try:
+        feats = inputs_frame(bundle, ds.bars, ds.features)
         pred = predict(bundle, feats.iloc[split.holdout])
     except (ValueError, KeyError, AttributeError, IndexError) as exc:
         return Unscored(f"incumbent cannot score this data: {exc}")

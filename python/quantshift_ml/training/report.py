@@ -60,6 +60,16 @@ def margin_interval(y: np.ndarray, model: np.ndarray, baseline: np.ndarray,
             "method": f"month-block bootstrap, {BOOTSTRAP_DRAWS} draws, seed {BOOTSTRAP_SEED}"}
 
 
+def score_interval(y: np.ndarray, pred: np.ndarray, months: np.ndarray) -> dict[str, Any]:
+    """Balanced accuracy's month-block bootstrap 95 % interval (as ``margin_interval``)."""
+    ids, m = np.unique(months, return_inverse=True)
+    h, sup = _hits(y, pred, m, len(ids))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    w = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=BOOTSTRAP_DRAWS)
+    lo, hi = np.nanpercentile(_balanced(w @ h, w @ sup), [2.5, 97.5])
+    return {"ci95": [round(float(lo), 4), round(float(hi), 4)], "months": len(ids)}
+
+
 def per_period(y: np.ndarray, preds: Mapping[str, np.ndarray], mask: np.ndarray
                ) -> dict[str, Any]:
     """Accuracy and balanced accuracy of every predictor on the masked rows."""

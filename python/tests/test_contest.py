@@ -1,0 +1,159 @@
+"""A training as a contest of families (issue 25): the record, the policy, and a filter
+champion that is signed, verified and served without a pickle or a compiled model."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from contextlib import redirect_stdout
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from quantshift_ml import REGIMES, cli, defaults, operations
+from quantshift_ml.data import BundledSource
+from quantshift_ml.errors import IntegrityError
+from quantshift_ml.served import LoadedFilter, ModelHolder, load_verified
+from quantshift_ml.store import ModelStore
+from quantshift_ml.store.layout import onnx_for
+from quantshift_ml.training import champion as ch
+from quantshift_ml.training import record
+from quantshift_ml.training.baselines import balanced_accuracy
+from quantshift_ml.training.pipeline import check_history
+
+from .conftest import FAST, OPEN, serving
+
+FIELD = replace(FAST, families=defaults.FAMILIES)
+RANGE = replace(FAST, families=("hmm_range_filter",))
+
+
+def _train(root: Path, config: Any) -> dict[str, Any]:
+    return operations.train(BundledSource(), root=root, config=config, gate=OPEN, promote=True)
+
+
+@pytest.fixture(scope="module")
+def contest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    """Two trainings of the whole field on one store: the second finds the first's record."""
+    root = tmp_path_factory.mktemp("contest")
+    return root, _train(root, FIELD), _train(root, FIELD)
+
+
+def test_the_champion_is_the_policys_choice_on_the_record(contest: tuple) -> None:
+    _, first, _ = contest
+    c = first["champion"]
+    assert c["field"] == list(defaults.FAMILIES) and c["incumbent_family"] == "forest"
+    assert c["refitted_months"] == 12 and c["settled_rows"] >= ch.MIN_RECORD_ROWS
+    scores = {f: s["balanced_accuracy"] for f, s in c["scores"].items()}
+    assert first["family"] == c["family"] == ch.choose(scores, "forest", c["switch_margin"])
+    for s in c["scores"].values():
+        assert s["ci95"][0] <= s["balanced_accuracy"] <= s["ci95"][1]
+    assert first["family"] in c["reason"]
+
+
+def test_the_record_holds_each_familys_predictions_scored_on_labels_known_now(
+        contest: tuple) -> None:
+    root, first, _ = contest
+    meta = ModelStore(root).backups()[-1].meta  # the first release, now a backup
+    rec = meta["champion"]["record"]
+    assert meta["version"] == first["version"] and len(rec["months"]) == 12
+    prep = check_history(BundledSource().load(), FIELD)
+    pos = prep.ds.features.index.get_indexer(rec["dates"])
+    assert (pos >= 0).all() and (pos < prep.split.holdout[0]).all()  # older than the holdout
+    truth = prep.ds.labels.to_numpy()[pos]
+    for fam, codes in rec["predictions"].items():
+        pred = np.asarray([REGIMES[int(c)] for c in codes], dtype=object)
+        assert round(balanced_accuracy(truth, pred), 4) == \
+            meta["champion"]["scores"][fam]["balanced_accuracy"]
+
+
+def test_the_next_training_reuses_the_signed_record_and_scores_the_incumbent(
+        contest: tuple) -> None:
+    _, first, second = contest
+    c1, c2 = first["champion"], second["champion"]
+    assert c2["refitted_months"] == 0 and c2["reused_months"] == c1["record_months"]
+    assert c2["scores"] == c1["scores"] and c2["incumbent_family"] == first["family"]
+    assert second["incumbent"]["balanced_accuracy"] is not None  # a filter incumbent scores too
+
+
+def test_a_changed_field_refits_the_record() -> None:
+    prev = {"format": record.RECORD_FORMAT, "basis": {"labeler": "hmm"}, "months": ["2018-01"],
+            "dates": ["2018-01-02"], "predictions": {"forest": "0"}}
+    assert record._reusable(prev, {"labeler": "rules", "families": ["forest"]}) == {}
+    want = dict(prev["basis"], families=["forest"])
+    prev["basis"] = want
+    assert record._reusable(prev, want) == {"2018-01": (["2018-01-02"], {"forest": "0"})}
+
+
+@pytest.fixture(scope="module")
+def filter_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("filter")
+    return root, _train(root, RANGE)
+
+
+def test_a_filter_champion_is_verified_and_served_without_unpickling(
+        filter_root: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, out = filter_root
+    assert out["family"] == "hmm_range_filter" and out["champion"]["record_months"] == 0
+    store = ModelStore(root)
+    assert not onnx_for(store.layout.active_pkl).exists()
+    predicted = operations.predict_latest(root, BundledSource())  # reads the pickle
+    meta = json.loads(store.layout.active_meta.read_text())
+    assert meta["family"] == "hmm_range_filter" and meta["filter"]["cutoff"] > 0
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("unpickled")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr("joblib.load", refuse)
+    assert operations.verify(root)["verified"][0]["family"] == "hmm_range_filter"
+    loaded = load_verified(store, store.layout.active_pkl)
+    assert isinstance(loaded, LoadedFilter) and loaded.engine == "filterspec"
+    with serving(root) as (service, get):
+        health, answer = get("/healthz"), get("/regime?symbol=SPY&explain=1")
+        cur, _ = service.holder.get()
+        snap = service.market.snapshot(cur.feature_names, cur.fitted, cur.spec)
+        # the A/B test's rules arm still has its inputs beside the filter's
+        assert service._arm(cur, snap, "bot", answer["regime"], {})[3] is not None
+    assert health["family"] == answer["family"] == "hmm_range_filter"
+    assert answer["regime"] == predicted["regime"]
+    assert answer["probabilities"] == predicted["probabilities"]
+    why = answer["explanation"]
+    total = why["prior_log_odds"] + sum(t["log_likelihood_ratio"] for t in why["terms"])
+    assert total == pytest.approx(why["posterior_log_odds"], abs=2e-3)
+
+
+def test_a_tampered_filter_spec_is_refused_and_never_served(filter_root: tuple,
+                                                            tmp_path: Path) -> None:
+    import shutil
+
+    root, _ = filter_root
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    meta_path = ModelStore(copy).layout.active_meta
+    meta = json.loads(meta_path.read_text())
+    meta["filter"]["cutoff"] = 0.99  # a quieter filter, signature unchanged
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError):
+        operations.verify(copy)
+    holder = ModelHolder(copy)
+    assert not holder.load() and "signature" in str(holder.error).lower()
+
+
+def test_champion_command_names_the_family_and_what_it_was_chosen_on(contest: tuple) -> None:
+    root, _, second = contest
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = cli.main(["champion", "--root", str(root), "--json"])
+    out = json.loads(buf.getvalue())
+    assert code == 0 and out["family"] == second["family"]
+    assert out["chosen_on"] == "balanced_accuracy" and out["record"]["rows"] > 0
+    assert set(out["scores"]) == set(defaults.FAMILIES)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        cli.main(["champion", "--root", str(root)])
+    assert f"family {second['family']}" in buf.getvalue()
