@@ -133,7 +133,22 @@ options:
     description: Months of record re-fitted at this training (the previous release's record is reused and extended).
     type: int
   switch_margin:
-    description: Balanced-accuracy lead over the incumbent family a challenger needs on the record (docs/model.md).
+    description: With O(champion_outcome=settled_state), the balanced-accuracy lead over the incumbent family a challenger needs.
+    type: float
+  champion_outcome:
+    description:
+      - The outcome the champion is chosen on; default the package's (C(economic), the A/B test's primary outcome).
+      - C(settled_state) chooses on balanced accuracy with O(switch_margin).
+    type: str
+    choices: [economic, forward_vol, forward_drawdown, settled_state]
+  switch_confidence:
+    description: Share of month-block bootstrap draws in which a challenger must beat the incumbent on that outcome.
+    type: float
+  champion_guard:
+    description: How far a champion's record balanced accuracy may trail the best family's.
+    type: float
+  champion_floor:
+    description: Refuse a champion whose primary outcome on the record is below this (Sharpe for C(economic)).
     type: float
 attributes:
   check_mode:
@@ -280,6 +295,11 @@ ARGUMENT_SPEC = dict(
                   choices=["hmm_filter", "hmm_range_filter", "forest"]),
     record_months=dict(type="int"),
     switch_margin=dict(type="float"),
+    champion_outcome=dict(type="str",
+                          choices=["economic", "forward_vol", "forward_drawdown", "settled_state"]),
+    switch_confidence=dict(type="float"),
+    champion_guard=dict(type="float"),
+    champion_floor=dict(type="float"),
 )
 
 
@@ -287,8 +307,9 @@ def _config(p):
     """The training configuration; unset options keep the package's defaults."""
     from quantshift_ml.training.config import TrainConfig, model_params
 
-    given = {k: p[k] for k in ("years", "gap", "record_months", "switch_margin")
-             if p[k] is not None}
+    given = {k: p[k] for k in ("years", "gap", "record_months", "switch_margin",
+                               "champion_outcome", "switch_confidence", "champion_guard",
+                               "champion_floor") if p[k] is not None}
     if p["families"]:
         given["families"] = tuple(p["families"])
     return TrainConfig(labeler=p["labeler"], stress_memory=p["stress_memory"],

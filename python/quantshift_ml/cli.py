@@ -54,7 +54,10 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     champion: dict[str, Any] = {}
     if a.command == "train":  # the walk-forward's options of these names set its policy
         champion = {"families": tuple(n.strip() for n in a.families.split(",") if n.strip()),
-                    "record_months": a.record_months, "switch_margin": a.switch_margin}
+                    "record_months": a.record_months, "switch_margin": a.switch_margin,
+                    "champion_outcome": a.champion_outcome,
+                    "switch_confidence": a.switch_confidence,
+                    "champion_guard": a.champion_guard, "champion_floor": a.champion_floor}
     return TrainConfig(years=a.years, labeler=a.labeler, gap=a.gap,
                        stress_memory=not a.no_stress_memory,
                        memory="window" if a.no_stress_memory else a.memory,
@@ -88,8 +91,12 @@ def _champion_policy(a: argparse.Namespace) -> Any:
                          f"{a.record_months}")
     if not 0.0 <= a.switch_margin < 1.0:
         raise UsageError(f"--switch-margin must be within 0..1, not {a.switch_margin}")
+    if not 0.5 <= a.switch_confidence < 1.0 or not 0.0 <= a.champion_guard <= 1.0:
+        raise UsageError(f"--switch-confidence must be within 0.5..1 and --champion-guard "
+                         f"within 0..1, not {a.switch_confidence} and {a.champion_guard}")
     return ChampionPolicy(families=names, record_months=a.record_months or None,
-                          margin=a.switch_margin)
+                          margin=a.switch_margin, outcome=a.champion_outcome,
+                          confidence=a.switch_confidence, guard=a.champion_guard)
 
 
 def _source(a: argparse.Namespace, root: Path) -> Any:

@@ -118,8 +118,26 @@ def champion_opts(p: argparse.ArgumentParser) -> None:
                         "monthly cut-off (the previous release's record is reused and "
                         "extended; default %(default)s)")
     g.add_argument("--switch-margin", type=float, default=defaults.SWITCH_MARGIN,
-                   help="balanced-accuracy lead over the incumbent family a challenger "
-                        "needs on the record (default %(default)s)")
+                   help="with --champion-outcome settled_state: balanced-accuracy lead over "
+                        "the incumbent family a challenger needs (default %(default)s)")
+    outcome_opts(g)
+    g.add_argument("--champion-floor", type=float, default=None,
+                   help="refuse a champion whose primary outcome on the record is below this "
+                        "(Sharpe for economic; default: no floor)")
+
+
+def outcome_opts(g: Any) -> None:
+    """The outcome policy's options, shared by ``train`` and ``walkforward`` (issue 31)."""
+    g.add_argument("--champion-outcome", choices=defaults.CHAMPION_OUTCOMES,
+                   default=defaults.CHAMPION_OUTCOME,
+                   help="the outcome the champion is chosen on (default %(default)s, the A/B "
+                        "test's primary; settled_state: balanced accuracy, issue 25's rule)")
+    g.add_argument("--switch-confidence", type=float, default=defaults.SWITCH_CONFIDENCE,
+                   help="share of month-block bootstrap draws a challenger must win against "
+                        "the incumbent on that outcome (default %(default)s)")
+    g.add_argument("--champion-guard", type=float, default=defaults.CHAMPION_GUARD,
+                   help="a champion's record balanced accuracy may trail the best family's "
+                        "by at most this (default %(default)s)")
 
 
 def _model_parsers(sub: Any, exit_codes: str) -> None:
@@ -227,7 +245,9 @@ def _ops_parsers(sub: Any) -> None:
                    help="champion row: months of out-of-time record per decision "
                         "(default 0: every month so far)")
     p.add_argument("--switch-margin", type=float, default=0.01,
-                   help="champion row: balanced-accuracy lead a challenger needs")
+                   help="champion row with --champion-outcome settled_state: "
+                        "balanced-accuracy lead a challenger needs")
+    outcome_opts(p)
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="monthly refits on N local processes (joblib, loky); the report "
                         "is the same apart from 'seconds' (default 1)")

@@ -42,6 +42,14 @@ RECORD_MONTHS = 12
 """Months of the champion's record re-fitted at a training (``training.record``)."""
 SWITCH_MARGIN = 0.01
 """Balanced-accuracy lead over the incumbent family a challenger needs (docs/model.md)."""
+CHAMPION_OUTCOME = "economic"
+"""The outcome the champion is chosen on (the A/B test's primary outcome; issue 31)."""
+CHAMPION_OUTCOMES: tuple[str, ...] = ("economic", "forward_vol", "forward_drawdown",
+                                      "settled_state")
+SWITCH_CONFIDENCE = 0.8
+"""Share of month-block bootstrap draws in which a challenger must beat the incumbent."""
+CHAMPION_GUARD = 0.05
+"""How far below the best family's record balanced accuracy a champion may be."""
 SERVICE_PORT = 8787
 CONSOLE_IDLE_MINUTES = 30.0
 """A console session with no request for this long ends (``--idle-minutes``,

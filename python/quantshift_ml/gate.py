@@ -153,6 +153,24 @@ def decide(scores: Scores, incumbent: Scores | None, gate: GateConfig,
             "reasons": reasons, "summary": summary, **asdict(gate)}
 
 
+def with_record_check(decision: dict[str, Any], check: Mapping[str, Any] | None
+                      ) -> dict[str, Any]:
+    """The holdout decision joined with the champion's record check (issue 31: floor and
+    no regression on the primary outcome over the record as well as on the holdout)."""
+    if not check:
+        return decision
+    reasons = [*decision["reasons"], *check.get("reasons", [])]
+    passed = not reasons
+    summary = decision["summary"].replace("PASSED" if decision["passed"] else "REFUSED",
+                                          "PASSED" if passed else "REFUSED", 1)
+    inc = check["incumbent_value"]
+    summary += (f"; record {check['outcome']} {check['value']:.3f} (incumbent "
+                f"{'-' if inc is None else inc}, floor "
+                f"{'-' if check['floor'] is None else check['floor']})")
+    return {**decision, "passed": passed, "reasons": reasons, "summary": summary,
+            "record": dict(check)}
+
+
 def meets_floor(value: float | None, floor: float) -> bool:
     """An evaluated model's gate metric against the floor (no score never meets it)."""
     return value is not None and float(value) >= floor

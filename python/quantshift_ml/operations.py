@@ -22,7 +22,14 @@ from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
 from quantshift_ml.explain import importance_summary
 from quantshift_ml.features import model_frame, usable
-from quantshift_ml.gate import GateConfig, decide, gate_for, meets_floor, rollback_decision
+from quantshift_ml.gate import (
+    GateConfig,
+    decide,
+    gate_for,
+    meets_floor,
+    rollback_decision,
+    with_record_check,
+)
 from quantshift_ml.served import check_servable, serving_spec
 from quantshift_ml.store import ModelStore, backups
 from quantshift_ml.store.backups import BackupCheck
@@ -161,8 +168,9 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
     # what was in place (version, sha, state) and how it scored on the same rows
     incumbent = {**(incumbent_ref or {}), **(result.incumbent or {})} or None
     scored = result.incumbent_scores
-    decision = decide(result.candidate.holdout, scored if isinstance(scored, Scores) else None,
-                      gate, result.baseline_scores)
+    decision = with_record_check(
+        decide(result.candidate.holdout, scored if isinstance(scored, Scores) else None,
+               gate, result.baseline_scores), (result.champion or {}).get("record_check"))
     version = store.new_version()
     importance = _importance(result, incumbent_meta) if result.family == "forest" else {}
     meta = _metadata(result, version, incumbent, decision, importance)

@@ -21,6 +21,7 @@ from quantshift_ml.served import LoadedFilter, ModelHolder, load_verified
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import onnx_for
 from quantshift_ml.training import champion as ch
+from quantshift_ml.training import outcome_policy as op
 from quantshift_ml.training import record
 from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.pipeline import check_history
@@ -47,8 +48,15 @@ def test_the_champion_is_the_policys_choice_on_the_record(contest: tuple) -> Non
     c = first["champion"]
     assert c["field"] == list(defaults.FAMILIES) and c["incumbent_family"] == "forest"
     assert c["refitted_months"] == 12 and c["settled_rows"] >= ch.MIN_RECORD_ROWS
-    scores = {f: s["balanced_accuracy"] for f, s in c["scores"].items()}
-    assert first["family"] == c["family"] == ch.choose(scores, "forest", c["switch_margin"])
+    balanced = {f: s["balanced_accuracy"] for f, s in c["scores"].items()}
+    eco = c["outcomes"]["economic"]  # chosen on the fleet's primary outcome (issue 31)
+    ahead = {f: (e.get("vs_incumbent") or {}).get("share_ahead", 0.0) for f, e in eco.items()}
+    assert c["chosen_on"] == defaults.CHAMPION_OUTCOME == "economic"
+    assert first["family"] == c["family"] == op.choose(
+        {f: e["value"] for f, e in eco.items()}, balanced, ahead, "forest",
+        confidence=c["switch_confidence"], guard=c["guard"])
+    assert set(c["outcomes"]) == {"economic", "forward_vol", "forward_drawdown"}
+    assert c["record_check"]["passed"] and first["gate"]["record"]["outcome"] == "economic"
     for s in c["scores"].values():
         assert s["ci95"][0] <= s["balanced_accuracy"] <= s["ci95"][1]
     assert first["family"] in c["reason"]
@@ -151,9 +159,43 @@ def test_champion_command_names_the_family_and_what_it_was_chosen_on(contest: tu
         code = cli.main(["champion", "--root", str(root), "--json"])
     out = json.loads(buf.getvalue())
     assert code == 0 and out["family"] == second["family"]
-    assert out["chosen_on"] == "balanced_accuracy" and out["record"]["rows"] > 0
+    assert out["chosen_on"] == "economic" and out["record"]["rows"] > 0
     assert set(out["scores"]) == set(defaults.FAMILIES)
     buf = io.StringIO()
     with redirect_stdout(buf):
         cli.main(["champion", "--root", str(root)])
     assert f"family {second['family']}" in buf.getvalue()
+
+
+def test_on_settled_state_the_choice_is_issue_25s_balanced_accuracy_rule(tmp_path: Path
+                                                                         ) -> None:
+    out = _train(tmp_path, replace(FIELD, champion_outcome="settled_state"))
+    c = out["champion"]
+    scores = {f: s["balanced_accuracy"] for f, s in c["scores"].items()}
+    assert c["chosen_on"] == "balanced_accuracy" and c["record_check"] is None
+    assert out["family"] == ch.choose(scores, "forest", c["switch_margin"])
+
+
+def test_the_outcome_policy_needs_confidence_and_keeps_the_regimes_meaningful() -> None:
+    stats = {"forest": 0.50, "hmm_filter": 0.70, "hmm_range_filter": 0.90}
+    balanced = {"forest": 0.86, "hmm_filter": 0.85, "hmm_range_filter": 0.70}
+    # the range filter earns most but its regimes fail the guard: never champion
+    assert op.choose(stats, balanced, {"hmm_filter": 0.85, "hmm_range_filter": 0.99},
+                     "forest", confidence=0.8, guard=0.05) == "hmm_filter"
+    # ahead in too few draws: the incumbent stays, whatever the point estimates
+    assert op.choose(stats, balanced, {"hmm_filter": 0.75, "hmm_range_filter": 0.99},
+                     "forest", confidence=0.8, guard=0.05) == "forest"
+    # an incumbent that fails the guard gives way to the best eligible point value
+    assert op.choose(stats, balanced, {}, "hmm_range_filter", confidence=0.8,
+                     guard=0.05) == "hmm_filter"
+
+
+def test_the_difference_is_a_month_block_bootstrap_of_sharpe_ratios() -> None:
+    rng = np.random.default_rng(3)
+    months = np.repeat(np.arange(24), 21)
+    better = rng.normal(0.001, 0.01, len(months))
+    worse = better - 0.002
+    d = op.difference("economic", better, worse, months)
+    assert d["difference"] > 0 and d["ci95"][0] > 0 and d["share_ahead"] == 1.0
+    same = op.difference("economic", better, better, months)
+    assert same["difference"] == 0 and same["share_ahead"] == 0.0

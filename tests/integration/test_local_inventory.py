@@ -282,7 +282,7 @@ def test_monitor_reports_the_december_2018_drift(fleet: Fleet) -> None:
     run = fleet.play("monitor.yml")
     out = " ".join(run.out.split())  # the callback wraps long lines
     assert run.rc == 0 and "no host is CRITICAL" in out, run.out
-    assert re.search(r"\d+/25 features novel over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
+    assert re.search(r"\d+/\d+ features novel over 2018-1[12]-\d\d\.\.2018-12-31 vs the "
                      r"model", out), run.out
     relaxed = fleet.play("monitor.yml", "-e", json.dumps({"quantshift_monitor_thresholds": {
         "drift_warn_share": 0.99, "drift_crit_share": 0.99}}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -140,3 +141,47 @@ def summary(chosen: Sequence[str], families: Sequence[str]) -> dict[str, object]
     n = max(len(chosen), 1)
     return {"share_of_months": {f: round(sum(c == f for c in chosen) / n, 4) for f in families},
             "switches": int(sum(a != b for a, b in pairwise(chosen)))}
+
+
+def evaluate_on(rows: Months, preds: Mapping[str, np.ndarray], market: Any, *, outcome: str,
+                record_months: int | None, confidence: float, guard: float, horizon: int,
+                min_rows: int = MIN_RECORD_ROWS) -> tuple[np.ndarray, list[str]]:
+    """``evaluate`` with the choice made on ``outcome`` (``outcome_policy``): each month's
+    record holds the rows whose outcome was known at its cut-off (the bar before the
+    month: ``known_end + horizon``), and the guard reads the settled-state record."""
+    from quantshift_ml.training import outcome_policy as op
+
+    vals = {f: op.values(outcome, p, rows.pos, market) for f, p in preds.items()}
+    incumbent = FIRST_CHAMPION if FIRST_CHAMPION in preds else min(preds, key=rank)
+    out = np.empty(len(rows.pos), dtype=object)
+    chosen: list[str] = []
+    for k in range(len(rows.known)):
+        balanced, _ = record_scores(rows, preds, k, record_months, min_rows)
+        if balanced:
+            incumbent = _decide_month(rows, vals, balanced, incumbent, k, outcome,
+                                      record_months, rows.known_end[k] + horizon,
+                                      confidence, guard)
+        chosen.append(incumbent)
+        here = rows.month == k
+        out[here] = np.asarray(preds[incumbent], dtype=object)[here]
+    return out, chosen
+
+
+def _decide_month(rows: Months, vals: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  balanced: Mapping[str, float], incumbent: str, k: int, outcome: str,
+                  record_months: int | None, cut: int, confidence: float, guard: float
+                  ) -> str:
+    """One month's decision on the rows of the record whose outcome was known at ``cut``."""
+    from quantshift_ml.training import outcome_policy as op
+
+    lo = 0 if record_months is None else k - record_months
+    first = next(iter(vals.values()))
+    sel = (rows.month < k) & (rows.month >= lo) & (first[1] <= cut) & ~np.isnan(first[0])
+    if int(sel.sum()) < 2:
+        return incumbent
+    months = rows.month[sel]
+    stats = {f: op.statistic(outcome, v[sel]) for f, (v, _) in vals.items()}
+    base = vals[incumbent][0][sel] if incumbent in vals else None
+    ahead = {f: (op.difference(outcome, v[sel], base, months)["share_ahead"]
+                 if base is not None and f != incumbent else 0.0) for f, (v, _) in vals.items()}
+    return op.choose(stats, balanced, ahead, incumbent, confidence=confidence, guard=guard)

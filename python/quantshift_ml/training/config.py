@@ -164,6 +164,10 @@ class TrainConfig:
     families: tuple[str, ...] = defaults.FAMILIES
     record_months: int = defaults.RECORD_MONTHS
     switch_margin: float = defaults.SWITCH_MARGIN
+    champion_outcome: str = defaults.CHAMPION_OUTCOME
+    switch_confidence: float = defaults.SWITCH_CONFIDENCE
+    champion_guard: float = defaults.CHAMPION_GUARD
+    champion_floor: float | None = None
 
     def __post_init__(self) -> None:
         self._check_champion()
@@ -192,6 +196,14 @@ class TrainConfig:
             raise UsageError(f"record_months must be within 1..240, got {self.record_months}")
         if not 0.0 <= self.switch_margin < 1.0:
             raise UsageError(f"switch_margin must be within 0..1, got {self.switch_margin}")
+        if self.champion_outcome not in defaults.CHAMPION_OUTCOMES:
+            raise UsageError(f"champion_outcome must be one of "
+                             f"{', '.join(defaults.CHAMPION_OUTCOMES)}, not "
+                             f"{self.champion_outcome!r}")
+        if not 0.5 <= self.switch_confidence < 1.0 or not 0.0 <= self.champion_guard <= 1.0:
+            raise UsageError(f"switch_confidence must be within 0.5..1 and champion_guard "
+                             f"within 0..1, got {self.switch_confidence} and "
+                             f"{self.champion_guard}")
 
     def memory_for(self, labeler: str) -> str:
         """The memory actually used (``auto`` resolved for this labeler)."""

@@ -32,6 +32,7 @@ import pandas as pd
 from quantshift_ml import REGIMES
 from quantshift_ml.errors import DataError
 from quantshift_ml.training import champion as ch
+from quantshift_ml.training import record_outcomes as ro
 from quantshift_ml.training import report as rp
 from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.config import TrainConfig
@@ -157,14 +158,20 @@ def _append(rec: Record, month: str, dates: list[str], codes: Mapping[str, str])
         rec.preds[f] += codes[f]
 
 
+def _settled(ds: Dataset, rec: Record) -> np.ndarray:
+    """Which record rows have a known label now (the rows ``scores`` reads)."""
+    pos = pd.DatetimeIndex(ds.features.index).get_indexer(pd.DatetimeIndex(rec.dates))
+    ok = pos >= 0
+    ok[ok] = ds.valid[pos[ok]]
+    return ok
+
+
 def scores(ds: Dataset, rec: Record) -> tuple[dict[str, dict[str, Any]], np.ndarray,
                                               dict[str, np.ndarray]]:
     """Each family's balanced accuracy on the record against the labels known now, with a
     month-block 95 % interval; also the truth and the predictions (for the decision)."""
-    idx = pd.DatetimeIndex(ds.features.index)
-    pos = idx.get_indexer(pd.DatetimeIndex(rec.dates))
-    ok = (pos >= 0)
-    ok[ok] = ds.valid[pos[ok]]
+    pos = pd.DatetimeIndex(ds.features.index).get_indexer(pd.DatetimeIndex(rec.dates))
+    ok = _settled(ds, rec)
     y = ds.labels.to_numpy()[pos[ok]] if len(pos) else np.empty(0, dtype=object)
     month_id = np.asarray([d[:7] for d in np.asarray(rec.dates, dtype=object)[ok]])
     preds = {f: _decode(c)[ok] for f, c in rec.preds.items()}
@@ -182,14 +189,14 @@ def decide(ds: Dataset, split: Split, config: TrainConfig, *, incumbent: str,
     field_ = available(ds, list(config.families))
     if len(field_) == 1:  # a field of one needs no record: nothing to choose between
         return {"family": field_[0], "incumbent_family": incumbent,
-                "chosen_on": "balanced_accuracy", "field": field_,
+                "chosen_on": config.champion_outcome, "field": field_,
                 "reason": f"{field_[0]} is the only family in the field",
                 "switch_margin": config.switch_margin, "min_record_rows": ch.MIN_RECORD_ROWS,
                 "record_months": 0, "settled_rows": 0, "scores": {}, "refitted_months": 0,
                 "reused_months": 0, "seconds": 0.0, "record": None}
     rec = build(ds, split, config, families=field_, months=config.record_months,
                 previous=previous, origin=origin)
-    table, y, _ = scores(ds, rec)
+    table, y, preds = scores(ds, rec)
     rows = len(y)
     enough = rows >= ch.MIN_RECORD_ROWS
     values = {f: float(s["balanced_accuracy"]) for f, s in table.items()
@@ -197,12 +204,23 @@ def decide(ds: Dataset, split: Split, config: TrainConfig, *, incumbent: str,
     start = incumbent if incumbent in field_ else ch.FIRST_CHAMPION
     if start not in field_:
         start = field_[0]
-    chosen = ch.choose(values, start, config.switch_margin)
+    dates = list(np.asarray(rec.dates, dtype=object)[_settled(ds, rec)])
+    outcomes = ro.table(ds, dates, preds, start) if rows else {}
+    on_outcome = values and config.champion_outcome != "settled_state"
+    if on_outcome:
+        chosen, why = ro.choose(outcomes, values, start, config)
+    else:
+        chosen = ch.choose(values, start, config.switch_margin)
+        why = ch.reason(values, start, chosen, config.switch_margin, rows)
     seconds = round(time.monotonic() - started, 2)
     log.info("Champion: %s (record %d settled rows over %d months, %d refitted, %d reused, "
              "%.1f s)", chosen, rows, len(rec.months), rec.refitted, rec.reused, seconds)
-    return {"family": chosen, "incumbent_family": incumbent, "chosen_on": "balanced_accuracy",
-            "reason": ch.reason(values, start, chosen, config.switch_margin, rows),
+    return {"family": chosen, "incumbent_family": incumbent,
+            "chosen_on": config.champion_outcome if on_outcome else "balanced_accuracy",
+            "reason": why, "outcomes": outcomes,
+            "record_check": ro.check(outcomes, values, chosen, start, config)
+            if on_outcome else None,
+            "switch_confidence": config.switch_confidence, "guard": config.champion_guard,
             "field": field_, "switch_margin": config.switch_margin,
             "min_record_rows": ch.MIN_RECORD_ROWS, "record_months": len(rec.months),
             "settled_rows": rows, "scores": table, "refitted_months": rec.refitted,

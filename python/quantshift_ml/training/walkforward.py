@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import progress
+from quantshift_ml import defaults, progress
 from quantshift_ml.errors import DataError, UsageError
 from quantshift_ml.gate import REFERENCES, GateConfig, decide, strongest
 from quantshift_ml.labels import HmmLabeler, make_labeler
@@ -31,6 +31,7 @@ from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.families import available
 from quantshift_ml.training.model import fit_estimator, wrap
+from quantshift_ml.training.outcome_policy import Market
 from quantshift_ml.training.pipeline import (
     Dataset,
     baseline_predictions,
@@ -265,6 +266,10 @@ class ChampionPolicy:
     families: tuple[str, ...] | None = None
     record_months: int | None = ch.RECORD_MONTHS
     margin: float = ch.SWITCH_MARGIN
+    outcome: str = defaults.CHAMPION_OUTCOME
+    """Chosen on (issue 31); ``settled_state`` is issue 25's balanced-accuracy rule."""
+    confidence: float = defaults.SWITCH_CONFIDENCE
+    guard: float = defaults.CHAMPION_GUARD
 
 
 def _champion(full: Dataset, pooled: _Pooled, pos: np.ndarray, preds: dict[str, np.ndarray],
@@ -280,9 +285,18 @@ def _champion(full: Dataset, pooled: _Pooled, pos: np.ndarray, preds: dict[str, 
         [np.full(len(w), k) for k, w in enumerate(pooled.where)]),
         known_end=pooled.known_end, known=pooled.known)
     fam = {f: preds[ch.WALKFORWARD_ROWS[f]] for f in field_}
-    row, chosen = ch.evaluate(rows, fam, record_months=policy.record_months,
-                              margin=policy.margin)
+    if policy.outcome == "settled_state":
+        row, chosen = ch.evaluate(rows, fam, record_months=policy.record_months,
+                                  margin=policy.margin)
+    else:
+        row, chosen = ch.evaluate_on(rows, fam, Market.of(full.bars["Close"]),
+                                     outcome=policy.outcome,
+                                     record_months=policy.record_months,
+                                     confidence=policy.confidence, guard=policy.guard,
+                                     horizon=full.labeler.horizon)
     return row, {"families": field_, "record_months": policy.record_months or "expanding",
+                 "chosen_on": policy.outcome, "switch_confidence": policy.confidence,
+                 "guard": policy.guard,
                  "switch_margin": policy.margin, "min_record_rows": ch.MIN_RECORD_ROWS,
                  **ch.summary(chosen, field_),
                  "chosen": [{"month": w["month"], "family": c}
