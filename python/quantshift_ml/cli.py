@@ -217,7 +217,7 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
     if cmd == "champion":
-        return operations.champion(root)
+        return commands.champion_cmd(root)
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
 
 

@@ -59,3 +59,28 @@ def doctor_cmd(a: argparse.Namespace, root: Path) -> dict[str, Any]:
 
     store = ModelStore(root)
     return doctor.repair(store) if a.repair else doctor.diagnose(store)
+
+
+def champion_cmd(root: Path) -> dict[str, Any]:
+    """The active release's family and the record it was chosen on (signature checked).
+
+    A release trained before families competed has no record: it is a forest,
+    chosen by no policy, and says so.
+    """
+    from quantshift_ml.training.record import champion_brief
+
+    store = ModelStore(root)
+    store.recover_if_interrupted()
+    art = store.verify(store.layout.active_pkl)
+    decision = champion_brief(art.meta.get("champion"))
+    out: dict[str, Any] = {"version": art.version, "sha256": art.sha256,
+                           "family": art.meta.get("family") or "forest"}
+    if decision is None:
+        return {**out, "chosen_on": None, "record": None,
+                "reason": "trained before families competed: a forest, no record"}
+    rec = (art.meta.get("champion") or {}).get("record") or {}
+    dates = rec.get("dates") or []
+    return {**out, **decision, "record": {"months": rec.get("months") or [],
+                                          "first_date": dates[0] if dates else None,
+                                          "last_date": dates[-1] if dates else None,
+                                          "rows": len(dates)}}

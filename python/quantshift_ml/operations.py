@@ -45,6 +45,7 @@ from quantshift_ml.training.pipeline import (
     check_history,
     score_incumbent,
 )
+from quantshift_ml.training.record import champion_brief
 from quantshift_ml.training.results import Scores, Unscored
 
 log = logging.getLogger(__name__)
@@ -212,13 +213,6 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
     return out
 
 
-def champion_brief(champion: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The policy's decision without the record's rows (results, logs, Ansible)."""
-    if champion is None:
-        return None
-    return {k: v for k, v in champion.items() if k != "record"}
-
-
 def _servable(result: TrainResult, meta: dict[str, Any]) -> bytes | None:
     """What the service will run, recorded in the metadata before it is signed.
 
@@ -330,29 +324,6 @@ def verify(root: Path, target: str = "active") -> dict[str, Any]:
     if bad and target != "all":
         raise IntegrityError(bad[0]["error"])
     return {"ok": not bad, "verified": checked, "failed": len(bad)}
-
-
-def champion(root: Path) -> dict[str, Any]:
-    """The active release's family and the record it was chosen on (signature checked).
-
-    A release trained before families competed has no record: it is a forest,
-    chosen by no policy, and says so.
-    """
-    store = ModelStore(root)
-    store.recover_if_interrupted()
-    art = store.verify(store.layout.active_pkl)
-    decision = champion_brief(art.meta.get("champion"))
-    out: dict[str, Any] = {"version": art.version, "sha256": art.sha256,
-                           "family": art.meta.get("family") or "forest"}
-    if decision is None:
-        return {**out, "chosen_on": None, "record": None,
-                "reason": "trained before families competed: a forest, no record"}
-    rec = (art.meta.get("champion") or {}).get("record") or {}
-    dates = rec.get("dates") or []
-    return {**out, **decision, "record": {"months": rec.get("months") or [],
-                                          "first_date": dates[0] if dates else None,
-                                          "last_date": dates[-1] if dates else None,
-                                          "rows": len(dates)}}
 
 
 def evaluate_artifact(pkl: Path, source: DataSource, *, root: Path,

@@ -19,6 +19,28 @@ import pytest
 
 from .conftest import artifact_sha, assert_consistent, models, qs, sha
 
+FOREST = ("--families", "forest")
+"""The budgets below are sized on a forest release, whose pickle and ONNX are the
+largest files a training writes (a filter release's pickle is about 2 kB, which
+the slack for logs and metadata would swallow)."""
+
+
+@pytest.fixture(scope="module")
+def forest_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of two forest releases (active + backup), made by the real CLI."""
+    root = tmp_path_factory.mktemp("forest-store") / "root"
+    for _ in range(2):
+        run = qs("train", "--root", str(root), "--promote", *FOREST)
+        assert run.returncode == 0, run.stderr
+    return root
+
+
+@pytest.fixture
+def store(forest_template: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    shutil.copytree(forest_template, root)
+    return root
+
 PAGE = 4096
 PHASES = {
     # name: free bytes as a function of the model size S and its compiled (ONNX) size O;
@@ -59,7 +81,7 @@ def test_disk_full_fails_clearly_and_leaves_the_active_model(store, tmp_path, ph
         before = models(root)
         active = assert_consistent(root)
 
-        run = qs("train", "--root", str(root), "--promote")
+        run = qs("train", "--root", str(root), "--promote", *FOREST)
         assert run.returncode != 0
         assert "No space left on device" in run.stderr, run.stderr
 

@@ -225,3 +225,10 @@ def decide(ds: Dataset, split: Split, config: TrainConfig, *, incumbent: str,
             "min_record_rows": ch.MIN_RECORD_ROWS, "record_months": len(rec.months),
             "settled_rows": rows, "scores": table, "refitted_months": rec.refitted,
             "reused_months": rec.reused, "seconds": seconds, "record": rec.to_dict()}
+
+
+def champion_brief(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The policy's decision without the record's rows (results, logs, Ansible)."""
+    if champion is None:
+        return None
+    return {k: v for k, v in champion.items() if k != "record"}
