@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[signing.KEYS_ENV] = str(Path(tmp) / "keys")
         if a.root is None:
             t0 = time.perf_counter()
-            trained = operations.train(BundledSource(), root=root, config=TrainConfig(),
-                                       promote=True)
+            trained = operations.train(BundledSource(), root=root,  # the ONNX path
+                                       config=TrainConfig(families=("forest",)), promote=True)
             train_s = time.perf_counter() - t0
         else:
             trained, train_s = {}, 0.0
