@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from quantshift_ml.cli import main
+from quantshift_ml.cli_text import universe_text
 from quantshift_ml.training import universe as uv
 
 SPANS = {"from2009": "2009-01-01", "from2010": "2010-06-01", "from2011": "2011-01-01",
@@ -70,6 +71,10 @@ def test_cluster_and_local_processes_give_the_same_summary(
     margins = [m["strongest_baseline"]["margin"] for m in local["markets"]]
     assert pooled["margin"] == pytest.approx(np.mean(margins), abs=1e-4)
     assert pooled["ci95"][0] <= pooled["margin"] <= pooled["ci95"][1]
+    table = universe_text(local).splitlines()  # the non-JSON output: a line per market
+    assert [ln.split()[0] for ln in table[1:5]] == list(SPANS)
+    assert table[5].startswith(f"pooled margin over each market's strongest baseline: "
+                               f"{pooled['margin']:+.3f}")
     for m in local["markets"]:  # --out: each market's full report, the row read from it
         report = json.loads((tmp_path / "reports" / f"{m['name']}.json").read_text())
         assert report["strongest_baseline"]["margin"] == m["strongest_baseline"]["margin"]
