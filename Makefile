@@ -19,7 +19,7 @@ help: ## list targets
 $(STAMP): python/pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e 'python[yfinance,serve,monitor,explain,console,garch,dev]' -r requirements-dev.txt
+	$(BIN)/pip install -q -e 'python[yfinance,serve,monitor,explain,console,garch,cluster,dev]' -r requirements-dev.txt
 	touch $@
 
 venv: $(STAMP) ## create .venv with the package and the controller tooling

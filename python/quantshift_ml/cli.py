@@ -104,6 +104,20 @@ def _source(a: argparse.Namespace, root: Path) -> Any:
                        max_cache_age_hours=a.max_cache_age_hours)
 
 
+def _universe(a: argparse.Namespace, root: Path, policy: Any) -> dict[str, Any]:
+    """``walkforward --universe``: the file lists the markets, so --source/--data may not."""
+    from quantshift_ml import defaults
+    from quantshift_ml.training import universe
+
+    if a.data is not None or a.source != defaults.SOURCE:
+        raise UsageError("--universe lists the markets itself: drop --source/--data")
+    markets = universe.read_universe(a.universe)
+    bars = universe.load_bars(markets, root=root, max_cache_age_hours=a.max_cache_age_hours)
+    return universe.run_universe(markets, bars, _train_config(a), _gate(a), start=a.start,
+                                 policy=policy, jobs=a.jobs, scheduler=a.scheduler,
+                                 out=a.out)
+
+
 def _alert_config(a: argparse.Namespace) -> AlertConfig:
     env = dict(os.environ)
     if a.env_file is not None:
@@ -171,9 +185,13 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         from quantshift_ml.training.walkforward import run_walkforward
 
         policy = _champion_policy(a)
-        src = _source(a, root)
         if a.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {a.jobs}")
+        if a.universe is not None:
+            return _universe(a, root, policy)
+        if a.scheduler is not None or a.out is not None:
+            raise UsageError("--scheduler and --out go with --universe FILE")
+        src = _source(a, root)
         return run_walkforward(src.load(), _train_config(a), _gate(a), start=a.start,
                                origin=src.name, policy=policy, jobs=a.jobs)
     if cmd == "promote":

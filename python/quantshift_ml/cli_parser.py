@@ -250,7 +250,16 @@ def _ops_parsers(sub: Any) -> None:
     outcome_opts(p)
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="monthly refits on N local processes (joblib, loky); the report "
-                        "is the same apart from 'seconds' (default 1)")
+                        "is the same apart from 'seconds' (default 1); with --universe: "
+                        "markets at once")
+    p.add_argument("--universe", type=Path, default=None, metavar="FILE",
+                   help="walk-forward every market listed in FILE (JSON or text; instead of "
+                        "--source/--data) and print one summary")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="with --universe: run the markets on this Dask distributed scheduler "
+                        "(needs quantshift-ml[cluster]; workers need the package, no data)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="with --universe: also write each market's full report to DIR")
     progress_opt(p)
 
 

@@ -57,6 +57,8 @@ def _backups(result: dict[str, Any]) -> str:
 
 
 def _walkforward(result: dict[str, Any]) -> str:
+    if "markets" in result:
+        return universe_text(result)
     m = result["model"]
     rows = [f"walk-forward {result['first_month']}..{result['last_month']} "
             f"({result['months']} monthly retrains, labeler {result['labeler']['name']})",
@@ -91,6 +93,28 @@ def _champion(result: dict[str, Any]) -> str:
         value, ci = s.get("balanced_accuracy"), s.get("ci95")
         rows.append(f"{name:18}{'n/a' if value is None else f'{value:.4f}':>9}  "
                     + (f"{ci[0]:.4f}..{ci[1]:.4f}" if ci else "n/a"))
+    return "\n".join(rows)
+
+
+def universe_text(result: dict[str, Any]) -> str:
+    """``walkforward --universe``: one line per market, then the pooled margin."""
+    fams = list(result["markets"][0]["families"])
+    rows = [f"{'market':12}{'months':>7}{'model':>7}  {'strongest baseline':<17}{'bal':>6}"
+            f"{'margin':>8}{'95 % interval':>17}{'champion':>9}{'Sharpe':>7}"
+            + "".join(f"{f:>17}" for f in fams)]
+    for m in result["markets"]:
+        sb = m["strongest_baseline"]
+        rows.append(f"{m['name'][:12]:12}{m['months']:7d}{m['model_balanced_accuracy']:7.3f}  "
+                    f"{sb['name'][:17]:<17}{sb['balanced_accuracy']:6.3f}{sb['margin']:+8.3f}"
+                    f"{sb['ci95'][0]:+9.3f}..{sb['ci95'][1]:+.3f}"
+                    f"{m['champion']['balanced_accuracy']:9.3f}{m['champion']['sharpe']:7.3f}"
+                    + "".join(f"{m['families'][f]['balanced_accuracy']:10.3f}/"
+                              f"{m['families'][f]['sharpe']:6.3f}" for f in fams))
+    p = result["pooled_margin_vs_strongest"]
+    rows.append(f"pooled margin over each market's strongest baseline: {p['margin']:+.3f} "
+                f"balanced, 95 % interval {p['ci95'][0]:+.3f}..{p['ci95'][1]:+.3f} "
+                f"({p['markets_above_0']} of {p['markets']} markets above 0)")
+    rows.append("families: balanced / Sharpe; pooled: " + p["method"])
     return "\n".join(rows)
 
 

@@ -308,6 +308,16 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
                     policy: ChampionPolicy | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run the monthly walk-forward and return a JSON-native report; ``jobs`` > 1 runs
     the monthly refits on that many local processes (same report but ``seconds``)."""
+    return walkforward_rows(bars, config, gate, start=start, origin=origin, policy=policy,
+                            jobs=jobs)[0]
+
+
+def walkforward_rows(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
+                     *, start: str | None = None, origin: str = "data",
+                     policy: ChampionPolicy | None = None, jobs: int = 1
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``run_walkforward``'s report and its rows: truth, the model's and the strongest
+    baseline's regimes and month ids (what a pooled margin over markets resamples)."""
     started = time.monotonic()
     # a report, not a training: every core grows trees (the forest is the same)
     config = replace(config, model=replace(config.model, n_jobs=-1))
@@ -354,7 +364,8 @@ def run_walkforward(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
         report["learned_axis"] = {k: round(balanced_accuracy(t, states(v)), 4)
                                   for k, v in preds.items()}
     report["seconds"] = round(time.monotonic() - started, 2)
-    return report
+    return report, {"truth": y, "model": preds["model"], "strongest": preds[best_name],
+                    "month": months}
 
 
 def _header(full: Dataset, config: TrainConfig, gate: GateConfig, pooled: _Pooled
