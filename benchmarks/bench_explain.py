@@ -33,9 +33,9 @@ from typing import Any
 
 from bench_latency import machine, percentiles
 
-from quantshift_ml import operations
 from quantshift_ml.data.sources import BundledSource
-from quantshift_ml.service import RegimeService, build_server
+from quantshift_ml.ops import operations
+from quantshift_ml.serving.service import RegimeService, build_server
 from quantshift_ml.store import signing
 from quantshift_ml.training.config import TrainConfig
 

@@ -220,8 +220,8 @@ def run_load(server: Server, specs: list[ClientSpec]) -> tuple[dict[str, list[di
 
 def make_root(tmp: Path, smoke: bool) -> Path:
     """A root with a trained, signed, promoted model (keys trusted via the env)."""
-    from quantshift_ml import operations
     from quantshift_ml.data import BundledSource
+    from quantshift_ml.ops import operations
     from quantshift_ml.store import signing
     from quantshift_ml.training.config import ModelParams, TrainConfig
 

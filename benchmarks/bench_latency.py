@@ -3,7 +3,7 @@
 Measures, in one run and on the same model and the same feature rows:
 
 * one-row regime detection (a feature vector in, regime and class probabilities
-  out) exactly as the service does it (``quantshift_ml.service.Loaded.infer``),
+  out) exactly as the service does it (``quantshift_ml.serving.service.Loaded.infer``),
   with scikit-learn and with onnxruntime, side by side; plus, for reference, the
   naive scikit-learn path (``predict`` then ``predict_proba`` on a one-row
   DataFrame, as ``quantshift-ml predict`` does) and the bare ``session.run``;
@@ -49,12 +49,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import __version__, operations
+from quantshift_ml import __version__
 from quantshift_ml.data.sources import BundledSource
-from quantshift_ml.features import model_frame, usable
-from quantshift_ml.regimes import regime_model
-from quantshift_ml.served import Loaded, load_verified
-from quantshift_ml.service import RegimeService, build_server
+from quantshift_ml.model.features import model_frame, usable
+from quantshift_ml.model.regimes import regime_model
+from quantshift_ml.ops import operations
+from quantshift_ml.serving.served import Loaded, load_verified
+from quantshift_ml.serving.service import RegimeService, build_server
 from quantshift_ml.store import ModelStore, signing
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import predict, predict_proba

@@ -7,7 +7,7 @@ service pays them), on the same trained model:
 * ``before``: what the service did until then: verify the sha256s, unpickle the
   joblib bundle (scikit-learn, numpy, the forest), smoke-test it, open the ONNX
   model and compare it with scikit-learn on one row;
-* ``after``: ``quantshift_ml.served.load_verified``: signature and sha256s, the
+* ``after``: ``quantshift_ml.serving.served.load_verified``: signature and sha256s, the
   ONNX model in onnxruntime and a one-row smoke test, no pickle;
 * ``serve``: the real service, ``python -m quantshift_ml serve`` started the way
   systemd starts it (``$NOTIFY_SOCKET`` set, as ``bench_http.py`` does), its CPU
@@ -46,8 +46,8 @@ BEFORE = """
 import sys
 from pathlib import Path
 import numpy as np
-from quantshift_ml.compiled import OnnxPredictor
-from quantshift_ml.regimes import regime_model
+from quantshift_ml.model.compiled import OnnxPredictor
+from quantshift_ml.model.regimes import regime_model
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import onnx_for
 store = ModelStore(Path(sys.argv[1]))
@@ -63,7 +63,7 @@ assert abs(onnx.run(x)[1] - model.estimator.predict_proba(x)).max() < 1e-5
 AFTER = """
 import sys
 from pathlib import Path
-from quantshift_ml.served import load_verified
+from quantshift_ml.serving.served import load_verified
 from quantshift_ml.store import ModelStore
 store = ModelStore(Path(sys.argv[1]))
 load_verified(store, store.layout.active_pkl)
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.repeat < 1:
         ap.error("--repeat must be at least 1")
     repeat = 1 if a.smoke else a.repeat
-    from quantshift_ml import operations
     from quantshift_ml.data import BundledSource
+    from quantshift_ml.ops import operations
     from quantshift_ml.store import signing
     from quantshift_ml.training.config import TrainConfig
 

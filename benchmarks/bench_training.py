@@ -38,12 +38,12 @@ import pandas as pd
 
 from quantshift_ml import __version__
 from quantshift_ml.data.sources import BundledSource
-from quantshift_ml.features import WARMUP_ROWS, compute_features
-from quantshift_ml.gate import gate_for
-from quantshift_ml.labels import HmmLabeler
+from quantshift_ml.model.features import WARMUP_ROWS, compute_features
+from quantshift_ml.model.labels import HmmLabeler
 from quantshift_ml.training.config import TrainConfig
+from quantshift_ml.training.gate import gate_for
 from quantshift_ml.training.pipeline import TrainResult, train_candidate
-from quantshift_ml.training.walkforward import run_walkforward
+from quantshift_ml.walkforward.monthly import run_walkforward
 
 T = TypeVar("T")
 

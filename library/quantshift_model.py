@@ -103,7 +103,7 @@ options:
   force:
     description:
       - With O(state=evaluated), decide a rollback to a backup below the floor as allowed
-        (RV(evaluation.decision), from C(quantshift_ml.gate.rollback_decision)).
+        (RV(evaluation.decision), from C(quantshift_ml.training.gate.rollback_decision)).
     type: bool
     default: false
   path:
@@ -315,7 +315,7 @@ def verified(module, store, p, dry):
     if p["service_url"]:
         if not p["expect_sha256"]:
             raise UsageError("service_url needs expect_sha256: the sha the service must report")
-        from quantshift_ml.healthcheck import wait_for_sha
+        from quantshift_ml.serving.healthcheck import wait_for_sha
 
         timeout = defaults.SERVICE_TIMEOUT if p["service_timeout"] is None else p["service_timeout"]
         result["health"] = wait_for_sha(p["service_url"], p["expect_sha256"], timeout=timeout)
@@ -326,7 +326,7 @@ def verified(module, store, p, dry):
 
 
 def evaluated(module, store, p, dry):
-    from quantshift_ml import operations
+    from quantshift_ml.ops import operations
     from quantshift_ml.store.release import release_files
 
     choice = None if p["to"] == "active" else store.choose_backup(p["to"])
@@ -360,7 +360,7 @@ def restored(module, store, p, dry):
 
 
 def inspected(module, store, p, dry):
-    from quantshift_ml.doctor import diagnose
+    from quantshift_ml.ops.doctor import diagnose
 
     return {"changed": False, "diagnosis": diagnose(store)}
 

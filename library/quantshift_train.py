@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # Copyright: QuantShift
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ansible module: a thin adapter over ``quantshift_ml.operations.train``."""
+"""Ansible module: a thin adapter over ``quantshift_ml.ops.operations.train``."""
 
 from __future__ import annotations
 
@@ -321,9 +321,10 @@ def _config(p):
 def _train(module):
     from pathlib import Path
 
-    from quantshift_ml import defaults, operations
+    from quantshift_ml import defaults
     from quantshift_ml.data.sources import make_source
-    from quantshift_ml.gate import gate_for
+    from quantshift_ml.ops import operations
+    from quantshift_ml.training.gate import gate_for
 
     p = module.params
     root = Path(p["root"])

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import drift
 from quantshift_ml.data.sources import BundledSource
-from quantshift_ml.explain import Explainer
-from quantshift_ml.features import FEATURES, compute_features, usable
+from quantshift_ml.insight.explain import Explainer
+from quantshift_ml.model.features import FEATURES, compute_features, usable
+from quantshift_ml.monitoring import drift
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import regime_model
 from quantshift_ml.training.pipeline import train_candidate

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from quantshift_ml.champion import outcome_policy as op
+from quantshift_ml.champion import policy as ch
 from quantshift_ml.data import BundledSource, CsvSource
-from quantshift_ml.gate import gate_for
-from quantshift_ml.training import champion as ch
-from quantshift_ml.training import outcome_policy as op
 from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.config import TrainConfig
-from quantshift_ml.training.walkforward import _collect
+from quantshift_ml.training.gate import gate_for
+from quantshift_ml.walkforward.monthly import _collect
 
 RECORDS: tuple[int | None, ...] = (12, 24, 36, None)
 CONFIDENCES = (0.5, 0.7, 0.8, 0.9)

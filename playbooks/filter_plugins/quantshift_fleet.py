@@ -2,9 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters deciding fleet questions in Python, exposed to Jinja.
 
-``quantshift_fleet_problems``: the fleet check of retrain.yml (``quantshift_ml.fleet``).
+``quantshift_fleet_problems``: the fleet check of retrain.yml (``quantshift_ml.ops.fleet``).
 ``quantshift_ab_decision``: the automatic A/B fallback of ab_guard.yml
-(``quantshift_ml.ab_report.fallback_decision``).
+(``quantshift_ml.monitoring.ab_report.fallback_decision``).
 ``quantshift_controller`` and ``quantshift_lease_takeover``: who this controller run
 is, and whether a lease refusing it was left by a dead run of this control node
 (tasks/lease.yml; ``quantshift_ml.store.lease``). Filters run on the controller,
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 
 def _fleet_problems(hostvars, hosts):
-    from quantshift_ml.fleet import from_hostvars
+    from quantshift_ml.ops.fleet import from_hostvars
 
     return from_hostvars(hostvars, hosts)
 
 
 def _ab_decision(reports, min_accuracy=None, min_samples=20):
-    from quantshift_ml.ab_report import fallback_decision
+    from quantshift_ml.monitoring.ab_report import fallback_decision
 
     floor = None if min_accuracy in (None, "") else float(min_accuracy)
     return fallback_decision(dict(reports), floor, int(min_samples))

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from quantshift_ml.data import BundledSource
-from quantshift_ml.gate import gate_for
 from quantshift_ml.store import signing
 from quantshift_ml.training.config import ModelParams, TrainConfig
+from quantshift_ml.training.gate import gate_for
 
 FAST = TrainConfig(model=ModelParams(n_estimators=25), cv_folds=3, families=("forest",))
 """A smaller forest keeps the suite quick; the procedure under test is unchanged. A
@@ -82,7 +82,7 @@ def serving(root: Path) -> Iterator[tuple[Any, Callable[[str], dict]]]:
     import threading
     import urllib.request
 
-    from quantshift_ml.service import RegimeService, build_server
+    from quantshift_ml.serving.service import RegimeService, build_server
 
     service = RegimeService(root, BundledSource(), "SPY")
     assert service.reload()

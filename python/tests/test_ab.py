@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantshift_ml import ab, ab_stats, operations, predlog
-from quantshift_ml.ab import AbConfig
-from quantshift_ml.ab_report import earliest_replay_start, fallback_decision, replay
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import UsageError
-from quantshift_ml.features import compute_features
-from quantshift_ml.labels import HmmLabeler
+from quantshift_ml.insight import ab
+from quantshift_ml.insight.ab import AbConfig
+from quantshift_ml.model.features import compute_features
+from quantshift_ml.model.labels import HmmLabeler
+from quantshift_ml.monitoring.ab_report import earliest_replay_start, fallback_decision, replay
+from quantshift_ml.ops import operations
+from quantshift_ml.outcomes import stats as ab_stats
+from quantshift_ml.serving import predlog
 from quantshift_ml.training.config import TrainConfig
 
 from .conftest import FAST, OPEN, serving
@@ -283,7 +286,7 @@ def test_ab_cli_refuses_bad_input_with_usage_errors(store_root: Path,
 
 
 def test_the_rules_arm_is_the_old_rule_on_every_bundled_bar() -> None:
-    from quantshift_ml.labels import RulesLabeler
+    from quantshift_ml.model.labels import RulesLabeler
 
     f = compute_features(BundledSource().load()).dropna(subset=["atr_ratio", "sma50_slope"])
     expected = RulesLabeler().predict_from_features(f)

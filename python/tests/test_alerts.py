@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from quantshift_ml.alerts import AlertConfig, exit_code, notify, read_env_file
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
+from quantshift_ml.monitoring.alerts import AlertConfig, exit_code, notify, read_env_file
 
 
 class Inbox:
@@ -310,7 +310,7 @@ def test_a_webhook_token_is_not_sent_in_clear_text_to_a_remote_host(tmp_path: Pa
 def test_errors_that_quote_parts_of_the_url_are_redacted() -> None:
     from http.client import InvalidURL
 
-    from quantshift_ml.alerts import failure_reason
+    from quantshift_ml.monitoring.alerts import failure_reason
 
     cfg = AlertConfig(slack_url=f"https://bot:{TOKEN}@hooks.example/services/B0/{TOKEN}-2?x=1",
                       smtp_password="pw-TOPSECRET")

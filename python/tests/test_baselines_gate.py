@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from quantshift_ml.errors import UsageError
-from quantshift_ml.gate import decide, gate_for, strongest
-from quantshift_ml.labels import make_labeler
+from quantshift_ml.model.labels import make_labeler
 from quantshift_ml.training import baselines as bl
+from quantshift_ml.training.gate import decide, gate_for, strongest
 from quantshift_ml.training.pipeline import prepare_dataset, train_candidate
 from quantshift_ml.training.results import Scores
 
@@ -54,7 +54,7 @@ def test_gjr_forecast_matches_the_arch_package(bars: pd.DataFrame) -> None:
     """Our GJR-GARCH(1,1) mean-variance forecast is arch's own analytic one."""
     from arch import arch_model
 
-    from quantshift_ml import hmm
+    from quantshift_ml.model import hmm
 
     r = hmm.returns_pct(bars["Close"])[1:3000]
     res = arch_model(r, mean="Constant", vol="GARCH", p=1, o=1, q=1,
@@ -119,7 +119,7 @@ def test_rules_labeler_keeps_the_seed_gate_and_never_counts_its_own_rule() -> No
 
 
 def test_rollback_decision_is_the_floor_unless_forced() -> None:
-    from quantshift_ml.gate import rollback_decision
+    from quantshift_ml.training.gate import rollback_decision
 
     ev = {"version": "20261117-020000", "metric": "balanced_accuracy", "value": 0.81234,
           "floor": 0.99}

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantshift_ml.cli import main
-from quantshift_ml.gate import gate_for
-from quantshift_ml.training import champion as ch
-from quantshift_ml.training.walkforward import ChampionPolicy, run_walkforward
+from quantshift_ml.champion import policy as ch
+from quantshift_ml.cli.dispatch import main
+from quantshift_ml.training.gate import gate_for
+from quantshift_ml.walkforward.monthly import ChampionPolicy, run_walkforward
 
 from .conftest import FAST
 

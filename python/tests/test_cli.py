@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
 
 from .conftest import tree_digest
 

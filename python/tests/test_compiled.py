@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantshift_ml import compiled, operations
-from quantshift_ml.compiled import OnnxPredictor, compile_checked
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
-from quantshift_ml.features import model_frame, usable
-from quantshift_ml.served import load_verified
-from quantshift_ml.service import RegimeService
+from quantshift_ml.model import compiled
+from quantshift_ml.model.compiled import OnnxPredictor, compile_checked
+from quantshift_ml.model.features import model_frame, usable
+from quantshift_ml.ops import operations
+from quantshift_ml.serving.served import load_verified
+from quantshift_ml.serving.service import RegimeService
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
 from quantshift_ml.training.pipeline import train_candidate

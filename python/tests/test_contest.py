@@ -14,15 +14,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quantshift_ml import REGIMES, cli, defaults, operations
+from quantshift_ml import REGIMES, defaults
+from quantshift_ml.champion import outcome_policy as op
+from quantshift_ml.champion import policy as ch
+from quantshift_ml.champion import record
+from quantshift_ml.cli import dispatch as cli
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
-from quantshift_ml.served import LoadedFilter, ModelHolder, load_verified
+from quantshift_ml.ops import operations
+from quantshift_ml.serving.served import LoadedFilter, ModelHolder, load_verified
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.layout import onnx_for
-from quantshift_ml.training import champion as ch
-from quantshift_ml.training import outcome_policy as op
-from quantshift_ml.training import record
 from quantshift_ml.training.baselines import balanced_accuracy
 from quantshift_ml.training.pipeline import check_history
 

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantshift_ml import drift, operations
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
 from quantshift_ml.data import BundledSource, CsvSource
 from quantshift_ml.errors import UsageError
-from quantshift_ml.explain import Explainer, explain_active
-from quantshift_ml.features import FEATURES, compute_features, model_frame, usable
-from quantshift_ml.regimes import RegimeModel
+from quantshift_ml.insight.explain import Explainer, explain_active
+from quantshift_ml.model.features import FEATURES, compute_features, model_frame, usable
+from quantshift_ml.model.regimes import RegimeModel
+from quantshift_ml.monitoring import drift
+from quantshift_ml.ops import operations
 from quantshift_ml.store import ModelStore
 from quantshift_ml.training.config import TrainConfig
 from quantshift_ml.training.model import regime_model
@@ -178,7 +179,7 @@ def _check_named(name: str, status: str, **extra: object) -> dict:
 
 
 def test_drift_pages_only_with_a_failing_accuracy_signal() -> None:
-    from quantshift_ml.monitor import combine_drift
+    from quantshift_ml.monitoring.monitor import combine_drift
 
     for accuracy, critical_level, want in (("OK", True, "WARNING"),
                                            ("WARNING", False, "WARNING"),

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantshift_ml import filterspec
+from quantshift_ml.champion import families
 from quantshift_ml.errors import IntegrityError, UsageError
-from quantshift_ml.training import families
+from quantshift_ml.model import filterspec
 from quantshift_ml.training.model import predict
 from quantshift_ml.training.pipeline import (
     Prepared,
@@ -99,7 +99,7 @@ def test_a_damaged_filter_spec_is_refused_naming_what_is_wrong(
 
 
 def test_evaluating_a_filter_spec_imports_no_scikit_learn() -> None:
-    code = ("import sys, quantshift_ml.filterspec; "
+    code = ("import sys, quantshift_ml.model.filterspec; "
             "bad = [m for m in ('sklearn', 'hmmlearn', 'joblib') if m in sys.modules]; "
             "sys.exit(str(bad) if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

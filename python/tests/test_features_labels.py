@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from quantshift_ml.features import FEATURES, WARMUP_ROWS, compute_features, usable
-from quantshift_ml.labels import ForwardLabeler, RulesLabeler, make_labeler
+from quantshift_ml.model.features import FEATURES, WARMUP_ROWS, compute_features, usable
+from quantshift_ml.model.labels import ForwardLabeler, RulesLabeler, make_labeler
 
 
 def test_features_are_causal(bars: pd.DataFrame) -> None:

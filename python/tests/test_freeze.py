@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from quantshift_ml import cli
+from quantshift_ml.cli import dispatch as cli
 from quantshift_ml.errors import UsageError
-from quantshift_ml.freeze import (
+from quantshift_ml.ops.freeze import (
     FreezeConfig,
     Frozen,
     check_schedule,

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from quantshift_ml.healthcheck import ServiceNotServing, fetch_health, wait_for_sha
+from quantshift_ml.serving.healthcheck import ServiceNotServing, fetch_health, wait_for_sha
 
 NEW = "b" * 64
 OLD = "a" * 64

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantshift_ml import hmm
 from quantshift_ml.errors import DataError
-from quantshift_ml.features import compute_features
-from quantshift_ml.labels import HmmLabeler, make_labeler
-from quantshift_ml.regimes import RegimeModel, RegimeRule
+from quantshift_ml.model import hmm
+from quantshift_ml.model.features import compute_features
+from quantshift_ml.model.labels import HmmLabeler, make_labeler
+from quantshift_ml.model.regimes import RegimeModel, RegimeRule
 from quantshift_ml.training.pipeline import prepare_dataset, relabel
 
 
@@ -100,7 +100,7 @@ def test_regime_model_probabilities_follow_the_rule() -> None:
 
 def test_balanced_rule_lets_a_rare_regime_win_on_less_evidence() -> None:
     """With priors the cut-off is prior(turbulent regime) / (sum of both priors)."""
-    from quantshift_ml.regimes import balanced_cutoff
+    from quantshift_ml.model.regimes import balanced_cutoff
 
     priors = {"Bull": 0.5, "Low Vol": 0.2, "High Vol": 0.05, "Bear": 0.15, "Crisis": 0.1}
     assert balanced_cutoff(priors, "Bull", "High Vol") == pytest.approx(0.05 / 0.55)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from quantshift_ml import predlog
 from quantshift_ml.data import BundledSource
-from quantshift_ml.features import compute_features
-from quantshift_ml.labels import make_labeler
-from quantshift_ml.monitor import live_accuracy, live_scores, score_live
+from quantshift_ml.model.features import compute_features
+from quantshift_ml.model.labels import make_labeler
+from quantshift_ml.monitoring.monitor import live_accuracy, live_scores, score_live
+from quantshift_ml.serving import predlog
 
 RULES = {"name": "rules"}
 OLD_SCHEMA = """

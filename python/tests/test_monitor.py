@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from quantshift_ml import operations, predlog
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
 from quantshift_ml.data import BundledSource
-from quantshift_ml.features import compute_features
-from quantshift_ml.labels import HmmLabeler
+from quantshift_ml.model.features import compute_features
+from quantshift_ml.model.labels import HmmLabeler
+from quantshift_ml.ops import operations
+from quantshift_ml.serving import predlog
 from quantshift_ml.store import ModelStore, signing
 
 from .conftest import FAST, OPEN
@@ -94,7 +95,7 @@ def test_textfile_is_clean_under_promtool(trained: Path, tmp_path: Path,
     arm, a host name that needs escaping), pass promtool's lint with HELP and TYPE."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from quantshift_ml.textfile import textfile
+    from quantshift_ml.monitoring.textfile import textfile
 
     root = _copy(trained, tmp_path / "r")
     prom = tmp_path / "qs.prom"
@@ -304,7 +305,7 @@ def test_a_fresh_install_does_not_page_on_its_first_night(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`train --promote` on an empty root, then the monitor as cron runs it: 0 or 1, and
     a 1 names only documented reasons (it paged CRITICAL on input drift before)."""
-    from quantshift_ml.gate import gate_for
+    from quantshift_ml.training.gate import gate_for
 
     operations.train(BundledSource(), root=tmp_path, gate=gate_for("hmm"), promote=True)
     code = main(["monitor", "--root", str(tmp_path), "--json", "--textfile",

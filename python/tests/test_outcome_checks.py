@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from quantshift_ml import predlog
-from quantshift_ml.checks import CRITICAL, OK, UNKNOWN, WARNING
 from quantshift_ml.data import BundledSource
-from quantshift_ml.monitor import Thresholds
-from quantshift_ml.outcome_checks import live_outcomes_check, scored
+from quantshift_ml.monitoring.checks import CRITICAL, OK, UNKNOWN, WARNING
+from quantshift_ml.monitoring.monitor import Thresholds
+from quantshift_ml.monitoring.outcome_checks import live_outcomes_check, scored
 from quantshift_ml.outcomes import TURBULENT, forward_outcomes
+from quantshift_ml.serving import predlog
 
 META = {"version": "v1"}
 
@@ -75,7 +75,7 @@ def test_money_lost_against_the_index_warns(tmp_path: Path, truth: tuple) -> Non
 def test_gauges_per_outcome(tmp_path: Path, truth: tuple) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from quantshift_ml.textfile import textfile
+    from quantshift_ml.monitoring.textfile import textfile
 
     src, frame = truth
     days = frame.loc["2018-06-01":"2018-07-31"].index

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantshift_ml.ab_stats import BOOTSTRAP, SEED
 from quantshift_ml.errors import UsageError
 from quantshift_ml.outcomes import (
     OutcomeConfig,
@@ -15,6 +14,7 @@ from quantshift_ml.outcomes import (
     economic_returns,
     forward_outcomes,
 )
+from quantshift_ml.outcomes.stats import BOOTSTRAP, SEED
 
 
 def _closes(n: int = 700, seed: int = 3) -> pd.Series:

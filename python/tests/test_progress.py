@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantshift_ml import progress
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
+from quantshift_ml.training import progress
 from quantshift_ml.training.config import ModelParams, TrainConfig
 from quantshift_ml.training.tuning import tune_forest
 

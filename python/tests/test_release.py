@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from quantshift_ml import operations
-from quantshift_ml.cli import main
+from quantshift_ml.cli.dispatch import main
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError
+from quantshift_ml.ops import operations
 from quantshift_ml.store import ModelStore, release
 from quantshift_ml.store.release import release_metadata, unpack_release
 from quantshift_ml.store.signing import Keyring

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from quantshift_ml import operations, predlog
 from quantshift_ml.data import BundledSource
-from quantshift_ml.service import RegimeService, build_server, install_signal_handlers
+from quantshift_ml.ops import operations
+from quantshift_ml.serving import predlog
+from quantshift_ml.serving.service import RegimeService, build_server, install_signal_handlers
 
 from .conftest import FAST, OPEN
 
@@ -109,7 +110,7 @@ def test_tampered_model_is_refused_and_previous_kept_on_reload(
     data = bytearray(pkl.read_bytes())
     data[200] ^= 0xFF
     pkl.write_bytes(bytes(data))
-    with caplog.at_level(logging.ERROR, logger="quantshift_ml.service"):
+    with caplog.at_level(logging.ERROR, logger="quantshift_ml.serving.service"):
         assert not service.reload()
     assert "does not match metadata" in caplog.text  # the reason is logged
     code, body = _get(url + "/healthz")
@@ -273,7 +274,7 @@ def test_notify_ready_tells_systemd(tmp_path, monkeypatch):
     """Type=notify: READY=1 on $NOTIFY_SOCKET (systemd then lets a queued reload through)."""
     import socket
 
-    from quantshift_ml.service.server import notify_ready
+    from quantshift_ml.serving.service.server import notify_ready
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert notify_ready() is False

@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from quantshift_ml import operations, predlog
 from quantshift_ml.data import BundledSource
-from quantshift_ml.service import PredictionWriter, RegimeService, build_server
+from quantshift_ml.ops import operations
+from quantshift_ml.serving import predlog
+from quantshift_ml.serving.service import PredictionWriter, RegimeService, build_server
 
 from .conftest import FAST, OPEN
 from .test_service import _wait_for

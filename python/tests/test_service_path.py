@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantshift_ml import operations
 from quantshift_ml.data import BundledSource
-from quantshift_ml.features import model_frame, usable
-from quantshift_ml.gate import gate_for
-from quantshift_ml.regimes import round6
-from quantshift_ml.served import load_verified
-from quantshift_ml.service import RegimeService, Snapshot
+from quantshift_ml.model.features import model_frame, usable
+from quantshift_ml.model.regimes import round6
+from quantshift_ml.ops import operations
+from quantshift_ml.serving.served import load_verified
+from quantshift_ml.serving.service import RegimeService, Snapshot
 from quantshift_ml.store import ModelStore
+from quantshift_ml.training.gate import gate_for
 
 from .conftest import FAST, OPEN
 

@@ -12,8 +12,9 @@ import json
 import subprocess
 import sys
 
-from quantshift_ml import defaults, features, labels
-from quantshift_ml.service import market
+from quantshift_ml import defaults
+from quantshift_ml.model import features, labels
+from quantshift_ml.serving.service import market
 
 HEAVY = ("pandas", "sklearn", "scipy", "joblib", "hmmlearn", "shap", "skl2onnx", "smtplib")
 
@@ -28,14 +29,14 @@ def _imported_after(code: str) -> dict[str, bool]:
 
 def test_cli_imports_no_numpy_or_heavy_dependency() -> None:
     """numpy too: ``serve`` sets one BLAS thread before numpy is first imported."""
-    loaded = _imported_after("import quantshift_ml.cli as c\nc.build_parser()")
+    loaded = _imported_after("import quantshift_ml.cli.dispatch as c\nc.build_parser()")
     assert not any(loaded.values()), loaded
 
 
 def test_service_up_to_a_built_server_imports_no_pandas(tmp_path: object) -> None:
     code = ("from pathlib import Path\n"
-            "from quantshift_ml.cli import _source, build_parser\n"
-            "from quantshift_ml.service import RegimeService, build_server\n"
+            "from quantshift_ml.cli.dispatch import _source, build_parser\n"
+            "from quantshift_ml.serving.service import RegimeService, build_server\n"
             f"a = build_parser().parse_args(['serve', '--root', {str(tmp_path)!r}])\n"
             "s = RegimeService(Path(a.root), _source(a, Path(a.root)), 'SPY')\n"
             "s.reload()\nbuild_server(s, '127.0.0.1', 0).server_close()")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from quantshift_ml import operations
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError, LockHeld, UsageError
+from quantshift_ml.ops import operations
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import sha256_file
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from quantshift_ml.errors import DataError
-from quantshift_ml.gate import GateConfig, decide, gate_for
+from quantshift_ml.training.gate import GateConfig, decide, gate_for
 from quantshift_ml.training.pipeline import train_candidate
 from quantshift_ml.training.results import Scores
-from quantshift_ml.training.walkforward import run_walkforward
+from quantshift_ml.walkforward.monthly import run_walkforward
 
 from .conftest import FAST
 
@@ -147,7 +147,7 @@ def test_walkforward_reports_baselines_and_stress(bars: pd.DataFrame) -> None:
 def test_walkforward_trains_each_month_on_labels_known_before_it(bars: pd.DataFrame,
                                                                   monkeypatch) -> None:
     """Every monthly fit sees only rows whose label settled before the month began."""
-    from quantshift_ml.training import walkforward as wf
+    from quantshift_ml.walkforward import monthly as wf
 
     seen: list[tuple[int, int]] = []
     real = wf.split_window
@@ -220,8 +220,9 @@ def test_tuning_searches_inside_the_training_rows_only(bars: pd.DataFrame, monke
 
 
 def test_one_training_computes_features_and_fits_the_labeler_once(tmp_path, monkeypatch) -> None:
-    from quantshift_ml import hmm, operations
     from quantshift_ml.data import BundledSource
+    from quantshift_ml.model import hmm
+    from quantshift_ml.ops import operations
     from quantshift_ml.training import pipeline
 
     calls = {"features": 0, "hmm": 0}
@@ -246,9 +247,9 @@ def test_one_training_computes_features_and_fits_the_labeler_once(tmp_path, monk
 def test_scoring_a_backup_trains_nothing(tmp_path, monkeypatch) -> None:
     """The rollback floor check scores the stored model on the holdout a fresh candidate
     would get: features and the labeler's truth, no forest, no CV, no baselines."""
-    from quantshift_ml import operations
     from quantshift_ml.data import BundledSource
-    from quantshift_ml.training import model, pipeline
+    from quantshift_ml.ops import operations
+    from quantshift_ml.training import fit, model, pipeline
 
     from .conftest import OPEN
 
@@ -260,7 +261,7 @@ def test_scoring_a_backup_trains_nothing(tmp_path, monkeypatch) -> None:
 
     for module, name in ((pipeline, "fit_estimator"), (pipeline, "fit_forest"),
                          (pipeline, "walk_forward_cv"), (pipeline, "baselines_on"),
-                         (model, "fit_forest"), (model, "fit_estimator")):
+                         (model, "fit_forest"), (fit, "fit_estimator")):
         monkeypatch.setattr(module, name, refuse)
     pkl = tmp_path / "models/regime_classifier.pkl"
     ev = operations.evaluate_artifact(pkl, BundledSource(), root=tmp_path, as_of="2012-06-29")
@@ -279,7 +280,7 @@ def test_scoring_a_backup_trains_nothing(tmp_path, monkeypatch) -> None:
 def test_incumbent_is_scored_with_its_own_hmm_filter(bars: pd.DataFrame, monkeypatch) -> None:
     """A stored hmm model is fed the filter of *its* HMM fit, as the service feeds it,
     not the filter of the HMM the new training just fitted."""
-    from quantshift_ml.features import model_frame
+    from quantshift_ml.model.features import model_frame
     from quantshift_ml.training import pipeline
 
     old = train_candidate(bars, FAST, as_of="2008-12-31").bundle
@@ -298,7 +299,7 @@ def test_incumbent_is_scored_with_its_own_hmm_filter(bars: pd.DataFrame, monkeyp
 def test_fair_persistence_reads_only_bars_before_the_day(bars: pd.DataFrame) -> None:
     """What persistence reads for day t (the state of t-21, known 20 bars later) comes
     from closes up to t-1: changing the closes from t on changes none of it."""
-    from quantshift_ml.labels import make_labeler
+    from quantshift_ml.model.labels import make_labeler
     from quantshift_ml.training.pipeline import prepare_dataset, relabel
 
     full = prepare_dataset(bars.iloc[:3000], make_labeler("hmm"))

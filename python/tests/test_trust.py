@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from quantshift_ml import cli, doctor, operations
+from quantshift_ml.cli import dispatch as cli
 from quantshift_ml.data import BundledSource
 from quantshift_ml.errors import IntegrityError, UsageError
-from quantshift_ml.service import RegimeService
+from quantshift_ml.ops import doctor, operations
+from quantshift_ml.serving.service import RegimeService
 from quantshift_ml.store import ModelStore, signing
 from quantshift_ml.store.files import sha256_file
 
@@ -297,8 +298,8 @@ def test_refused_gate_exits_3_with_or_without_promote(store_root: Path) -> None:
 
 # ---- 3 (logs), 4 (stale bars), keys CLI, fleet check ---------------------------------
 def test_symlinked_logs_are_never_written_through(store_root: Path, tmp_path: Path) -> None:
-    from quantshift_ml import predlog
-    from quantshift_ml.monitor import run_monitor, write_outputs
+    from quantshift_ml.monitoring.monitor import run_monitor, write_outputs
+    from quantshift_ml.serving import predlog
 
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
@@ -347,7 +348,7 @@ def test_no_signing_key_refuses_before_anything_is_written(tmp_path: Path,
 
 
 def test_fleet_check_names_each_host() -> None:
-    from quantshift_ml.fleet import fleet_problems
+    from quantshift_ml.ops.fleet import fleet_problems
 
     ok = {"active": {"state": "ok", "version": "20260101-000000"}, "problems": []}
     newer = {"active": {"state": "ok", "version": "20260201-000000"}, "problems": []}
@@ -414,7 +415,7 @@ BREAKS = {
 def test_a_broken_backup_is_judged_once_the_same_by_monitor_backups_and_rollback(
         store_root: Path, tmp_path: Path, kind: str) -> None:
     """The monitor's count, ``backups`` and rollback's ``skipped`` share one verdict."""
-    from quantshift_ml.monitor import Thresholds, backups_check
+    from quantshift_ml.monitoring.monitor import Thresholds, backups_check
 
     store = ModelStore(store_root)
     older, newest = [b.version for b in store.backups()]
@@ -447,7 +448,7 @@ def test_a_broken_backup_is_judged_once_the_same_by_monitor_backups_and_rollback
 
 
 def test_no_intact_backup_left_is_critical_and_rollback_names_each(store_root: Path) -> None:
-    from quantshift_ml.monitor import Thresholds, backups_check
+    from quantshift_ml.monitoring.monitor import Thresholds, backups_check
 
     store = ModelStore(store_root)
     versions = [b.version for b in store.backups()]

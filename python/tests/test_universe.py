@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantshift_ml.cli import main
-from quantshift_ml.cli_text import universe_text
-from quantshift_ml.training import universe as uv
+from quantshift_ml.cli.dispatch import main
+from quantshift_ml.cli.text import universe_text
+from quantshift_ml.walkforward import universe as uv
 
 SPANS = {"from2009": "2009-01-01", "from2010": "2010-06-01", "from2011": "2011-01-01",
          "from2012": "2012-03-01"}
@@ -139,7 +139,7 @@ def test_scheduler_without_dask_says_which_extra(universe_file: Path, tmp_path: 
 
 
 def test_dask_is_imported_only_for_a_scheduler() -> None:
-    code = ("import sys; import quantshift_ml.cli, quantshift_ml.training.universe; "
+    code = ("import sys; import quantshift_ml.cli.dispatch, quantshift_ml.walkforward.universe; "
             "print(any(m == 'dask' or m.startswith('dask.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

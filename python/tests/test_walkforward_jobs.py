@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantshift_ml.gate import gate_for
-from quantshift_ml.training.walkforward import run_walkforward
+from quantshift_ml.training.gate import gate_for
+from quantshift_ml.walkforward.monthly import run_walkforward
 
 from .conftest import FAST
 
@@ -19,7 +19,7 @@ def test_two_processes_give_the_same_report_as_one(bars: pd.DataFrame) -> None:
 
 
 def test_jobs_below_one_is_a_usage_error(tmp_path, capsys) -> None:
-    from quantshift_ml.cli import main
+    from quantshift_ml.cli.dispatch import main
 
     assert main(["walkforward", "--root", str(tmp_path), "--source", "bundled",
                  "--jobs", "0"]) == 2

@@ -75,7 +75,7 @@ def test_fleet_changing_schedules_never_run_inside_the_production_freeze() -> No
     of inventory/production (sessions ± margin and its extra windows)."""
     import pandas as pd
 
-    from quantshift_ml.freeze import FreezeConfig, status
+    from quantshift_ml.ops.freeze import FreezeConfig, status
 
     prod = {k: v for f in FLEET_VARS for k, v in yaml.safe_load((REPO / f).read_text()).items()}
     assert prod["quantshift_freeze_enabled"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from quantshift_ml.cli import build_parser
+from quantshift_ml.cli.dispatch import build_parser
 from quantshift_ml.console.auth import hash_password
 from quantshift_ml.console.config import load
 from tests.console.conftest import BIN, REPO, LocalFleet

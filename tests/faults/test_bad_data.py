@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from quantshift_ml import cli
+from quantshift_ml.cli import dispatch as cli
 from quantshift_ml.data import BundledSource
 
 from .conftest import tree

@@ -66,7 +66,7 @@ def test_kill_9_while_training_changes_nothing_and_the_next_run_works(store):
 # (every store write is a temp file + os.replace, so these are its boundaries).
 _KILL_AFTER = r"""
 import os, re, signal, sys
-from quantshift_ml import cli
+from quantshift_ml.cli import dispatch as cli
 
 pattern = re.compile(sys.argv[1])
 real_replace = os.replace

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from quantshift_ml import operations
 from quantshift_ml.data import BundledSource, YFinanceSource
 from quantshift_ml.errors import DataSourceUnavailable
+from quantshift_ml.ops import operations
 
 from .conftest import assert_consistent, models, sha, tree
 

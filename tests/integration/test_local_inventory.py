@@ -293,10 +293,10 @@ def test_monitor_auto_rollback_on_critical_live_accuracy(fleet: Fleet) -> None:
     """Predictions that were all wrong: live accuracy CRITICAL -> fleet rollback; the
     next monitor run judges the restored version on its own samples: no second rollback."""
 
-    from quantshift_ml import predlog
     from quantshift_ml.data import BundledSource
-    from quantshift_ml.features import compute_features
-    from quantshift_ml.labels import HmmLabeler
+    from quantshift_ml.model.features import compute_features
+    from quantshift_ml.model.labels import HmmLabeler
+    from quantshift_ml.serving import predlog
 
     bars = BundledSource().load()
     # the hmm labels of the last 20 bars are not settled: 50 logged, 30 scored
@@ -322,11 +322,11 @@ def test_ab_guard_rolls_back_once_when_the_model_is_worse_than_the_rules(fleet: 
     """A/B on (site.yml -> ROOT/etc/ab.json); both hosts logged 60 settled bars where the
     model was wrong and the rules right: ab_guard.yml rolls the fleet back (trusted older
     backups exist) and alerts; run again, the restored version has no record: nothing."""
-    from quantshift_ml import predlog
-    from quantshift_ml.ab import AbConfig
     from quantshift_ml.data import BundledSource
-    from quantshift_ml.features import compute_features
-    from quantshift_ml.labels import HmmLabeler
+    from quantshift_ml.insight.ab import AbConfig
+    from quantshift_ml.model.features import compute_features
+    from quantshift_ml.model.labels import HmmLabeler
+    from quantshift_ml.serving import predlog
 
     assert fleet.play("retrain.yml").rc == 0  # a fresh version with older backups
     try:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantshift_ml import defaults
-from quantshift_ml.alerts import read_env_file
 from quantshift_ml.console import auth
 from quantshift_ml.errors import UsageError
+from quantshift_ml.monitoring.alerts import read_env_file
 
 DEFAULT_PORT = 8790
 IDLE_ENV = "QUANTSHIFT_CONSOLE_IDLE_MINUTES"

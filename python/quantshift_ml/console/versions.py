@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml.drift import importances
+from quantshift_ml.monitoring.drift import importances
 from quantshift_ml.store.layout import VERSION_RE
 
 CLASSES = ("Bull", "Bear", "High Vol", "Low Vol", "Crisis")

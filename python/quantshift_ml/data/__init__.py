@@ -1,4 +1,5 @@
-"""Market data: sources (bundled, CSV, yfinance), validation and the training window."""
+"""Market data: sources (bundled, CSV, yfinance), validation and the training window.
+May import: store (its safe file writes for the download cache)."""
 
 from quantshift_ml.data.sources import (
     BundledSource,

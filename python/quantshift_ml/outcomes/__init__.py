@@ -1,4 +1,5 @@
-"""What the market did next: outcomes that neither arm nor family defines.
+"""What the market did next: outcomes that neither arm nor family defines, and their
+paired statistics. May import: model, data, store.
 
 Owns the outcome definitions (``definitions``: forward volatility, forward
 drawdown, the bot's money, and the settled state kept as "the model's own

@@ -25,14 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantshift_ml.ab_stats import (
-    ALPHA,
-    BOOTSTRAP,
-    MIN_MONTHS,
-    SEED,
-    block_bootstrap_diff,
-    mcnemar_exact,
-)
 from quantshift_ml.outcomes.definitions import (
     OUTCOMES,
     TRADING_DAYS,
@@ -41,6 +33,14 @@ from quantshift_ml.outcomes.definitions import (
     correct,
     economic_returns,
     score_arm,
+)
+from quantshift_ml.outcomes.stats import (
+    ALPHA,
+    BOOTSTRAP,
+    MIN_MONTHS,
+    SEED,
+    block_bootstrap_diff,
+    mcnemar_exact,
 )
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""The on-host model store: layout, metadata, atomic promotion, backups, lock."""
+"""The on-host model store: signed files, layout, atomic promotion, backups, locks, leases.
+May import: ``errors`` and ``defaults`` only (it knows files and signatures, not models)."""
 
 from quantshift_ml.store.layout import Layout, default_root
 from quantshift_ml.store.lock import StoreLock

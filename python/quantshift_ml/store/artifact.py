@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quantshift_ml.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from quantshift_ml.store.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,27 @@ class ActiveState:
     state: str
     artifact: Artifact | None
     detail: str = ""
+
+
+class StoreView(Protocol):
+    """What the store's helpers (``backups``, ``install``, ``recovery``) ask of a store.
+
+    ``ModelStore`` calls them with itself; naming only these members here keeps the
+    helpers below ``store.store`` (no import cycle) and says what each may touch.
+    """
+
+    layout: Layout
+    keep_backups: int
+
+    def verify(self, pkl: Path, *, content: bytes | None = None,
+               onnx_content: bytes | None = None) -> Artifact: ...
+
+    def active(self) -> Artifact | None: ...
+
+    def inspect_active(self) -> ActiveState: ...
+
+    def trusted_backups(self) -> list[Artifact]: ...
+
+    def recover(self) -> str | None: ...
+
+    def _prune(self) -> list[str]: ...

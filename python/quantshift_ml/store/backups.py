@@ -18,15 +18,12 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quantshift_ml.errors import IntegrityError, UsageError
-from quantshift_ml.store.artifact import Artifact
+from quantshift_ml.store.artifact import Artifact, StoreView
 from quantshift_ml.store.checks import load_artifact
 from quantshift_ml.store.layout import VERSION_RE, meta_for, onnx_for, version_of
-
-if TYPE_CHECKING:
-    from quantshift_ml.store.store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,7 @@ class BackupCheck:
         return {"version": self.version, "intact": self.intact, "reason": self.reason or None}
 
 
-def files(store: ModelStore) -> list[Path]:
+def files(store: StoreView) -> list[Path]:
     """Every backup model file (named with a version), oldest first."""
     if not store.layout.backups.is_dir():
         return []
@@ -61,7 +58,7 @@ def files(store: ModelStore) -> list[Path]:
     return sorted(found, key=lambda p: version_of(p) or "")
 
 
-def check(store: ModelStore, pkl: Path) -> BackupCheck:
+def check(store: StoreView, pkl: Path) -> BackupCheck:
     """Verify one backup as a rollback would (no unpickling); never raises IntegrityError."""
     version = version_of(pkl) or pkl.name
     try:
@@ -70,12 +67,12 @@ def check(store: ModelStore, pkl: Path) -> BackupCheck:
         return BackupCheck(version, pkl, None, str(exc))
 
 
-def checked(store: ModelStore) -> list[BackupCheck]:
+def checked(store: StoreView) -> list[BackupCheck]:
     """Every backup, oldest first, each verified once with ``check``."""
     return [check(store, pkl) for pkl in files(store)]
 
 
-def listed(store: ModelStore) -> list[Artifact]:
+def listed(store: StoreView) -> list[Artifact]:
     """Backups, oldest first (versions sort chronologically), not yet trusted."""
     out = []
     for pkl in files(store):
@@ -86,7 +83,7 @@ def listed(store: ModelStore) -> list[Artifact]:
     return out
 
 
-def sorted_backups(store: ModelStore) -> tuple[list[Artifact], dict[str, str]]:
+def sorted_backups(store: StoreView) -> tuple[list[Artifact], dict[str, str]]:
     """(trusted backups oldest first, version -> why each other one is refused)."""
     good, bad = [], {}
     for c in checked(store):
@@ -111,12 +108,12 @@ class Choice:
     skipped: list[dict[str, str]]
 
 
-def resolve(store: ModelStore, to: str = "latest") -> Artifact:
+def resolve(store: StoreView, to: str = "latest") -> Artifact:
     """``latest``: the newest trusted backup older than the active model; or a version."""
     return choose(store, to).artifact
 
 
-def choose(store: ModelStore, to: str = "latest") -> Choice:
+def choose(store: StoreView, to: str = "latest") -> Choice:
     """The backup ``to`` means, and the broken ones ``latest`` skipped to reach it.
 
     With no trusted active model, ``latest`` is the newest trusted backup. A backup
@@ -153,7 +150,7 @@ def choose(store: ModelStore, to: str = "latest") -> Choice:
     return Choice(chosen, skipped)
 
 
-def prune(store: ModelStore, *, dry_run: bool = False) -> list[str]:
+def prune(store: StoreView, *, dry_run: bool = False) -> list[str]:
     """Remove backups beyond ``keep_backups`` and staged copies of the active model.
 
     ``dry_run`` names what would go and removes nothing (check mode).

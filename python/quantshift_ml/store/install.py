@@ -8,16 +8,13 @@ untrusted active file are written the same way whatever the reason.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quantshift_ml.store import recovery
-from quantshift_ml.store.artifact import Artifact
+from quantshift_ml.store.artifact import Artifact, StoreView
 from quantshift_ml.store.checks import brief
 from quantshift_ml.store.files import atomic_copy, atomic_write_json, sha256_file
 from quantshift_ml.store.layout import meta_for, onnx_for, version_of
-
-if TYPE_CHECKING:
-    from quantshift_ml.store.store import ModelStore
 
 
 def copy_onnx(src_pkl: Path, dst_pkl: Path) -> None:
@@ -29,7 +26,7 @@ def copy_onnx(src_pkl: Path, dst_pkl: Path) -> None:
         dst.unlink(missing_ok=True)
 
 
-def _back_up(store: ModelStore, previous: Artifact) -> tuple[Path, bool]:
+def _back_up(store: StoreView, previous: Artifact) -> tuple[Path, bool]:
     """The active model's backup path, and whether this call had to write it."""
     layout = store.layout
     path = layout.backup_pkl(previous.version)
@@ -41,7 +38,7 @@ def _back_up(store: ModelStore, previous: Artifact) -> tuple[Path, bool]:
     return path, True
 
 
-def _swap(store: ModelStore, source: Artifact, previous: Artifact | None) -> None:
+def _swap(store: StoreView, source: Artifact, previous: Artifact | None) -> None:
     """Copy ``source`` into the active slot; on failure leave the previous model intact.
 
     Metadata travels byte for byte with its model (staging, active, backups), so
@@ -63,7 +60,7 @@ def _swap(store: ModelStore, source: Artifact, previous: Artifact | None) -> Non
     layout.journal.unlink()
 
 
-def install(store: ModelStore, source: Artifact, *, reason: str, prune: bool = True,
+def install(store: StoreView, source: Artifact, *, reason: str, prune: bool = True,
             backup: bool = True) -> dict[str, Any]:
     """Back up the active model, then atomically make ``source`` active (under lock).
 

@@ -15,20 +15,16 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from quantshift_ml.errors import IntegrityError
-from quantshift_ml.store.artifact import ActiveState
+from quantshift_ml.store.artifact import ActiveState, StoreView
 from quantshift_ml.store.files import atomic_copy, read_json, sha256_file
 from quantshift_ml.store.layout import VERSION_RE, meta_for, onnx_for
-
-if TYPE_CHECKING:
-    from quantshift_ml.store.store import ModelStore
 
 log = logging.getLogger(__name__)
 
 
-def inspect_active(store: ModelStore) -> ActiveState:
+def inspect_active(store: StoreView) -> ActiveState:
     """Classify the active slot without changing it (see the module docstring)."""
     lay = store.layout
     if not any(p.exists() or p.is_symlink() for p in (lay.active_pkl, lay.active_meta)):
@@ -47,7 +43,7 @@ def inspect_active(store: ModelStore) -> ActiveState:
     return ActiveState("untrusted", None, detail)
 
 
-def quarantine(store: ModelStore, detail: str) -> Path | None:
+def quarantine(store: StoreView, detail: str) -> Path | None:
     """Move the untrusted active files aside (renames; nothing is read or copied)."""
     lay = store.layout
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
@@ -65,7 +61,7 @@ def quarantine(store: ModelStore, detail: str) -> Path | None:
     return dest
 
 
-def _journal_backup(store: ModelStore, journal: dict[str, object]) -> Path | None:
+def _journal_backup(store: StoreView, journal: dict[str, object]) -> Path | None:
     """The backup a journal names, as a path inside backups/ (never a path it gives)."""
     version = journal.get("previous_version")
     if version is None and journal.get("previous_backup"):  # journals of older releases
@@ -78,7 +74,7 @@ def _journal_backup(store: ModelStore, journal: dict[str, object]) -> Path | Non
     return store.layout.backup_pkl(str(version))
 
 
-def recover(store: ModelStore) -> str | None:
+def recover(store: StoreView) -> str | None:
     """Finish or undo a promotion interrupted between its renames (call under lock)."""
     lay = store.layout
     if not lay.journal.exists():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import logging
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from quantshift_ml.store import backups, checks, recovery
 from quantshift_ml.store.artifact import ActiveState, Artifact, refuse_symlink
 from quantshift_ml.store.backups import BackupCheck, Choice
 from quantshift_ml.store.checks import brief, check_permissions
+from quantshift_ml.store.compat import unpickle
 from quantshift_ml.store.files import (
     atomic_write_bytes,
     atomic_write_json,
@@ -94,15 +94,13 @@ class ModelStore:
         ``stage``: promote, verify, prune and the lease run on every host at each
         rollout, and need none of it.
         """
-        import joblib
-
         try:
             content = pkl.read_bytes()
         except FileNotFoundError:
             content = None  # verify names the missing file
         art = self.verify(pkl, content=content)
         assert content is not None
-        return joblib.load(io.BytesIO(content)), art
+        return unpickle(content), art
 
     def active(self) -> Artifact | None:
         """The active slot's metadata as written, untrusted (``None`` when unreadable).

@@ -56,9 +56,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantshift_ml import hmm
-from quantshift_ml.labels import ForwardLabeler, HmmLabeler, Labeler, RulesLabeler
-from quantshift_ml.regimes import (
+from quantshift_ml.model import hmm
+from quantshift_ml.model.labels import ForwardLabeler, HmmLabeler, Labeler, RulesLabeler
+from quantshift_ml.model.regimes import (
     TURBULENT,
     balanced_cutoff,
     cutoff_table,

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from quantshift_ml import filterspec
-from quantshift_ml.features import HMM_FILTER, with_hmm_filter
-from quantshift_ml.regimes import RegimeModel, RegimeRule, regime_model, regime_shares
-from quantshift_ml.training.config import ModelParams, TrainConfig
+from quantshift_ml.model import filterspec
+from quantshift_ml.model.features import HMM_FILTER, with_hmm_filter
+from quantshift_ml.model.regimes import RegimeModel, RegimeRule, regime_model, regime_shares
+from quantshift_ml.training.config import ModelParams
 
 __all__ = ["regime_model"]
 
@@ -27,7 +27,7 @@ BUNDLE_FORMAT = 2
 """2: ``model`` is a RegimeModel (1: a bare RandomForestClassifier)."""
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
+def labels_of(y: np.ndarray) -> np.ndarray:
     return np.asarray([str(v) for v in y], dtype=object)
 
 
@@ -55,7 +55,7 @@ def forest_kwargs(params: ModelParams, n_rows: int) -> dict[str, Any]:
 def fit_forest(x: np.ndarray, y: np.ndarray, params: ModelParams) -> RandomForestClassifier:
     """Fit a seeded Random Forest; labels are strings, features float64."""
     model = RandomForestClassifier(**forest_kwargs(params, len(x)))
-    model.fit(x, _labels(y))
+    model.fit(x, labels_of(y))
     return model
 
 
@@ -74,21 +74,6 @@ def make_ensemble(params: ModelParams, n_rows: int) -> Any:
                                                random_state=params.random_state)),
         ("logit", make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))),
     ])
-
-
-def fit_estimator(x: np.ndarray, y: np.ndarray, config: TrainConfig, *, gap: int = 0
-                  ) -> tuple[Any, dict[str, Any] | None]:
-    """The configured estimator, fitted; and the tuning report when ``config.tune``."""
-    params, tuning = config.model, None
-    if config.tune:
-        from quantshift_ml.training.tuning import tune_forest
-
-        params, tuning = tune_forest(x, _labels(y), config, gap=gap)
-    if config.estimator == "ensemble":
-        model = make_ensemble(params, len(x))
-        model.fit(x, _labels(y))
-        return model, tuning
-    return fit_forest(x, y, params), tuning
 
 
 def wrap(estimator: Any, features: list[str], rule: RegimeRule | None,

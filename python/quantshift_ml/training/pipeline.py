@@ -27,7 +27,7 @@ from sklearn.model_selection import TimeSeriesSplit
 from quantshift_ml.data.validation import require_rows
 from quantshift_ml.data.window import select_window, truncate
 from quantshift_ml.errors import DataError
-from quantshift_ml.features import (
+from quantshift_ml.model.features import (
     FEATURES,
     HMM_FILTER,
     WARMUP_ROWS,
@@ -35,12 +35,12 @@ from quantshift_ml.features import (
     usable,
     with_hmm_filter,
 )
-from quantshift_ml.labels import Labeler, make_labeler
+from quantshift_ml.model.labels import Labeler, make_labeler
 from quantshift_ml.training import baselines as bl
 from quantshift_ml.training import evaluate as ev
 from quantshift_ml.training.config import TrainConfig
+from quantshift_ml.training.fit import fit_estimator
 from quantshift_ml.training.model import (
-    fit_estimator,
     fit_forest,
     inputs_frame,
     make_bundle,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import ParameterSampler, TimeSeriesSplit
 
-from quantshift_ml import progress
+from quantshift_ml.training import progress
 from quantshift_ml.training.config import ModelParams, TrainConfig
 
 SPACE: dict[str, list[Any]] = {
