@@ -126,7 +126,7 @@ def _importances(bars: pd.DataFrame, as_of: str) -> dict[str, float]:
 
 def test_importance_drift_fires_on_the_2008_10_retrain_and_not_in_a_quiet_month(
         bars: pd.DataFrame) -> None:
-    t = drift.DriftThresholds()
+    t = drift.Thresholds()
     crash = drift.compare_importance(_importances(bars, "2008-10-31"),
                                      _importances(bars, "2008-09-30"))
     assert drift.importance_status(crash, t) == "CRITICAL", crash
@@ -137,7 +137,7 @@ def test_importance_drift_fires_on_the_2008_10_retrain_and_not_in_a_quiet_month(
 
 def _check(frame: pd.DataFrame, start: str, end: str, as_of: str | None = None) -> dict:
     ref, recent = drift.windows(frame, start, end, 21, as_of)
-    return drift.input_drift(ref, recent, drift.DriftThresholds())
+    return drift.input_drift(ref, recent, drift.Thresholds())
 
 
 def test_input_drift_in_2008_10_against_2006_2008_and_ok_in_a_quiet_month(
@@ -166,7 +166,7 @@ def test_a_trend_inside_the_window_is_not_novel_but_a_value_beyond_it_is() -> No
     ref = pd.DataFrame({"slow": np.sin(np.linspace(0, 12, 500)) + rng.normal(0, .01, 500)})
     inside = pd.DataFrame({"slow": np.linspace(0.9, 0.95, 21)})
     beyond = pd.DataFrame({"slow": np.linspace(1.2, 1.4, 21)})
-    t = drift.DriftThresholds()
+    t = drift.Thresholds()
     a, b = drift.input_drift(ref, inside, t), drift.input_drift(ref, beyond, t)
     assert a["features"][0]["shifted"] and not a["features"][0]["drifted"]
     assert a["status"] == "OK"

@@ -186,22 +186,22 @@ def test_a_model_pickled_under_the_old_module_paths_still_loads(
     from quantshift_ml.store.compat import MOVED_MODULES, unpickle
 
     rule = regimes.RegimeRule()
+    for old in MOVED_MODULES:  # aliases an earlier test's load left behind: as in a fresh process
+        monkeypatch.delitem(sys.modules, old, raising=False)
     # pickle the objects as the old tree did: their classes under the old module names
-    for old, module in (("quantshift_ml.regimes", regimes),
-                        ("quantshift_ml.filterspec", filterspec)):
-        assert MOVED_MODULES[old] == module.__name__
-        monkeypatch.setitem(sys.modules, old, module)
-    monkeypatch.setattr(regimes.RegimeRule, "__module__", "quantshift_ml.regimes")
-    buf = io.BytesIO()
-    joblib.dump({"rule": rule}, buf)
+    with pytest.MonkeyPatch.context() as old_tree:
+        for old, module in (("quantshift_ml.regimes", regimes),
+                            ("quantshift_ml.filterspec", filterspec)):
+            assert MOVED_MODULES[old] == module.__name__
+            old_tree.setitem(sys.modules, old, module)
+        old_tree.setattr(regimes.RegimeRule, "__module__", "quantshift_ml.regimes")
+        buf = io.BytesIO()
+        joblib.dump({"rule": rule}, buf)
     content = buf.getvalue()
     assert b"quantshift_ml.regimes" in content and b"quantshift_ml.model" not in content
-    monkeypatch.undo()  # the old names are gone again, as in a fresh process
-    assert "quantshift_ml.regimes" not in sys.modules
+    assert "quantshift_ml.regimes" not in sys.modules  # the old names are gone again
     with pytest.raises(ModuleNotFoundError):
         pickle.loads(content)  # what a plain unpickler makes of it
-    for old in MOVED_MODULES:
-        monkeypatch.delitem(sys.modules, old, raising=False)
     loaded = unpickle(content)
     assert isinstance(loaded["rule"], regimes.RegimeRule)
     assert loaded["rule"].params() == rule.params()

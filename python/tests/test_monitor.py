@@ -317,3 +317,48 @@ def test_a_fresh_install_does_not_page_on_its_first_night(
     assert set(raised) <= FIRST_NIGHT_REASONS, raised
     if "input_drift" in raised:
         assert "only with an accuracy signal failing too" in raised["input_drift"]
+
+
+def test_one_run_reads_the_data_labels_log_and_artifacts_once(
+        trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check that needs them (live accuracy, live outcomes, input drift, A/B,
+    importance drift, backups) shares one read: counted at the readers themselves, so
+    a check that goes round the run context is caught, and in the report's ``reads``."""
+    from quantshift_ml.model.labels import make_labeler
+    from quantshift_ml.store import backups
+
+    root = _copy(trained, tmp_path / "r")
+    _log_predictions(root, wrong=False)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/ab.json").write_text(json.dumps({"enabled": True, "split": 0.5}))
+    meta = json.loads((root / "models/regime_classifier.json").read_text())
+    labeler_cls = type(make_labeler(meta["labeler"]["name"]))
+    calls: dict[str, int] = {}
+
+    def counted(name: str, owner: object, attr: str) -> None:
+        real = getattr(owner, attr)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(owner, attr, wrapper)
+
+    counted("load", BundledSource, "load")
+    counted("label", labeler_cls, "label")
+    counted("log", predlog, "samples")
+    counted("verify", ModelStore, "verify")
+    counted("backup", backups, "check")
+    code = main(["monitor", "--root", str(root), "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    names = {c["name"] for c in rep["checks"]}
+    assert {"live_accuracy", "live_outcomes", "input_drift", "ab_test", "importance_drift",
+            "backups"} <= names and code in (0, 1, 2)
+    n_backups = len(list((root / "models/backups").glob("*.pkl")))
+    assert n_backups >= 2
+    # each artifact verified once: the active model, then each backup (its check verifies)
+    assert calls == {"load": 1, "label": 1, "log": 1, "verify": 1 + n_backups,
+                     "backup": n_backups}, calls
+    assert rep["reads"]["market_data"] == 1 and rep["reads"]["realised_labels"] == 1
+    assert rep["reads"]["backups_verified"] == n_backups
+    assert rep["reads"]["active_verified"] == 1

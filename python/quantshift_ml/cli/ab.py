@@ -61,7 +61,7 @@ def _fmt(value: Any) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    from quantshift_ml.monitoring.ab_report import HEADLINE
+    from quantshift_ml.monitoring.textfile import HEADLINE
 
     lines = []
     if (rp := result.get("replay")) is not None:

@@ -1,25 +1,28 @@
-"""The CLI's ``explain`` and ``drift`` commands and the monitor's thresholds file.
+"""The CLI's ``explain`` and ``drift`` commands and the monitor's threshold options.
 
-Thresholds: every monitor threshold is a field of ``monitor.Thresholds``. They are
-read, lowest precedence first, from the package defaults, the thresholds file
-(``--thresholds FILE``, default ``ROOT/etc/monitor.json`` when it exists: written by
-``site.yml`` from the fleet's ``quantshift_monitor_thresholds``), ``--thresholds-json``
-(what ``playbooks/monitor.yml`` passes, from the same fleet variable), then each
-``--<threshold>`` option given on the command line. ``drift_days`` 0 turns the
-input-drift check off (it then says UNKNOWN, disabled).
+Thresholds: every monitor threshold is a field of ``monitoring.thresholds.Thresholds``,
+and that module holds their precedence (defaults < the labeler's < the thresholds
+file < ``--thresholds-json`` < each ``--<threshold>`` option); this module only
+turns the command line into its layers. ``drift_days`` 0 turns the input-drift
+check off (it then says UNKNOWN, disabled).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from quantshift_ml.errors import UsageError
-from quantshift_ml.monitoring.thresholds import DriftThresholds, Thresholds
+from quantshift_ml.monitoring.thresholds import (
+    ALL_FIELDS,
+    DRIFT_FIELDS,
+    Thresholds,
+    layered,
+    read_values,
+)
 from quantshift_ml.store import ModelStore
 
 # a function adding a group of shared options (--root/--keys/--json, the data source)
@@ -28,13 +31,15 @@ OptionHook = Callable[[argparse.ArgumentParser], None]
 THRESHOLDS_FILE = "etc/monitor.json"
 
 
-def threshold_opts(p: argparse.ArgumentParser, kinds: type = Thresholds) -> None:
-    """``--thresholds FILE`` and one option per field of ``kinds`` (given ones only)."""
+def threshold_opts(p: argparse.ArgumentParser, names: tuple[str, ...] = ALL_FIELDS) -> None:
+    """``--thresholds FILE`` and one option per threshold in ``names`` (given ones only)."""
     p.add_argument("--thresholds", type=Path, default=None,
                    help=f"JSON object of thresholds (default ROOT/{THRESHOLDS_FILE} if present)")
     p.add_argument("--thresholds-json", default=None, metavar="JSON",
                    help="the same object inline (overrides the file)")
-    for f in fields(kinds):
+    for f in fields(Thresholds):
+        if f.name not in names:
+            continue
         kind = float if f.default is None else type(f.default)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS,
                        dest=f"t_{f.name}",
@@ -42,46 +47,16 @@ def threshold_opts(p: argparse.ArgumentParser, kinds: type = Thresholds) -> None
                        else f"default {f.default}")
 
 
-def read_thresholds_file(path: Path | str, text: str | None = None) -> dict[str, Any]:
-    """The file's (or ``text``'s) thresholds; unknown names and wrong types are refused."""
-    try:
-        data = json.loads(text if text is not None else Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"thresholds file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"thresholds file {path}: expected a JSON object")
-    known = {f.name: f for f in fields(Thresholds)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise UsageError(f"thresholds file {path}: unknown thresholds {unknown}; "
-                         f"known: {', '.join(sorted(known))}")
-    for name, value in data.items():
-        if value is None and known[name].default is None:
-            continue  # the accuracy thresholds: null means the labeler's default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"thresholds file {path}: {name} must be a number, not {value!r}")
-        if isinstance(known[name].default, int) and value != int(value):
-            raise UsageError(f"thresholds file {path}: {name} must be a whole number, "
-                             f"not {value!r}")
-    return data
-
-
-def thresholds(a: argparse.Namespace, root: Path, kinds: type = Thresholds) -> Any:
-    """Defaults < thresholds file < command-line options (module docstring)."""
+def thresholds(a: argparse.Namespace, root: Path,
+               names: tuple[str, ...] = ALL_FIELDS) -> Thresholds:
+    """The command line's layers, in ``thresholds.layered``'s order."""
     path = a.thresholds if a.thresholds is not None else root / THRESHOLDS_FILE
     if a.thresholds is not None and not path.is_file():
         raise UsageError(f"--thresholds {path} does not exist")
-    values = read_thresholds_file(path) if path.is_file() else {}
-    if a.thresholds_json:
-        values.update(read_thresholds_file("--thresholds-json", a.thresholds_json))
-    names = {f.name for f in fields(kinds)}
-    values = {k: v for k, v in values.items() if k in names}
-    values.update({f.name: getattr(a, f"t_{f.name}") for f in fields(kinds)
-                   if hasattr(a, f"t_{f.name}")})
-    for f in fields(kinds):  # counts arrive as JSON numbers; the file check made them whole
-        if isinstance(f.default, int) and values.get(f.name) is not None:
-            values[f.name] = int(values[f.name])
-    return kinds(**values)
+    file_values = read_values(path) if path.is_file() else {}
+    inline = read_values("--thresholds-json", a.thresholds_json) if a.thresholds_json else {}
+    options = {n: getattr(a, f"t_{n}") for n in names if hasattr(a, f"t_{n}")}
+    return layered(file_values, inline, options, names=names)
 
 
 def add_monitor_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None],
@@ -111,7 +86,7 @@ def add_parsers(sub: Any, common: OptionHook, source_opts: OptionHook) -> None:
     source_opts(p)
     p.add_argument("--reference", default=None, metavar="START..END",
                    help="reference window (default: the active model's window)")
-    threshold_opts(p, DriftThresholds)
+    threshold_opts(p, DRIFT_FIELDS)
 
 
 def explain_cmd(a: argparse.Namespace, root: Path, source: Any) -> dict[str, Any]:
@@ -158,7 +133,7 @@ def drift_cmd(a: argparse.Namespace, root: Path, source: Any) -> dict[str, Any]:
     from quantshift_ml.model.features import FEATURES
     from quantshift_ml.monitoring import drift_checks
 
-    t = thresholds(a, root, DriftThresholds)
+    t = thresholds(a, root, DRIFT_FIELDS)
     store = ModelStore(root)
     meta: dict[str, Any] = {}
     if store.layout.active_pkl.exists():

@@ -32,19 +32,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from quantshift_ml import defaults
 from quantshift_ml.insight.ab import AbConfig
+from quantshift_ml.monitoring.context import RunContext
+from quantshift_ml.monitoring.textfile import HEADLINE as HEADLINE
+from quantshift_ml.monitoring.thresholds import ACCURACY_BY_LABELER
 from quantshift_ml.outcomes.stats import ALPHA, Paired
 from quantshift_ml.serving import predlog
 from quantshift_ml.training.evaluate import classification_report
-
-if TYPE_CHECKING:
-    from quantshift_ml.monitoring.textfile import Gauges
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,12 @@ def _outcomes(rows: list[tuple[str, str, str, str]], market: pd.DataFrame | None
 
 def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
              symbol: str | None = None, alpha: float = ALPHA,
-             market: pd.DataFrame | None = None) -> dict[str, Any]:
+             market: pd.DataFrame | None = None, ctx: RunContext | None = None
+             ) -> dict[str, Any]:
     """The report from the prediction log (``known``: settled labels; ``market``:
     forward outcomes of the bars), counting the predictions logged at or after
-    ``since`` (ISO time; None: all)."""
+    ``since`` (ISO time; None: all). ``ctx``: the monitor run's log, read once."""
+    ctx = ctx or RunContext(root)
 
     def recent(p: predlog.Prediction) -> bool:
         return (since is None or p.ts >= since) and (symbol is None or p.symbol == symbol)
@@ -113,8 +115,8 @@ def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
         return recent(p) and known.get(p.bar_date) is not None
 
     arm_rows = [(s.prediction.arm, s.prediction.regime, str(known[s.prediction.bar_date]))
-                for s in predlog.arm_samples(root) if keep(s.prediction)]
-    logged = [s.prediction for s in predlog.samples(root)]
+                for s in ctx.arm_samples() if keep(s.prediction)]
+    logged = [s.prediction for s in ctx.samples()]
     paired = [(p.bar_date, p.model_regime, p.rules_regime, str(known[p.bar_date]))
               for p in logged if keep(p) and p.rules_regime]
     pending = sum(1 for p in logged if recent(p) and known.get(p.bar_date, "") is None)
@@ -124,31 +126,26 @@ def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
             "since": since, "pending": pending}
 
 
-def host_report(root: Any, src: Any) -> dict[str, Any]:
-    """The active version's report with the host's settings (CLI, monitor, playbooks)."""
-    from quantshift_ml.insight.ab import acted_since
-    from quantshift_ml.monitoring.monitor import realised
-    from quantshift_ml.store import ModelStore
+def host_report(root: Any, src: Any, ctx: RunContext | None = None) -> dict[str, Any]:
+    """The active version's report with the host's settings (CLI, monitor, playbooks).
 
-    store = ModelStore(root)
-    meta = store.verify(store.layout.active_pkl).meta
+    ``ctx``: the monitor run's, whose data, labels, log and verified artifacts the
+    other checks read too; the CLI's ``ab report`` makes its own.
+    """
+    from quantshift_ml.insight.ab import acted_since
+
+    ctx = ctx or RunContext(root, src)
+    meta = ctx.active().meta
     version = str(meta.get("version"))
     labeler = meta.get("labeler") or {}
-    out = from_log(root, realised(labeler, src), acted_since(root),
-                   market=market_outcomes(src, AbConfig.load(root)))
-    older = [b for b in store.trusted_backups() if str(b.meta.get("version")) < version]
+    out = from_log(root, ctx.realised(labeler), acted_since(root),
+                   market=ctx.forward_outcomes(AbConfig.load(root).outcome_config()), ctx=ctx)
+    older = [b for b in ctx.trusted_backups() if str(b.meta.get("version")) < version]
     return {**out, "model_version": version, "labeler": labeler.get("name"),
             "config": AbConfig.load(root).as_dict(), "trusted_older_backups": len(older)}
 
 
-def market_outcomes(src: Any, config: AbConfig) -> pd.DataFrame:
-    """Forward outcomes of the source's bars with the host's outcome settings."""
-    from quantshift_ml.outcomes import forward_outcomes
-
-    return forward_outcomes(src.load()["Close"], config.outcome_config())
-
-
-def ab_check(root: Any, src: Any) -> dict[str, Any]:
+def ab_check(root: Any, src: Any, ctx: RunContext | None = None) -> dict[str, Any]:
     """The monitor's ``ab_test`` check: CRITICAL when the model is significantly worse
     than the rules on the same bars, UNKNOWN while A/B is off or nothing is settled."""
     import sqlite3
@@ -160,7 +157,7 @@ def ab_check(root: Any, src: Any) -> dict[str, Any]:
         config = AbConfig.load(root)
         if not config.enabled and config.forced is None:
             return check("ab_test", "UNKNOWN", None, "unknown: A/B testing is off")
-        rep = host_report(root, src)
+        rep = host_report(root, src, ctx)
     except (QuantshiftError, sqlite3.Error, OSError, ValueError) as exc:
         return check("ab_test", "UNKNOWN", None, f"unknown: {exc}")
     forced = f" (serving {config.forced} only: {config.reason})" if config.forced else ""
@@ -282,52 +279,12 @@ def earliest_replay_start(bars: pd.DataFrame, config: Any) -> pd.Timestamp | Non
     return idx[lo]
 
 
-def gauges(check: dict[str, Any] | None, out: Gauges) -> None:
-    """Gauges of the ``ab_test`` check: accuracy and samples per arm, p-value."""
-    rep = (check or {}).get("ab")
-    if not rep:
-        return
-    for arm, m in rep["arms"].items():
-        if m["accuracy"] is not None:
-            out.set("quantshift_ab_accuracy",
-                    "Accuracy of each A/B arm on its settled samples", m["accuracy"], {"arm": arm})
-    for arm, m in rep["arms"].items():
-        out.set("quantshift_ab_samples", "Settled samples of each A/B arm", m["samples"],
-                {"arm": arm})
-    if rep.get("p_value") is not None:
-        out.set("quantshift_ab_p_value", "p-value of ml against rules on the primary outcome, "
-                "same bars", rep["p_value"])
-    outcome_gauges(rep.get("outcomes") or {}, out)
-
-
-HEADLINE = {"forward_vol": "accuracy", "forward_drawdown": "accuracy",
-            "economic": "sharpe", "settled_state": "accuracy"}
-"""The one figure per outcome and arm that the gauges and the console show: the one
-the paired test compares (accuracy for McNemar, Sharpe for economic)."""
-
-
-def outcome_gauges(outcomes: dict[str, Any], out: Gauges) -> None:
-    """Per outcome and arm its headline figure; per outcome the paired p-value."""
-    for name, o in outcomes.items():
-        for arm, figures in o["arms"].items():
-            value = figures.get(HEADLINE[name])
-            if value is not None:
-                out.set("quantshift_ab_outcome", "Each A/B arm on each outcome (accuracy; "
-                        "Sharpe for economic)", value,
-                        {"outcome": name, "arm": arm, "figure": HEADLINE[name]})
-        if o.get("p_value") is not None:
-            out.set("quantshift_ab_outcome_p_value", "Paired p-value of ml against rules per "
-                    "outcome", o["p_value"], {"outcome": name})
-
-
 def live_floor(labeler: str | None, min_accuracy: float | None) -> float:
     """The accuracy below which the fallback acts: ``quantshift_min_accuracy`` when set,
     else the monitor's critical live accuracy for the labeler (``hmm`` 0.55, ``rules``
     0.75): the fixed 0.75 would fire in ordinary months of the ``hmm`` target."""
     if min_accuracy is not None:
         return float(min_accuracy)
-    from quantshift_ml.monitoring.monitor import ACCURACY_BY_LABELER
-
     return ACCURACY_BY_LABELER.get(labeler or "rules", ACCURACY_BY_LABELER["rules"])[1]
 
 

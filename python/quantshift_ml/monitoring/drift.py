@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from quantshift_ml.monitoring.thresholds import DriftThresholds as DriftThresholds
+from quantshift_ml.monitoring.thresholds import Thresholds
 
 TOP_K = 5
 PSI_BINS = 10
@@ -79,7 +80,7 @@ def compare_importance(current: dict[str, float], previous: dict[str, float]
             "left": [f for f in top_then if f not in top_now]}
 
 
-def importance_status(cmp: dict[str, Any], t: DriftThresholds) -> str:
+def importance_status(cmp: dict[str, Any], t: Thresholds) -> str:
     rho = cmp.get("spearman")
     if rho is None:
         return "UNKNOWN"
@@ -115,7 +116,7 @@ def psi(reference: np.ndarray, recent: np.ndarray, bins: int = PSI_BINS) -> floa
     return float(np.sum((rec - ref) * np.log(rec / ref)))
 
 
-def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: DriftThresholds
+def feature_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: Thresholds
                   ) -> list[dict[str, Any]]:
     """Novelty, PSI, KS D and p-value per feature, novel ones first."""
     from scipy.stats import ks_2samp
@@ -158,7 +159,7 @@ def windows(frame: pd.DataFrame, start: str, end: str, days: int, as_of: str | N
     return upto[mask], recent
 
 
-def input_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: DriftThresholds
+def input_drift(reference: pd.DataFrame, recent: pd.DataFrame, t: Thresholds
                 ) -> dict[str, Any]:
     """The input-drift report and its status (OK / WARNING / CRITICAL / UNKNOWN)."""
     if len(reference) < 2 * PSI_BINS or len(recent) < max(5, t.drift_days // 2):

@@ -17,14 +17,19 @@ from quantshift_ml.errors import QuantshiftError
 from quantshift_ml.model.features import model_frame, usable
 from quantshift_ml.monitoring import drift
 from quantshift_ml.monitoring.checks import check as _check
+from quantshift_ml.monitoring.context import RunContext
 from quantshift_ml.store import ModelStore
 
 
-def importance_check(store: ModelStore, meta: dict[str, Any], t: drift.DriftThresholds
-                     ) -> dict[str, Any]:
-    """The active version against the newest trusted backup older than it."""
+def importance_check(store: ModelStore, meta: dict[str, Any], t: drift.Thresholds,
+                     ctx: RunContext | None = None) -> dict[str, Any]:
+    """The active version against the newest trusted backup older than it.
+
+    ``ctx``: the monitor run's, whose backups are verified once for every check.
+    """
     version = str(meta.get("version"))
-    history_metas = [b.meta for b in store.trusted_backups()
+    trusted = ctx.trusted_backups() if ctx is not None else store.trusted_backups()
+    history_metas = [b.meta for b in trusted
                      if str(b.meta.get("version")) < version]
     history = drift.importance_history([*history_metas, meta])
     now = drift.importances(meta)
@@ -57,10 +62,12 @@ def importance_check(store: ModelStore, meta: dict[str, Any], t: drift.DriftThre
                   previous=str(previous.get("version")), comparison=cmp, history=history)
 
 
-def input_frame(meta: dict[str, Any], source: DataSource) -> pd.DataFrame:
-    """The model's inputs on the monitor's data, usable rows only."""
+def input_frame(meta: dict[str, Any], source: DataSource, ctx: RunContext | None = None
+                ) -> pd.DataFrame:
+    """The model's inputs on the monitor's data (``ctx``'s, read once), usable rows only."""
     features = list(meta.get("features") or [])
-    frame = model_frame(source.load(), meta.get("labeler"), meta.get("filter"))
+    bars = ctx.bars() if ctx is not None else source.load()
+    frame = model_frame(bars, meta.get("labeler"), meta.get("filter"))
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise QuantshiftError(f"the data cannot provide the model's inputs {missing}")
@@ -68,8 +75,8 @@ def input_frame(meta: dict[str, Any], source: DataSource) -> pd.DataFrame:
     return frame[usable(frame)]
 
 
-def input_check(meta: dict[str, Any], source: DataSource, t: drift.DriftThresholds,
-                as_of: str | None = None) -> dict[str, Any]:
+def input_check(meta: dict[str, Any], source: DataSource, t: drift.Thresholds,
+                as_of: str | None = None, ctx: RunContext | None = None) -> dict[str, Any]:
     """The newest ``drift_days`` days of the monitor's data against the model's window."""
     if t.drift_days <= 0:
         return _check("input_drift", "UNKNOWN", None, "unknown: disabled (drift_days 0)")
@@ -78,7 +85,7 @@ def input_check(meta: dict[str, Any], source: DataSource, t: drift.DriftThreshol
     if not start or not end:
         return _check("input_drift", "UNKNOWN", None, "unknown: no data window in metadata")
     try:
-        frame = input_frame(meta, source)
+        frame = input_frame(meta, source, ctx)
     except (QuantshiftError, OSError, ValueError) as exc:
         return _check("input_drift", "UNKNOWN", None, f"unknown: {exc}")
     ref, recent = drift.windows(frame, str(start), str(end), t.drift_days, as_of)

@@ -27,40 +27,27 @@ import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import IntegrityError, QuantshiftError
-from quantshift_ml.model.features import compute_features
-from quantshift_ml.model.labels import make_labeler
 from quantshift_ml.monitoring import drift_checks
 from quantshift_ml.monitoring.checks import CRITICAL, OK, RANK, UNKNOWN, WARNING
 from quantshift_ml.monitoring.checks import check as _check
+from quantshift_ml.monitoring.context import RunContext
+from quantshift_ml.monitoring.context import realised_labels as realised_labels
 from quantshift_ml.monitoring.textfile import textfile
+from quantshift_ml.monitoring.thresholds import ACCURACY_BY_LABELER as ACCURACY_BY_LABELER
 from quantshift_ml.monitoring.thresholds import DriftThresholds as DriftThresholds
 from quantshift_ml.monitoring.thresholds import Thresholds as Thresholds
+from quantshift_ml.monitoring.thresholds import resolve
 from quantshift_ml.serving import predlog
 from quantshift_ml.store import ModelStore
 from quantshift_ml.store.files import append_text, atomic_write_bytes
 
 LOG_DAYS_KEPT = 30
-
-
-ACCURACY_BY_LABELER: dict[str, tuple[float, float]] = {
-    "rules": (0.85, 0.75), "forward": (0.40, 0.30), "hmm": (0.70, 0.55)}
-"""(warn, critical) accuracy thresholds per labeler (see ``Thresholds``)."""
-
-
-def resolve(t: Thresholds, labeler: str | None) -> Thresholds:
-    """``t`` with every unset accuracy threshold taken from the labeler's defaults."""
-    warn, crit = ACCURACY_BY_LABELER.get(labeler or "rules", ACCURACY_BY_LABELER["rules"])
-    defaults: dict[str, Any] = {"accuracy_warn": warn, "accuracy_crit": crit,
-                                "live_accuracy_warn": warn, "live_accuracy_crit": crit}
-    return replace(t, **{k: v for k, v in defaults.items() if getattr(t, k) is None})
 
 
 def _f(value: float | None) -> float:
@@ -127,23 +114,22 @@ def score_live(logged: Iterable[predlog.Sample], known: dict[str, str | None],
 
 
 def realised(labeler: dict[str, Any], source: DataSource) -> dict[str, str | None]:
-    """Every bar date of the monitor's data -> its label by the model's labeler, or None."""
-    bars = source.load()
-    lab = make_labeler(labeler.get("name", "rules"), **{
-        k: v for k, v in (labeler.get("params") or {}).items() if k != "name"})
-    labels = lab.label(bars, compute_features(bars)).reindex(bars.index)
-    dates = pd.DatetimeIndex(bars.index).strftime("%Y-%m-%d")
-    return {d: (str(v) if isinstance(v, str) else None)
-            for d, v in zip(dates, labels.to_numpy(), strict=True)}
+    """Every bar date of the source's data -> its label by the model's labeler, or None."""
+    return realised_labels(labeler, source.load())
 
 
 def live_scores(root: Path, labeler: dict[str, Any], source: DataSource,
                 symbol: str | None = None) -> dict[str, LiveScore]:
     """Per model version, the prediction log's samples scored on the monitor's data."""
-    logged = predlog.samples(root)
+    return scores_of(RunContext(root, source, symbol), labeler)
+
+
+def scores_of(ctx: RunContext, labeler: dict[str, Any]) -> dict[str, LiveScore]:
+    """``live_scores`` from the run's reads: the log and the labels read once per run."""
+    logged = ctx.samples()
     if not logged:
         return {}
-    return score_live(logged, realised(labeler, source), symbol)
+    return score_live(logged, ctx.realised(labeler), ctx.symbol)
 
 
 def live_accuracy(root: Path, labeler: dict[str, Any], source: DataSource,
@@ -161,12 +147,11 @@ def live_accuracy(root: Path, labeler: dict[str, Any], source: DataSource,
     return (sum(s.hits for s in chosen) / n if n else None), n
 
 
-def _live_check(meta: dict[str, Any], t: Thresholds, root: Path, source: DataSource,
-                symbol: str | None) -> dict[str, Any]:
+def _live_check(meta: dict[str, Any], t: Thresholds, ctx: RunContext) -> dict[str, Any]:
     """The live_accuracy check of the active version, with every version's counts."""
     version = str(meta.get("version"))
     try:
-        scores = live_scores(root, meta.get("labeler") or {}, source, symbol)
+        scores = scores_of(ctx, meta.get("labeler") or {})
     except (QuantshiftError, sqlite3.Error) as exc:
         return {**_check("live_accuracy", UNKNOWN, None, f"unknown: {exc}"),
                 "model_version": version}
@@ -201,7 +186,8 @@ def _service(url: str, expected_sha: str | None, timeout: float = 5.0) -> dict[s
     return _check("service", OK, sha, f"healthy, serving {body.get('version')}")
 
 
-def backups_check(store: ModelStore, t: Thresholds) -> dict[str, Any]:
+def backups_check(store: ModelStore, t: Thresholds, ctx: RunContext | None = None
+                  ) -> dict[str, Any]:
     """Intact backups (verified as a rollback would, ``backups.check``) against ``backups_min``.
 
     A backup that does not check out is WARNING, named with its reason; CRITICAL
@@ -209,7 +195,7 @@ def backups_check(store: ModelStore, t: Thresholds) -> dict[str, Any]:
     backup at all stays WARNING: that is a fresh install (its first promotion
     keeps nothing), told apart from a broken safety net by there being no files.
     """
-    found = store.checked_backups()
+    found = ctx.backups() if ctx is not None else store.checked_backups()
     intact = sum(c.intact for c in found)
     broken = [c for c in found if not c.intact]
     extra = {"backups": [c.as_dict() for c in found]}
@@ -227,8 +213,7 @@ def backups_check(store: ModelStore, t: Thresholds) -> dict[str, Any]:
                   f"{t.backups_min})" + (f"; {named}" if named else ""), **extra)
 
 
-def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: Path,
-                  source: DataSource | None, symbol: str | None = None
+def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, ctx: RunContext
                   ) -> list[dict[str, Any]]:
     """holdout_accuracy, age_days and live_accuracy of the active model's metadata."""
     checks: list[dict[str, Any]] = []
@@ -248,16 +233,17 @@ def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, root: P
         checks.append(_check("age_days", status, round(age, 2),
                              f"{age:.1f} days (warn > {t.age_warn_days:g}, "
                              f"critical > {t.age_crit_days:g})"))
-    if source is not None:
+    if ctx.source is not None:
         from quantshift_ml.insight.ab import AbConfig
         from quantshift_ml.monitoring.outcome_checks import live_outcomes_check
 
-        checks.append(_live_check(meta, t, root, source, symbol))
+        checks.append(_live_check(meta, t, ctx))
         try:
-            outcomes = AbConfig.load(root).outcome_config()
+            outcomes = AbConfig.load(ctx.root).outcome_config()
         except QuantshiftError:
             outcomes = None  # ab.json's own problem is the ab_test check's to report
-        checks.append(live_outcomes_check(root, meta, source, t, symbol, outcomes))
+        checks.append(live_outcomes_check(ctx.root, meta, ctx.source, t, ctx.symbol, outcomes,
+                                          ctx=ctx))
     return checks
 
 
@@ -268,11 +254,14 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     """Run every check and return the JSON-native report.
 
     ``symbol``: score only the service's predictions for that symbol (the one the
-    monitor's data is for); ``None`` scores every symbol in the log.
+    monitor's data is for); ``None`` scores every symbol in the log. One
+    ``RunContext`` reads the data, the labels, the log and the artifacts once for
+    every check; the report's ``reads`` counts them.
     """
     t = thresholds or Thresholds()
     now = now or dt.datetime.now(dt.timezone.utc)
     store = ModelStore(root)
+    ctx = RunContext(root, source, symbol, store)
     checks: list[dict[str, Any]] = []
     report: dict[str, Any] = {"host": socket.gethostname(), "root": str(root),
                               "time": now.isoformat(timespec="seconds"),
@@ -286,7 +275,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     trusted = False
     try:
         store.recover_if_interrupted()  # a half-done swap is finished, not reported as tampering
-        active = store.verify(store.layout.active_pkl)
+        active = ctx.active()
         meta, trusted = active.meta, True
         checks.append(_check("integrity", OK, active.sha256, "sha256 matches metadata"))
     except IntegrityError as exc:
@@ -300,25 +289,26 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
     t = resolve(t, ((meta or {}).get("labeler") or {}).get("name"))
     report["thresholds"] = asdict(t)
     if meta is not None:
-        checks += _model_checks(meta, t, now, root, source, symbol)
+        checks += _model_checks(meta, t, now, ctx)
     if trusted and meta is not None:  # drift compares signed metadata only
-        checks.append(drift_checks.importance_check(store, meta, t))
+        checks.append(drift_checks.importance_check(store, meta, t, ctx=ctx))
         if source is not None:
             from quantshift_ml.monitoring.ab_report import ab_check
 
-            checks.append(drift_checks.input_check(meta, source, t))
-            checks.append(ab_check(root, source))
+            checks.append(drift_checks.input_check(meta, source, t, ctx=ctx))
+            checks.append(ab_check(root, source, ctx=ctx))
 
     st = os.statvfs(store.layout.models)
     free = st.f_bavail / st.f_blocks if st.f_blocks else 0.0
     checks.append(_check("disk_free", _low(free, t.disk_warn_free, t.disk_crit_free),
                          round(free, 4), f"{free:.1%} free on the models' filesystem"))
-    checks.append(backups_check(store, t))
+    checks.append(backups_check(store, t, ctx))
     if service_url:
         checks.append(_service(service_url, (meta or {}).get("sha256")))
     combine_drift(checks)
     worst = max((c["status"] for c in checks), key=lambda s: RANK[s])
-    report.update(status=worst, checks=checks, model_version=(meta or {}).get("version"))
+    report.update(status=worst, checks=checks, model_version=(meta or {}).get("version"),
+                  reads=dict(sorted(ctx.reads.items())))
     return report
 
 

@@ -31,15 +31,15 @@ import pandas as pd
 
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.monitoring.checks import CRITICAL, OK, UNKNOWN, WARNING, check
-from quantshift_ml.serving import predlog
+from quantshift_ml.monitoring.context import RunContext
 
 NAME = "live_outcomes"
 
 
-def _answers(root: Path, version: str, symbol: str | None) -> dict[str, str]:
+def _answers(ctx: RunContext, version: str, symbol: str | None) -> dict[str, str]:
     """bar date -> the model's answer, one per bar, for the active version."""
     out: dict[str, str] = {}
-    for sample in predlog.samples(root):
+    for sample in ctx.samples():
         p = sample.prediction
         if p.model_version == version and (symbol is None or p.symbol == symbol):
             out.setdefault(p.bar_date, p.model_regime)
@@ -47,14 +47,17 @@ def _answers(root: Path, version: str, symbol: str | None) -> dict[str, str]:
 
 
 def scored(root: Path, version: str, source: DataSource, symbol: str | None = None,
-           config: Any = None) -> dict[str, Any]:
-    """The active version's answers on forward_vol and economic, with their counts."""
-    from quantshift_ml.outcomes import economic_returns, forward_outcomes
+           config: Any = None, ctx: RunContext | None = None) -> dict[str, Any]:
+    """The active version's answers on forward_vol and economic, with their counts.
+
+    ``ctx``: the monitor run's reads (the log and the data read once per run).
+    """
+    from quantshift_ml.outcomes import economic_returns
     from quantshift_ml.outcomes.definitions import correct
 
-    answers = _answers(root, version, symbol)
-    bars = source.load()
-    frame = forward_outcomes(bars["Close"], config)
+    ctx = ctx or RunContext(root, source, symbol)
+    answers = _answers(ctx, version, symbol)
+    frame = ctx.forward_outcomes(config)
     dates = [d for d in sorted(answers) if pd.Timestamp(d) in frame.index]
     rows = frame.loc[pd.DatetimeIndex(dates)] if dates else frame.iloc[:0]
     calls = np.asarray([answers[d] for d in dates], dtype=object)
@@ -73,7 +76,8 @@ def scored(root: Path, version: str, source: DataSource, symbol: str | None = No
 
 
 def live_outcomes_check(root: Path, meta: dict[str, Any], source: DataSource, t: Any,
-                        symbol: str | None = None, config: Any = None) -> dict[str, Any]:
+                        symbol: str | None = None, config: Any = None,
+                        ctx: RunContext | None = None) -> dict[str, Any]:
     """The check; ``t`` carries ``live_vol_warn/crit``, ``live_excess_warn`` and
     ``live_min_samples`` (``monitor.Thresholds``)."""
     import sqlite3
@@ -82,7 +86,7 @@ def live_outcomes_check(root: Path, meta: dict[str, Any], source: DataSource, t:
 
     version = str(meta.get("version"))
     try:
-        rep = scored(root, version, source, symbol, config)
+        rep = scored(root, version, source, symbol, config, ctx)
     except (QuantshiftError, sqlite3.Error, OSError, ValueError, KeyError) as exc:
         return check(NAME, UNKNOWN, None, f"unknown: {exc}")
     fv, eco = rep["forward_vol"], rep["economic"]

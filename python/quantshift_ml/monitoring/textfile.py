@@ -79,8 +79,6 @@ def textfile(report: dict[str, Any]) -> str:
         if isinstance(v, (int, float)):
             out.set(metric, help_text, float(v) * scale)
     _drift_gauges(report, out)
-    from quantshift_ml.monitoring.ab_report import gauges as ab_gauges
-
     ab_gauges(next((c for c in report["checks"] if c["name"] == "ab_test"), None), out)
     _live_outcome_gauges(report, out)
     out.set("quantshift_monitor_last_run_timestamp_seconds", "When the monitor last ran",
@@ -119,3 +117,41 @@ def _drift_gauges(report: dict[str, Any], out: Gauges) -> None:
                         ("quantshift_input_drift_ks", "ks")):
         for f in features:
             out.set(metric, DRIFT_HELP[metric], f[key], {"feature": str(f["feature"])})
+
+
+def ab_gauges(check: dict[str, Any] | None, out: Gauges) -> None:
+    """Gauges of the ``ab_test`` check: accuracy and samples per arm, p-value."""
+    rep = (check or {}).get("ab")
+    if not rep:
+        return
+    for arm, m in rep["arms"].items():
+        if m["accuracy"] is not None:
+            out.set("quantshift_ab_accuracy",
+                    "Accuracy of each A/B arm on its settled samples", m["accuracy"], {"arm": arm})
+    for arm, m in rep["arms"].items():
+        out.set("quantshift_ab_samples", "Settled samples of each A/B arm", m["samples"],
+                {"arm": arm})
+    if rep.get("p_value") is not None:
+        out.set("quantshift_ab_p_value", "p-value of ml against rules on the primary outcome, "
+                "same bars", rep["p_value"])
+    outcome_gauges(rep.get("outcomes") or {}, out)
+
+
+HEADLINE = {"forward_vol": "accuracy", "forward_drawdown": "accuracy",
+            "economic": "sharpe", "settled_state": "accuracy"}
+"""The one figure per outcome and arm that the gauges and the console show: the one
+the paired test compares (accuracy for McNemar, Sharpe for economic)."""
+
+
+def outcome_gauges(outcomes: dict[str, Any], out: Gauges) -> None:
+    """Per outcome and arm its headline figure; per outcome the paired p-value."""
+    for name, o in outcomes.items():
+        for arm, figures in o["arms"].items():
+            value = figures.get(HEADLINE[name])
+            if value is not None:
+                out.set("quantshift_ab_outcome", "Each A/B arm on each outcome (accuracy; "
+                        "Sharpe for economic)", value,
+                        {"outcome": name, "arm": arm, "figure": HEADLINE[name]})
+        if o.get("p_value") is not None:
+            out.set("quantshift_ab_outcome_p_value", "Paired p-value of ml against rules per "
+                    "outcome", o["p_value"], {"outcome": name})
