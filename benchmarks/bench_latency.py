@@ -227,6 +227,31 @@ def _row(label: str, s: dict[str, float] | None) -> str:
             f"p99 {s['p99_us']:>10.1f}  max {s['max_us']:>10.1f}   n={s['n']}")
 
 
+def _measure(given_root: Path | None, n_sk: int, n_onnx: int, n_http: int
+             ) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any], float]:
+    """Train (unless ``given_root``), then detection, the service path and HTTP figures."""
+    with tempfile.TemporaryDirectory(prefix="qs-bench-") as tmp:
+        root = given_root or Path(tmp) / "root"
+        if not os.environ.get(signing.KEYS_ENV):  # a throw-away fleet key for the run
+            signing.generate(Path(tmp) / "keys")
+            os.environ[signing.KEYS_ENV] = str(Path(tmp) / "keys")
+        train_s = 0.0
+        if given_root is None:
+            t0 = time.perf_counter()
+            operations.train(BundledSource(), root=root,  # the ONNX path
+                             config=TrainConfig(families=("forest",)), promote=True)
+            train_s = time.perf_counter() - t0
+        store = ModelStore(root)
+        fast = load_verified(store, store.layout.active_pkl)
+        bundle, _ = store.load_model(store.layout.active_pkl)
+        feats = model_frame(BundledSource().load(), bundle.get("labeler"))
+        rows = feats[usable(feats)][fast.features].to_numpy(dtype=float)[-250:]
+        det = detection(fast, bundle, rows, n_sk, n_onnx)
+        svc = service_path(root, n_onnx)
+        http = {"onnxruntime": http_round_trips(root, n_http)}
+    return fast, det, svc, http, train_s
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=None,
@@ -242,27 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     n_sk, n_onnx, n_http = ((20, 200, 10) if a.smoke else (100, 2000, 50) if a.quick
                             else (1000, 20000, 300))
 
-    with tempfile.TemporaryDirectory(prefix="qs-bench-") as tmp:
-        root = a.root or Path(tmp) / "root"
-        if not os.environ.get(signing.KEYS_ENV):  # a throw-away fleet key for the run
-            signing.generate(Path(tmp) / "keys")
-            os.environ[signing.KEYS_ENV] = str(Path(tmp) / "keys")
-        if a.root is None:
-            t0 = time.perf_counter()
-            trained = operations.train(BundledSource(), root=root,  # the ONNX path
-                                       config=TrainConfig(families=("forest",)), promote=True)
-            train_s = time.perf_counter() - t0
-        else:
-            trained, train_s = {}, 0.0
-        store = ModelStore(root)
-        fast = load_verified(store, store.layout.active_pkl)
-        bundle, _ = store.load_model(store.layout.active_pkl)
-        feats = model_frame(BundledSource().load(), bundle.get("labeler"))
-        rows = feats[usable(feats)][fast.features].to_numpy(dtype=float)[-250:]
-        det = detection(fast, bundle, rows, n_sk, n_onnx)
-        svc = service_path(root, n_onnx)
-        http = {"onnxruntime": http_round_trips(root, n_http)}
-
+    fast, det, svc, http, train_s = _measure(a.root, n_sk, n_onnx, n_http)
     params = fast.meta.get("params", {}).get("model", {})
     report: dict[str, Any] = {
         "machine": machine(),
@@ -281,11 +286,18 @@ def main(argv: list[str] | None = None) -> int:
         report["ratio_p50"] = det["sklearn"]["p50_us"] / onnx["p50_us"]
         report["ratio_p99"] = det["sklearn"]["p99_us"] / onnx["p99_us"]
         report["goal_met"] = None if a.smoke else onnx["p99_us"] <= GOAL_P99_US
-    del trained
 
     if a.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
+    _print(report)
+    return 0
+
+
+def _print(report: dict[str, Any]) -> None:
+    """The report as the text table (``--json`` prints it whole instead)."""
+    det, svc, http, onnx = (report["detection"], report["service_path"], report["http"],
+                            report["detection"].get("onnxruntime"))
     m = report["machine"]
     print(f"machine: {m['cpus']} cpus ({m['cpu']}), {m['os']}, Python {m['python']}; "
           + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()))
@@ -324,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     if http.get("onnxruntime") and http.get("sklearn"):
         r = http["sklearn"]["regime"]["p50_us"] / http["onnxruntime"]["regime"]["p50_us"]
         print(f"\n  ratio /regime scikit-learn / onnxruntime: p50 {r:.1f}x")
-    return 0
 
 
 if __name__ == "__main__":

@@ -102,6 +102,35 @@ def wf_start(bars: pd.DataFrame, quick: bool, smoke: bool) -> str | None:
     return str((bars.index[-1] - back).date())
 
 
+def _walkforward(bars: pd.DataFrame, default: TrainConfig, quick: bool, smoke: bool,
+                 wf_reps: int, add: Any) -> dict[str, Any]:
+    """The walk-forward's timing (its row via ``add``) and the full run's estimate."""
+    full_months = walkforward_months(bars, default.years)
+    start = wf_start(bars, quick, smoke)
+    cpu0 = time.process_time()
+    timing, report = measure(
+        lambda: run_walkforward(bars, default, gate_for(default.labeler), start=start,
+                                origin="bundled"),
+        wf_reps, warmup=False)
+    cpu = (time.process_time() - cpu0) / max(1, wf_reps)
+    months = int(report["months"])
+    add("walk-forward, default" + (f" (from {start})" if start else ""), months, wf_reps,
+        timing)
+    estimate = timing["median"] / months * full_months if start else timing["median"]
+    verdict = None if smoke else "PASS" if estimate <= GOAL_SECONDS else "MISS"
+    return {
+        "months_measured": months,
+        "months_full_run": full_months,
+        "wall_seconds_median": round(timing["median"], 2),
+        "cpu_seconds_per_run": round(cpu, 2),
+        "full_run_seconds": round(estimate, 1),
+        "estimated": start is not None,
+        "goal_seconds": GOAL_SECONDS,
+        "verdict": verdict,
+        "gate_pass_rate": report["gate_pass_rate"],
+    }
+
+
 def run(quick: bool, repeat: int | None, wf_repeat: int | None, smoke: bool = False
         ) -> dict[str, Any]:
     reps = 1 if smoke else repeat if repeat is not None else (3 if quick else 5)
@@ -134,19 +163,7 @@ def run(quick: bool, repeat: int | None, wf_repeat: int | None, smoke: bool = Fa
         add(f"train_candidate, whole history ({whole_years:g} y)", train_rows(res), whole_reps,
             timing)
 
-    full_months = walkforward_months(bars, default.years)
-    start = wf_start(bars, quick, smoke)
-    cpu0 = time.process_time()
-    timing, report = measure(
-        lambda: run_walkforward(bars, default, gate_for(default.labeler), start=start,
-                                origin="bundled"),
-        wf_reps, warmup=False)
-    cpu = (time.process_time() - cpu0) / max(1, wf_reps)
-    months = int(report["months"])
-    add("walk-forward, default" + (f" (from {start})" if start else ""), months, wf_reps,
-        timing)
-    estimate = timing["median"] / months * full_months if start else timing["median"]
-    verdict = None if smoke else "PASS" if estimate <= GOAL_SECONDS else "MISS"
+    walkforward = _walkforward(bars, default, quick, smoke, wf_reps, add)
     return {
         "quantshift_ml": __version__,
         "python": platform.python_version(),
@@ -155,17 +172,7 @@ def run(quick: bool, repeat: int | None, wf_repeat: int | None, smoke: bool = Fa
         "quick": quick,
         "smoke": smoke,
         "rows": rows,
-        "walkforward": {
-            "months_measured": months,
-            "months_full_run": full_months,
-            "wall_seconds_median": round(timing["median"], 2),
-            "cpu_seconds_per_run": round(cpu, 2),
-            "full_run_seconds": round(estimate, 1),
-            "estimated": start is not None,
-            "goal_seconds": GOAL_SECONDS,
-            "verdict": verdict,
-            "gate_pass_rate": report["gate_pass_rate"],
-        },
+        "walkforward": walkforward,
     }
 
 

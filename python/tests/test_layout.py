@@ -205,3 +205,20 @@ def test_a_model_pickled_under_the_old_module_paths_still_loads(
     loaded = unpickle(content)
     assert isinstance(loaded["rule"], regimes.RegimeRule)
     assert loaded["rule"].params() == rule.params()
+
+
+def test_training_reads_top_to_bottom_as_one_recipe() -> None:
+    """``operations.train``'s body is the recipe, its steps in order, each a call into a
+    lower layer (the layer test above holds that none of them imports ``ops`` back)."""
+    tree = ast.parse((PACKAGE / "ops/operations.py").read_text())
+    train = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    calls = sorted(((n.lineno, n.col_offset, n.func) for n in ast.walk(train)
+                    if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))),
+                   key=lambda c: (c[0], c[1]))
+    called = [f.id if isinstance(f, ast.Name) else f.attr  # type: ignore[attr-defined]
+              for _, _, f in calls]
+    steps = ["load", "check_history", "_training_lock", "_load_incumbent", "train_champion",
+             "_decide", "_package"]
+    positions = [called.index(step) for step in steps]
+    assert positions == sorted(positions), called
+    assert len(train.body) <= 15, "the recipe should fit on a screen"

@@ -195,7 +195,7 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
 
 
 def _ops_parsers(sub: Any) -> None:
-    """Operations around the store: doctor, freeze, keys, notify, serve, walkforward."""
+    """Operations around the store: doctor, freeze, keys, notify, serve (and walkforward)."""
     p = sub.add_parser("doctor", help="diagnose the store and name the command that fixes it")
     common(p)
     p.add_argument("--repair", action="store_true",
@@ -234,6 +234,11 @@ def _ops_parsers(sub: Any) -> None:
     p.add_argument("--refresh-seconds", type=float, default=300.0,
                    help="market data refresh interval")
 
+    _walkforward_parser(sub)
+
+
+def _walkforward_parser(sub: Any) -> None:
+    """``walkforward``: the monthly report, its champion row and the multi-market run."""
     p = sub.add_parser("walkforward", help="monthly walk-forward report over the history")
     common(p)
     source_opts(p)

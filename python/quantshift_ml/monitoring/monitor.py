@@ -247,6 +247,28 @@ def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, ctx: Ru
     return checks
 
 
+def _integrity(ctx: RunContext, checks: list[dict[str, Any]]
+               ) -> tuple[dict[str, Any] | None, bool]:
+    """The ``integrity`` check (appended); the active metadata, and whether it is signed.
+
+    Untrusted metadata still names the version and the labeler for the report, but
+    the drift checks, which compare signed metadata only, are skipped for it.
+    """
+    store = ctx.store
+    try:
+        store.recover_if_interrupted()  # a half-done swap is finished, not reported as tampering
+        active = ctx.active()
+        checks.append(_check("integrity", OK, active.sha256, "sha256 matches metadata"))
+        return active.meta, True
+    except IntegrityError as exc:
+        checks.append(_check("integrity", CRITICAL, None, str(exc)))
+        try:
+            art = store.active()
+            return (art.meta if art else None), False
+        except QuantshiftError:
+            return None, False
+
+
 def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
                 service_url: str | None = None, source: DataSource | None = None,
                 now: dt.datetime | None = None, symbol: str | None = None
@@ -271,21 +293,7 @@ def run_monitor(root: Path, *, thresholds: Thresholds | None = None,
             "store", UNKNOWN, None, f"{store.layout.models} does not exist")])
         return report
 
-    meta: dict[str, Any] | None = None
-    trusted = False
-    try:
-        store.recover_if_interrupted()  # a half-done swap is finished, not reported as tampering
-        active = ctx.active()
-        meta, trusted = active.meta, True
-        checks.append(_check("integrity", OK, active.sha256, "sha256 matches metadata"))
-    except IntegrityError as exc:
-        checks.append(_check("integrity", CRITICAL, None, str(exc)))
-        try:
-            art = store.active()
-            meta = art.meta if art else None
-        except QuantshiftError:
-            meta = None
-
+    meta, trusted = _integrity(ctx, checks)
     t = resolve(t, ((meta or {}).get("labeler") or {}).get("name"))
     report["thresholds"] = asdict(t)
     if meta is not None:

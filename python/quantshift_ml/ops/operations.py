@@ -6,27 +6,21 @@ Each returns a JSON-native dict. They raise ``QuantshiftError`` subclasses whose
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-import platform
-import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from quantshift_ml import __version__
 from quantshift_ml.champion.contest import train_champion
 from quantshift_ml.champion.record import champion_brief
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
-from quantshift_ml.insight.explain import importance_summary
-from quantshift_ml.model.compiled import compile_checked
 from quantshift_ml.model.features import model_frame, usable
-from quantshift_ml.model.regimes import serving_spec
-from quantshift_ml.monitoring import drift
-from quantshift_ml.ops import traininglog
+from quantshift_ml.ops import packaging, traininglog
+from quantshift_ml.ops.packaging import library_versions as library_versions
 from quantshift_ml.serving.served import check_servable
 from quantshift_ml.store import ModelStore, backups
 from quantshift_ml.store.backups import BackupCheck
@@ -42,9 +36,8 @@ from quantshift_ml.training.gate import (
     rollback_decision,
     with_record_check,
 )
-from quantshift_ml.training.model import inputs_frame, predict, predict_proba, regime_model
+from quantshift_ml.training.model import inputs_frame, predict, predict_proba
 from quantshift_ml.training.pipeline import (
-    Prepared,
     TrainResult,
     check_history,
     score_incumbent,
@@ -54,22 +47,15 @@ from quantshift_ml.training.results import Scores, Unscored
 log = logging.getLogger(__name__)
 
 
-def library_versions() -> dict[str, str]:
-    import joblib
-    import pandas
-    import sklearn
-
-    return {"python": platform.python_version(), "quantshift_ml": __version__,
-            "scikit-learn": sklearn.__version__, "numpy": np.__version__,
-            "pandas": pandas.__version__, "joblib": joblib.__version__}
-
-
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _load_incumbent(store: ModelStore
-                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+Incumbent = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]
+"""``_load_incumbent``'s (bundle, reference, signed metadata) of the model in production."""
+
+
+def _load_incumbent(store: ModelStore) -> Incumbent:
     """The active model (bundle, reference, signed metadata), verified; a broken one is
     reported, never unpickled.
 
@@ -99,85 +85,64 @@ def train(
     keep_backups: int = 3,
     keep_logs: int = traininglog.DEFAULT_KEEP_LOGS,
 ) -> dict[str, Any]:
-    """Train a candidate, gate it, stage it and optionally promote it.
+    """The training recipe: read top to bottom, each step one call into a lower layer.
 
-    Market data are loaded and validated before anything is written, so bad data
-    leaves the store untouched. With ``check_mode`` nothing at all is written
-    (the candidate is trained and gated in memory). With ``promote`` a refused
-    gate raises ``GateRefused`` after the candidate is staged and logged.
+    Load, then features, labels and split (``check_history``: before anything is
+    written, so bad or short data leave the store untouched), then under the
+    store's lock the incumbent, the champion's family chosen on the record, fitted
+    and scored against the baselines and the incumbent on the same rows
+    (``train_champion``), the gate's decision, and the package (metadata, signed
+    staging, training log, promotion). No step calls back into this one. With
+    ``check_mode`` nothing at all is written; with ``promote`` a refused gate
+    raises ``GateRefused`` after its training log is written.
     """
     config = config or TrainConfig()
     gate = gate or gate_for(config.labeler)
     bars = source.load()
     origin = str(source.describe().get("path", source.name))
-    # enough history? checked before anything is created on disk
     prepared = check_history(bars, config, as_of=as_of, origin=origin)
     store = ModelStore(root, keep_backups=keep_backups)
+    with _training_lock(store, check_mode):
+        incumbent = _load_incumbent(store)
+        result = train_champion(prepared.ds.bars, config, incumbent=incumbent[0],
+                                incumbent_meta=incumbent[2], origin=origin,
+                                source=source.describe(), prepared=prepared)
+        decision = _decide(result, gate)
+        return _package(store, result, incumbent, decision, promote=promote,
+                        check_mode=check_mode, keep_logs=keep_logs)
+
+
+@contextlib.contextmanager
+def _training_lock(store: ModelStore, check_mode: bool) -> Iterator[None]:
+    """The store's training lock, a half-done swap recovered first; nothing in check mode."""
     if check_mode:
-        return _train_locked(store, prepared, source, config, gate, promote=promote,
-                             check_mode=True, keep_logs=keep_logs)
+        yield
+        return
     store.keys.require_signer()  # a host that cannot sign trains nothing (exit 2)
     store.layout.ensure()
     with store.lock("train"):
-        return _train_locked(store, prepared, source, config, gate, promote=promote,
-                             check_mode=False, keep_logs=keep_logs)
-
-
-def _importance(result: TrainResult, incumbent_meta: dict[str, Any]) -> dict[str, Any]:
-    """The candidate's global SHAP importances on its holdout, and how they moved
-    against the production model's (metadata keys ``importance``, ``importance_drift``)."""
-    summary = importance_summary(regime_model(result.bundle),
-                                 result.holdout_features.to_numpy(dtype=float))
-    out: dict[str, Any] = {"importance": summary}
-    now, previous = drift.importances(out), drift.importances(incumbent_meta)
-    if now is not None and previous is not None:
-        out["importance_drift"] = {"previous": incumbent_meta.get("version"),
-                                   **drift.compare_importance(now, previous)}
-    return out
-
-
-def _metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | None,
-              decision: dict[str, Any], importance: dict[str, Any]) -> dict[str, Any]:
-    """The candidate's metadata before staging adds its files, ONNX and signature."""
-    return {
-        "version": version,
-        "family": result.family,
-        "trained_at": _utcnow().isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "labeler": result.labeler,
-        "features": list(result.bundle["features"]),
-        "params": result.config,
-        "metrics": result.metrics,
-        "baselines": result.baselines,
-        "incumbent": incumbent,
-        "gate": decision,
-        "data": result.data,
-        "libraries": library_versions(),
-        "training_seconds": result.seconds,
-        "champion": result.champion,
-        **importance,
-    }
-
-
-def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
-                  config: TrainConfig, gate: GateConfig, *, promote: bool, check_mode: bool,
-                  keep_logs: int) -> dict[str, Any]:
-    if not check_mode:
         store.recover()
-    incumbent_bundle, incumbent_ref, incumbent_meta = _load_incumbent(store)
-    result = train_champion(prepared.ds.bars, config, incumbent=incumbent_bundle,
-                            incumbent_meta=incumbent_meta,
-                            origin=str(source.describe().get("path", source.name)),
-                            source=source.describe(), prepared=prepared)
-    # what was in place (version, sha, state) and how it scored on the same rows
-    incumbent = {**(incumbent_ref or {}), **(result.incumbent or {})} or None
+        yield
+
+
+def _decide(result: TrainResult, gate: GateConfig) -> dict[str, Any]:
+    """The gate on the champion's holdout, the incumbent's and the baselines', and the record."""
     scored = result.incumbent_scores
-    decision = with_record_check(
+    return with_record_check(
         decide(result.candidate.holdout, scored if isinstance(scored, Scores) else None,
                gate, result.baseline_scores), (result.champion or {}).get("record_check"))
+
+
+def _package(store: ModelStore, result: TrainResult, incumbent_triple: Incumbent,
+             decision: dict[str, Any], *, promote: bool, check_mode: bool, keep_logs: int
+             ) -> dict[str, Any]:
+    """Metadata, then (a passed gate) the signed staging, the training log and promotion."""
+    _, incumbent_ref, incumbent_meta = incumbent_triple
+    # what was in place (version, sha, state) and how it scored on the same rows
+    incumbent = {**(incumbent_ref or {}), **(result.incumbent or {})} or None
     version = store.new_version()
-    importance = _importance(result, incumbent_meta) if result.family == "forest" else {}
-    meta = _metadata(result, version, incumbent, decision, importance)
+    importance = packaging.importance(result, incumbent_meta) if result.family == "forest" else {}
+    meta = packaging.metadata(result, version, incumbent, decision, importance)
     out: dict[str, Any] = {"version": version, "family": result.family,
                            "champion": champion_brief(result.champion),
                            "gate": decision, "metrics": result.metrics,
@@ -198,7 +163,7 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         return out
     # the bundle names its own version, so every training is a distinct artifact (sha)
     result.bundle["version"] = version
-    onnx = _servable(result, meta)
+    onnx = packaging.servable(result, meta)
     art = store.stage(result.bundle, meta, onnx=onnx)
     meta = art.meta
     log_path = traininglog.write(store.layout, meta, keep=keep_logs)
@@ -214,35 +179,6 @@ def _train_locked(store: ModelStore, prepared: Prepared, source: DataSource,
         out.update({"promoted": True, "previous": promo["previous"], "current": promo["current"],
                     "pruned_backups": promo.get("pruned", [])})
     return out
-
-
-def _servable(result: TrainResult, meta: dict[str, Any]) -> bytes | None:
-    """What the service will run, recorded in the metadata before it is signed.
-
-    A forest: compiled to ONNX, parity-checked on the holdout (``onnx``) and its
-    composition (``serving``). A filter: its spec (``filter``) and its inputs
-    (``serving``); no ONNX, no pickle needed to serve it.
-    """
-    if result.family != "forest":
-        spec = result.bundle["model"].spec_dict
-        meta["filter"] = spec
-        meta["serving"] = {"family": result.family, "features": list(result.bundle["features"]),
-                           "classes": list(result.bundle["classes"])}
-        log.info("Champion %s: served from its signed spec (cut-off %.4f)", result.family,
-                 float(spec["cutoff"]))
-        return None
-    onnx, onnx_report = compile_checked(regime_model(result.bundle),
-                                        result.holdout_features.to_numpy(dtype=float))
-    meta["onnx"] = {"parity": onnx_report} if onnx is not None else {"error": onnx_report.get(
-        "error"), "parity": onnx_report}
-    meta["serving"] = serving_spec(regime_model(result.bundle), list(result.bundle["classes"]))
-    if onnx is None:
-        log.warning("no compiled (ONNX) model, the service will use scikit-learn: %s",
-                    onnx_report.get("error"))
-    else:
-        log.info("Compiled: ONNX parity ok on %d holdout rows (max |dp| %.1e)",
-                 onnx_report["rows"], onnx_report["max_probability_diff"])
-    return onnx
 
 
 def status(root: Path) -> dict[str, Any]:

@@ -42,12 +42,8 @@ from quantshift_ml.training.pipeline import (
     split_window,
 )
 from quantshift_ml.training.results import Scores, scores_dict
+from quantshift_ml.walkforward import sections
 
-STRESS_PERIODS: dict[str, tuple[str, str]] = {
-    "2008-09..2008-12": ("2008-09-01", "2008-12-31"),
-    "2011-08..2011-10": ("2011-08-01", "2011-10-31"),
-    "2018-02..2018-03": ("2018-02-01", "2018-03-31"),
-}
 SIGNALS = ("model", "champion")
 """Rows that are the product's own signals, never baselines."""
 TOLERANCES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
@@ -233,33 +229,6 @@ def _refusals(windows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _stress(y: np.ndarray, preds: dict[str, np.ndarray], dates: pd.DatetimeIndex
-            ) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, (a, b) in STRESS_PERIODS.items():
-        m = (dates >= pd.Timestamp(a)) & (dates <= pd.Timestamp(b))
-        if m.any():
-            r = ev.classification_report(y[m], preds["model"][m])
-            out[name] = {**rp.per_period(y, preds, m),
-                         "model_recall": {c: v["recall"] for c, v in r["per_class"].items()
-                                          if v["support"]}}
-    return out
-
-
-def _economics(full: Dataset, pos: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, Any]:
-    close = full.bars["Close"].to_numpy(dtype=float)
-    nxt = np.minimum(pos + 1, len(close) - 1)
-    rets = close[nxt] / close[pos] - 1.0
-    out: dict[str, Any] = {
-        "strategy": "long the index while the predicted regime is Bull or Low Vol, flat in "
-                    "High Vol, Crisis and Bear; decided at the close, executed at the next "
-                    "close; no costs, cash earns 0",
-        "buy_and_hold": rp.performance(rets)}
-    for name, p in preds.items():
-        out[name] = rp.strategy(p, rets)
-    return out
-
-
 @dataclass(frozen=True)
 class ChampionPolicy:
     """The champion row's policy: the field, the record's length (None: expanding)
@@ -347,17 +316,17 @@ def walkforward_rows(bars: pd.DataFrame, config: TrainConfig, gate: GateConfig,
         "strongest_baseline": {"name": best_name, "balanced_accuracy": round(best_value, 4),
                                **rp.margin_interval(y, preds["model"], preds[best_name],
                                                     months)},
-        "halves": _halves(y, preds, dates, months, best_name),
+        "halves": sections.halves(y, preds, dates, months, best_name),
         "gate_pass_rate": round(float(np.mean([w["gate_passed"] for w in pooled.windows])), 4),
         "gate_refusal_rate_by_tolerance": _refusals(pooled.windows),
         "per_year": {str(yv): rp.per_period(y, preds, dates.year == yv)
                      for yv in sorted(set(dates.year))},
-        "stress_periods": _stress(y, preds, dates),
-        "economics": _economics(full, pos, preds),
+        "stress_periods": sections.stress(y, preds, dates),
+        "economics": sections.economics(full, pos, preds),
         "outcomes": rp.outcomes_table(full.bars["Close"].to_numpy(dtype=float),
                                       pd.DatetimeIndex(full.bars.index), pos, preds, y,
                                       best_name),
-        "champion": _champion_report(y, preds, best_name, months, policy_report),
+        "champion": sections.champion_report(y, preds, best_name, months, policy_report),
         "windows": pooled.windows,
     }
     if full.labeler.rule is not None:
@@ -383,29 +352,3 @@ def _header(full: Dataset, config: TrainConfig, gate: GateConfig, pooled: _Poole
             "months": len(pooled.windows),
             "first_month": pooled.windows[0]["month"],
             "last_month": pooled.windows[-1]["month"]}
-
-
-def _halves(y: np.ndarray, preds: dict[str, np.ndarray], dates: pd.DatetimeIndex,
-            months: np.ndarray, best_name: str) -> dict[str, Any]:
-    """Every row in each half, and the model's and the champion's margins there."""
-    out = {}
-    for name, mask in rp.halves(dates, months):
-        out[name] = {**rp.per_period(y, preds, mask), **{
-            key: rp.margin_interval(y[mask], preds[row][mask], preds[best_name][mask],
-                                    months[mask])
-            for key, row in (("margin_vs_strongest", "model"),
-                             ("champion_vs_strongest", "champion"))}}
-    return out
-
-
-def _champion_report(y: np.ndarray, preds: dict[str, np.ndarray], best_name: str,
-                     months: np.ndarray, policy: dict[str, Any]) -> dict[str, Any]:
-    """The champion row's scores, its margin over the strongest baseline and over each
-    fixed family (month-block intervals), and the policy that produced it."""
-    champ = preds["champion"]
-    fixed = {f: ch.WALKFORWARD_ROWS[f] for f in policy["families"]}
-    return {**ev.classification_report(y, champ), "policy": policy,
-            "vs_strongest": {"name": best_name,
-                             **rp.margin_interval(y, champ, preds[best_name], months)},
-            "vs_family": {f: rp.margin_interval(y, champ, preds[row], months)
-                          for f, row in fixed.items()}}
