@@ -288,12 +288,9 @@ def locked(module, store, p, dry):
     from quantshift_ml.store import lease
 
     ttl = defaults.LEASE_TTL if p["lease_ttl"] is None else p["lease_ttl"]
-    res = lease.acquire_or_report(store.layout.lease_file, p["owner"], ttl, dry_run=dry,
-                                  takeover=p["lease_takeover"], details=p["lease_details"])
-    if res["held"] and not (p["lease_report"] or dry):
-        # the same refusal as the CLI's, naming the holder
-        lease.acquire(store.layout.lease_file, p["owner"], ttl, takeover=p["lease_takeover"])
-    return res
+    return lease.acquire_or_report(store.layout.lease_file, p["owner"], ttl, dry_run=dry,
+                                   takeover=p["lease_takeover"], details=p["lease_details"],
+                                   report=p["lease_report"])
 
 
 def unlocked(module, store, p, dry):
@@ -303,26 +300,11 @@ def unlocked(module, store, p, dry):
 
 
 def verified(module, store, p, dry):
-    from quantshift_ml import defaults
-    from quantshift_ml.errors import IntegrityError, UsageError
-    from quantshift_ml.store.checks import brief
+    from quantshift_ml.ops.operations import verify_deployed
 
-    art = store.verify(store.layout.active_pkl)
-    if p["expect_sha256"] and art.sha256 != p["expect_sha256"]:
-        raise IntegrityError("active model %s (sha256 %s) is not the expected sha256 %s"
-                             % (art.version, art.sha256, p["expect_sha256"]))
-    result = {"changed": False, "current": brief(art)}
-    if p["service_url"]:
-        if not p["expect_sha256"]:
-            raise UsageError("service_url needs expect_sha256: the sha the service must report")
-        from quantshift_ml.serving.healthcheck import wait_for_sha
-
-        timeout = defaults.SERVICE_TIMEOUT if p["service_timeout"] is None else p["service_timeout"]
-        result["health"] = wait_for_sha(p["service_url"], p["expect_sha256"], timeout=timeout)
-    if p["prune"]:
-        result["pruned"] = store.prune(dry_run=dry)
-        result["changed"] = bool(result["pruned"])
-    return result
+    return verify_deployed(store, p["expect_sha256"], service_url=p["service_url"],
+                           service_timeout=p["service_timeout"], prune=bool(p["prune"]),
+                           dry_run=dry)
 
 
 def evaluated(module, store, p, dry):

@@ -172,3 +172,29 @@ def test_lease_refusal_is_reported_and_a_dead_local_holder_named(tmp_path: Path)
     took = lease.acquire_or_report(path, "mine", takeover="other")
     assert took["acquired"] and took["took_over"]["owner"] == "other"
     assert lease.controller_identity()["controller_pid"] == os.getppid()
+
+
+def test_a_held_lease_raises_naming_its_holder_unless_reported(tmp_path: Path) -> None:
+    """What ``quantshift_model state=locked`` does without ``lease_report``; check mode
+    only reads."""
+    from quantshift_ml.store import lease
+
+    path = tmp_path / ".operation.lease"
+    lease.acquire(path, "other")
+    with pytest.raises(LockHeld, match="other"):
+        lease.acquire_or_report(path, "mine", report=False)
+    assert lease.acquire_or_report(path, "mine", report=False, dry_run=True)["held"]
+
+
+def test_verify_deployed_names_the_wrong_sha_and_needs_one_for_the_service(
+        tmp_path: Path) -> None:
+    """The rollout's per-host check (``quantshift_model state=verified``)."""
+    operations.train(BundledSource(), root=tmp_path, config=FAST, gate=OPEN, promote=True)
+    store = ModelStore(tmp_path)
+    sha = store.verify(store.layout.active_pkl).sha256
+    ok = operations.verify_deployed(store, sha)
+    assert ok["current"]["sha256"] == sha and ok["changed"] is False
+    with pytest.raises(IntegrityError, match="is not the expected sha256 0000"):
+        operations.verify_deployed(store, "0000")
+    with pytest.raises(UsageError, match="service_url needs expect_sha256"):
+        operations.verify_deployed(store, None, service_url="http://127.0.0.1:9")

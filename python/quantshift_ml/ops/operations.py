@@ -216,6 +216,33 @@ def status(root: Path) -> dict[str, Any]:
     return info
 
 
+def verify_deployed(store: ModelStore, expect_sha256: str | None = None, *,
+                    service_url: str = "", service_timeout: float | None = None,
+                    prune: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """The rollout's check of one host: the active model verified and (``expect_sha256``)
+    the one shipped; with ``service_url`` the service polled from the host itself until it
+    reports that sha (``healthcheck.wait_for_sha``); with ``prune`` old backups pruned."""
+    from quantshift_ml import defaults
+    from quantshift_ml.store.checks import brief
+
+    art = store.verify(store.layout.active_pkl)
+    if expect_sha256 and art.sha256 != expect_sha256:
+        raise IntegrityError(f"active model {art.version} (sha256 {art.sha256}) is not the "
+                             f"expected sha256 {expect_sha256}")
+    result: dict[str, Any] = {"changed": False, "current": brief(art)}
+    if service_url:
+        if not expect_sha256:
+            raise UsageError("service_url needs expect_sha256: the sha the service must report")
+        from quantshift_ml.serving.healthcheck import wait_for_sha
+
+        timeout = defaults.SERVICE_TIMEOUT if service_timeout is None else service_timeout
+        result["health"] = wait_for_sha(service_url, expect_sha256, timeout=timeout)
+    if prune:
+        result["pruned"] = store.prune(dry_run=dry_run)
+        result["changed"] = bool(result["pruned"])
+    return result
+
+
 def _backup_entry(c: BackupCheck) -> dict[str, Any]:
     """One backup as ``status`` and ``backups`` list it: its identity, and whether a
     rollback would take it (``intact``) or why not (``reason``)."""

@@ -148,11 +148,12 @@ def dead_holder(held: dict[str, Any] | None, controller_host: str) -> str | None
 
 def acquire_or_report(path: Path, owner: str, ttl: float = DEFAULT_TTL, *,
                       takeover: str | None = None, details: dict[str, Any] | None = None,
-                      dry_run: bool = False) -> dict[str, Any]:
+                      dry_run: bool = False, report: bool = True) -> dict[str, Any]:
     """``acquire``, but a live lease of another owner is returned (``held``), not raised.
 
     The controller then decides with ``dead_holder`` whether to take it over.
-    ``dry_run`` (check mode) only reads the lease.
+    ``dry_run`` (check mode) only reads the lease. ``report=False``: a held lease
+    raises ``acquire``'s ``LockHeld``, naming its holder, as the CLI does.
     """
     if dry_run:
         with _guard(path):
@@ -164,6 +165,8 @@ def acquire_or_report(path: Path, owner: str, ttl: float = DEFAULT_TTL, *,
         return {**acquire(path, owner, ttl, takeover=takeover, details=details),
                 "acquired": True, "held": None}
     except LockHeld:
+        if not report:
+            raise
         with _guard(path):
             held = _read(path)
         return {"changed": False, "acquired": False, "held": _json_safe(held)}
