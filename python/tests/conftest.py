@@ -99,4 +99,4 @@ def serving(root: Path) -> Iterator[tuple[Any, Callable[[str], dict]]]:
     finally:
         server.shutdown()
         server.server_close()
-        service.predictions.close()
+        service.close()

@@ -201,3 +201,104 @@ def test_the_difference_is_a_month_block_bootstrap_of_sharpe_ratios() -> None:
     assert d["difference"] > 0 and d["ci95"][0] > 0 and d["share_ahead"] == 1.0
     same = op.difference("economic", better, better, months)
     assert same["difference"] == 0 and same["share_ahead"] == 0.0
+
+
+def test_a_release_carries_the_other_filter_families_signed(contest: tuple,
+                                                             tmp_path: Path) -> None:
+    """``metadata.shadows``: every filter family of the field but the champion, fitted on
+    the champion's rows; covered by the signature like every other field."""
+    import shutil
+
+    from quantshift_ml.model.filterspec import FILTER_FAMILIES, FilterSpec
+
+    root, _, second = contest
+    meta = json.loads(ModelStore(root).layout.active_meta.read_text())
+    assert set(meta["shadows"]) == set(FILTER_FAMILIES) - {second["family"]}
+    for name, spec in meta["shadows"].items():
+        assert FilterSpec.from_dict(spec, name).family == name
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    path = ModelStore(copy).layout.active_meta
+    forged = json.loads(path.read_text())
+    name = next(iter(forged["shadows"]))
+    forged["shadows"][name]["cutoff"] = 0.99
+    path.write_text(json.dumps(forged))
+    with pytest.raises(IntegrityError):
+        operations.verify(copy)
+
+
+def test_the_service_logs_every_familys_answer_once_per_bar(contest: tuple) -> None:
+    """Off the request path, the served answer and each shadow spec's, one row per (bar,
+    family, release), whatever the number of requests; each equals the spec evaluated
+    on the whole history (``filterspec``, as the walk-forward scores it)."""
+    from quantshift_ml.model.features import compute_features, usable
+    from quantshift_ml.model.filterspec import FilterSpec, p_turbulent, regimes
+    from quantshift_ml.serving import predlog
+
+    root, _, second = contest
+    meta = json.loads(ModelStore(root).layout.active_meta.read_text())
+    with serving(root) as (service, get):
+        answers = [get("/regime?symbol=SPY") for _ in range(5)]
+        service.shadows.flush()
+    logged = [a for a in predlog.shadow_answers(root) if a.model_version == meta["version"]]
+    bar = answers[0]["as_of"]
+    assert sorted(a.family for a in logged) == sorted([second["family"], *meta["shadows"]])
+    assert {a.bar_date for a in logged} == {bar}
+    served = next(a for a in logged if a.served)
+    assert served.family == second["family"] and served.regime == answers[0]["regime"]
+    bars = BundledSource().load()
+    feats = compute_features(bars)
+    feats = feats[usable(feats)]
+    for a in logged:
+        if not a.served:
+            spec = FilterSpec.from_dict(meta["shadows"][a.family], a.family)
+            p = p_turbulent(spec, bars)
+            whole = regimes(spec, p[bars.index.get_indexer(feats.index)], feats)
+            assert a.regime == whole[feats.index.get_loc(bar)]
+
+
+def test_the_live_record_scores_every_family_on_settled_bars(contest: tuple,
+                                                             tmp_path: Path) -> None:
+    """``champion --json``'s ``live``: each family on the bars that settled, pooled over
+    releases, the first answer per key kept, with its margin over the served answers."""
+    import shutil
+
+    from quantshift_ml.model.features import compute_features, usable
+    from quantshift_ml.monitoring.context import realised_labels
+    from quantshift_ml.serving import predlog
+    from quantshift_ml.serving.service.shadows import answers_for
+
+    root, _, second = contest
+    copy = tmp_path / "live"
+    shutil.copytree(root, copy)
+    meta = json.loads(ModelStore(copy).layout.active_meta.read_text())
+    bars = BundledSource().load()
+    feats = compute_features(bars)
+    feats = feats[usable(feats)]
+    days = [str(d.date()) for d in feats.index[-120:]]  # the last ~20 have not settled
+    served_answers = {d: "Bull" for d in days}  # what the served arm said, to compare with
+    for d in days:
+        job = ("SPY", d, meta["version"], second["family"], served_answers[d], meta["shadows"])
+        predlog.append_shadows(copy, answers_for(bars, feats, job))
+    again = predlog.ShadowAnswer("t", "SPY", days[0], second["family"], True, "Crisis",
+                                 meta["version"])
+    assert predlog.append_shadows(copy, [again]) == 0  # the first answer stands
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = cli.main(["champion", "--root", str(copy), "--json"])
+    live = json.loads(buf.getvalue())["live"]
+    known = realised_labels(meta["labeler"], bars)
+    settled = [d for d in days if known[d] is not None]
+    assert code == 0 and 0 < len(settled) < len(days)
+    assert live["settled_bars"] == len(settled) and live["pending"] == len(days) - len(settled)
+    truth = np.asarray([known[d] for d in settled], dtype=object)
+    assert live["families"]["served"]["balanced_accuracy"] == round(balanced_accuracy(
+        truth, np.asarray(["Bull"] * len(settled), dtype=object)), 4)
+    for name in meta["shadows"]:
+        row = live["families"][name]
+        assert row["samples"] == len(settled)
+        assert row["vs_served"]["samples"] == len(settled) and "ci95" in row["vs_served"]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        cli.main(["champion", "--root", str(copy)])
+    assert "live: " in buf.getvalue() and "margin over served" in buf.getvalue()

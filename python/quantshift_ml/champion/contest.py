@@ -19,6 +19,7 @@ import pandas as pd
 
 from quantshift_ml.champion import record
 from quantshift_ml.champion.families import FittedFilter, family
+from quantshift_ml.champion.shadows import fit_shadows
 from quantshift_ml.model import filterspec
 from quantshift_ml.training import baselines as bl
 from quantshift_ml.training.config import TrainConfig
@@ -56,7 +57,8 @@ def train_champion(bars: pd.DataFrame, config: TrainConfig, *, as_of: str | None
     else:
         result = _filter_candidate(prep.ds, prep.split, config, decision["family"],
                                    incumbent=incumbent, source=source)
-    return replace(result, family=decision["family"], champion=decision,
+    shadows = fit_shadows(prep.ds, prep.split, config, decision["family"])
+    return replace(result, family=decision["family"], champion=decision, shadows=shadows,
                    seconds=round(time.monotonic() - started, 3))
 
 

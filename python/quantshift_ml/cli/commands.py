@@ -61,8 +61,9 @@ def doctor_cmd(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     return doctor.repair(store) if a.repair else doctor.diagnose(store)
 
 
-def champion_cmd(root: Path) -> dict[str, Any]:
-    """The active release's family and the record it was chosen on (signature checked).
+def champion_cmd(root: Path, source: Any = None) -> dict[str, Any]:
+    """The active release's family and the record it was chosen on (signature checked),
+    and with a data ``source`` the live record of every family (``monitoring.live_record``).
 
     A release trained before families competed has no record: it is a forest,
     chosen by no policy, and says so.
@@ -74,7 +75,9 @@ def champion_cmd(root: Path) -> dict[str, Any]:
     art = store.verify(store.layout.active_pkl)
     decision = champion_brief(art.meta.get("champion"))
     out: dict[str, Any] = {"version": art.version, "sha256": art.sha256,
-                           "family": art.meta.get("family") or "forest"}
+                           "family": art.meta.get("family") or "forest",
+                           "shadows": sorted(art.meta.get("shadows") or {}),
+                           "live": None if source is None else _live(root, art.meta, source)}
     if decision is None:
         return {**out, "chosen_on": None, "record": None,
                 "reason": "trained before families competed: a forest, no record"}
@@ -84,3 +87,16 @@ def champion_cmd(root: Path) -> dict[str, Any]:
                                           "first_date": dates[0] if dates else None,
                                           "last_date": dates[-1] if dates else None,
                                           "rows": len(dates)}}
+
+
+def _live(root: Path, meta: dict[str, Any], source: Any) -> dict[str, Any]:
+    """The live record, or why there is none (data or log unreadable): never a made-up one."""
+    import sqlite3
+
+    from quantshift_ml.errors import QuantshiftError
+    from quantshift_ml.monitoring.live_record import live_record
+
+    try:
+        return live_record(root, meta.get("labeler") or {}, source.load())
+    except (QuantshiftError, sqlite3.Error, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}

@@ -186,8 +186,11 @@ def _model_parsers(sub: Any, exit_codes: str) -> None:
                    help="decide a rollback to it even below the floor (decision.forced)")
 
     p = sub.add_parser("champion", help="the active model's family, its record and why it "
-                                        "was chosen")
+                                        "was chosen, and every family's live record")
     common(p)
+    source_opts(p)
+    p.add_argument("--no-live", action="store_true",
+                   help="skip the live record (it reads the market data to settle the labels)")
 
     p = sub.add_parser("predict", help="regime of the newest bar with the active model")
     common(p)

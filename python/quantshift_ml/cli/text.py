@@ -93,7 +93,24 @@ def _champion(result: dict[str, Any]) -> str:
         value, ci = s.get("balanced_accuracy"), s.get("ci95")
         rows.append(f"{name:18}{'n/a' if value is None else f'{value:.4f}':>9}  "
                     + (f"{ci[0]:.4f}..{ci[1]:.4f}" if ci else "n/a"))
-    return "\n".join(rows)
+    return "\n".join(rows + _live_rows(result.get("live")))
+
+
+def _live_rows(live: dict[str, Any] | None) -> list[str]:
+    """The live record: each family on its settled bars, and its margin over the served."""
+    if live is None:
+        return []
+    if "error" in live or not live.get("families"):
+        return [f"live: {live.get('error') or live.get('reason')}"]
+    rows = [f"live: {live['settled_bars']} settled bars ({live['pending']} waiting), "
+            f"{live['first_bar']}..{live['last_bar']}, releases {', '.join(live['versions'])}",
+            f"{'family':18}{'bars':>6}{'balanced':>9}  margin over served, 95 % interval"]
+    for name, f in live["families"].items():
+        vs = f["vs_served"]
+        margin = ("n/a (" + vs["reason"] + ")" if vs.get("margin") is None else
+                  f"{vs['margin']:+.4f} ({vs['ci95'][0]:+.4f}..{vs['ci95'][1]:+.4f})")
+        rows.append(f"{name:18}{f['samples']:>6}{f['balanced_accuracy']:>9.4f}  {margin}")
+    return rows
 
 
 def universe_text(result: dict[str, Any]) -> str:

@@ -70,6 +70,7 @@ def metadata(result: TrainResult, version: str, incumbent: dict[str, Any] | None
         "libraries": library_versions(),
         "training_seconds": result.seconds,
         "champion": result.champion,
+        "shadows": result.shadows,
         **importance,
     }
 

@@ -17,6 +17,11 @@ A/B columns (ab.py): ``arm`` is the arm served (``regime`` is its answer),
 ``ml_regime`` and ``rules_regime`` are both arms' answers, ``client`` the bot's id.
 They are added to older databases on first open (NULL in old rows, which read
 as the model's answer served to no particular client).
+
+The ``shadows`` table (``ShadowAnswer``): every family's answer for a bar beside
+the served one, the champion's own included, one row per (symbol, bar, family,
+model version), kept by a unique key, so the first answer stands whatever
+repeats (docs/model.md, "The live record").
 """
 
 from __future__ import annotations
@@ -42,6 +47,18 @@ CREATE TABLE IF NOT EXISTS predictions (
     ml_regime TEXT,              -- the model's answer (served or not)
     rules_regime TEXT,           -- the rule's answer (served or not)
     client TEXT                  -- the client id the bot passed
+)
+"""
+SHADOW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shadows (
+    ts TEXT NOT NULL,            -- UTC time the answer was computed (ISO 8601)
+    symbol TEXT NOT NULL,
+    bar_date TEXT NOT NULL,
+    family TEXT NOT NULL,        -- the family that answered (the served one too)
+    served INTEGER NOT NULL,     -- 1: the release's champion, whose answer was served
+    regime TEXT NOT NULL,
+    model_version TEXT NOT NULL, -- the release that carried the family
+    UNIQUE (symbol, bar_date, family, model_version)
 )
 """
 AB_COLUMNS = ("arm", "ml_regime", "rules_regime", "client")
@@ -83,6 +100,7 @@ def _connect(root: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(SCHEMA)
+        conn.execute(SHADOW_SCHEMA)
         have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
         for col in AB_COLUMNS:
             if col not in have:  # a database written before A/B: add, rewrite nothing
@@ -185,3 +203,40 @@ def arm_samples(root: Path) -> list[Sample]:
     with _connect(root) as conn:
         rows = conn.execute(_FIRST_PER_ARM).fetchall()
     return [Sample(_prediction(r[:10]), int(r[10])) for r in rows]
+
+
+@dataclass(frozen=True)
+class ShadowAnswer:
+    """One family's answer for one bar, from the release ``model_version`` carried."""
+
+    ts: str
+    symbol: str
+    bar_date: str
+    family: str
+    served: bool
+    regime: str
+    model_version: str
+
+
+def append_shadows(root: Path, answers: Sequence[ShadowAnswer]) -> int:
+    """Log answers; one already logged for the same key is kept. Returns rows added."""
+    if not answers:
+        return 0
+    with _connect(root) as conn:
+        before = conn.total_changes
+        conn.executemany("INSERT OR IGNORE INTO shadows (ts, symbol, bar_date, family, served, "
+                         "regime, model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(a.ts, a.symbol, a.bar_date, a.family, int(a.served), a.regime,
+                           a.model_version) for a in answers])
+        return int(conn.total_changes - before)
+
+
+def shadow_answers(root: Path) -> list[ShadowAnswer]:
+    """Every logged family answer, oldest bar first; empty when there is no log yet."""
+    if not db_path(root).exists():
+        return []
+    with _connect(root) as conn:
+        rows = conn.execute("SELECT ts, symbol, bar_date, family, served, regime, model_version "
+                            "FROM shadows ORDER BY bar_date, symbol, model_version, family"
+                            ).fetchall()
+    return [ShadowAnswer(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]

@@ -229,6 +229,9 @@ class TrainResult:
     family: str = "forest"
     champion: dict[str, Any] | None = None
     """The record and the policy's decision (``training.record.decide``)."""
+    shadows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """family -> spec of the other filter families, fitted on the same rows
+    (``champion.shadows``): logged live beside the champion's answers."""
 
     @property
     def metrics(self) -> dict[str, Any]:

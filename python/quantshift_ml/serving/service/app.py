@@ -16,6 +16,7 @@ from quantshift_ml.serving import predlog
 from quantshift_ml.serving.served import Loaded, LoadedFilter, ModelHolder
 from quantshift_ml.serving.service.market import MarketCache, Snapshot, bar_age_days, utcnow
 from quantshift_ml.serving.service.metrics import Metrics
+from quantshift_ml.serving.service.shadows import ShadowLogger
 from quantshift_ml.serving.service.writer import PredictionWriter
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RegimeService:
         self.symbol = symbol
         self.metrics = Metrics(self.holder)
         self.predictions = PredictionWriter(self.root, self.metrics.log_errors.inc)
+        self.shadows = ShadowLogger(self.root, self.market, self.metrics.log_errors.inc)
         self.explainer = ServedExplainer(self.holder.store)
         self.ab = AbConfig()
 
@@ -67,6 +69,8 @@ class RegimeService:
             ts=utcnow(), symbol=self.symbol, bar_date=snap.bar_date, regime=served,
             probabilities=proba_served, model_version=version, arm=arm, ml_regime=regime,
             rules_regime=rules, client=client))
+        if cur.meta.get("shadows"):  # the other families' answers, logged off this path
+            self.shadows.put(cur.meta, self.symbol, snap.bar_date, regime)
         body = {"symbol": self.symbol, "regime": served, "probabilities": proba_served,
                 "arm": arm,
                 "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),
@@ -127,3 +131,8 @@ class RegimeService:
                 self.market.snapshot(cur.features, cur.fitted, cur.spec)
         except Exception as exc:
             log.warning("market data not available yet: %s: %s", type(exc).__name__, exc)
+
+    def close(self) -> None:
+        """Write what the prediction log and the shadow logger still hold, then stop them."""
+        self.shadows.close()
+        self.predictions.close()

@@ -311,5 +311,5 @@ def serve(root: Path, source: DataSource, *, host: str = "127.0.0.1",
         server.serve_forever(on_started=started)
     finally:
         server.server_close()
-        service.predictions.close()
+        service.close()
         restore()
