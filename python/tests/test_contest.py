@@ -244,13 +244,13 @@ def test_the_service_logs_every_familys_answer_once_per_bar(contest: tuple) -> N
     bar = answers[0]["as_of"]
     assert sorted(a.family for a in logged) == sorted([second["family"], *meta["shadows"]])
     assert {a.bar_date for a in logged} == {bar}
-    served = next(a for a in logged if a.served)
-    assert served.family == second["family"] and served.regime == answers[0]["regime"]
+    own = next(a for a in logged if a.champion)
+    assert own.family == second["family"] and own.regime == answers[0]["regime"]
     bars = BundledSource().load()
     feats = compute_features(bars)
     feats = feats[usable(feats)]
     for a in logged:
-        if not a.served:
+        if not a.champion:
             spec = FilterSpec.from_dict(meta["shadows"][a.family], a.family)
             p = p_turbulent(spec, bars)
             whole = regimes(spec, p[bars.index.get_indexer(feats.index)], feats)
@@ -260,7 +260,7 @@ def test_the_service_logs_every_familys_answer_once_per_bar(contest: tuple) -> N
 def test_the_live_record_scores_every_family_on_settled_bars(contest: tuple,
                                                              tmp_path: Path) -> None:
     """``champion --json``'s ``live``: each family on the bars that settled, pooled over
-    releases, the first answer per key kept, with its margin over the served answers."""
+    releases, the first answer per key kept, with its margin over the champion's."""
     import shutil
 
     from quantshift_ml.model.features import compute_features, usable
@@ -276,9 +276,8 @@ def test_the_live_record_scores_every_family_on_settled_bars(contest: tuple,
     feats = compute_features(bars)
     feats = feats[usable(feats)]
     days = [str(d.date()) for d in feats.index[-120:]]  # the last ~20 have not settled
-    served_answers = {d: "Bull" for d in days}  # what the served arm said, to compare with
-    for d in days:
-        job = ("SPY", d, meta["version"], second["family"], served_answers[d], meta["shadows"])
+    for d in days:  # the champion's answer: always Bull, to compare with
+        job = ("SPY", d, meta["version"], second["family"], "Bull", meta["shadows"])
         predlog.append_shadows(copy, answers_for(bars, feats, job))
     again = predlog.ShadowAnswer("t", "SPY", days[0], second["family"], True, "Crisis",
                                  meta["version"])
@@ -290,15 +289,68 @@ def test_the_live_record_scores_every_family_on_settled_bars(contest: tuple,
     known = realised_labels(meta["labeler"], bars)
     settled = [d for d in days if known[d] is not None]
     assert code == 0 and 0 < len(settled) < len(days)
-    assert live["settled_bars"] == len(settled) and live["pending"] == len(days) - len(settled)
+    assert live["settled"] == len(settled) and live["pending"] == len(days) - len(settled)
+    assert live["not_in_data"] == 0
     truth = np.asarray([known[d] for d in settled], dtype=object)
-    assert live["families"]["served"]["balanced_accuracy"] == round(balanced_accuracy(
+    assert live["families"]["champion"]["balanced_accuracy"] == round(balanced_accuracy(
         truth, np.asarray(["Bull"] * len(settled), dtype=object)), 4)
     for name in meta["shadows"]:
         row = live["families"][name]
         assert row["samples"] == len(settled)
-        assert row["vs_served"]["samples"] == len(settled) and "ci95" in row["vs_served"]
+        assert row["vs_champion"]["samples"] == len(settled) and "ci95" in row["vs_champion"]
     buf = io.StringIO()
     with redirect_stdout(buf):
         cli.main(["champion", "--root", str(copy)])
-    assert "live: " in buf.getvalue() and "margin over served" in buf.getvalue()
+    assert "live: " in buf.getvalue() and "margin over the champions'" in buf.getvalue()
+    short = tmp_path / "short.csv"  # data ending before the answers' bars: not samples
+    bars.iloc[:-200].to_csv(short)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        cli.main(["champion", "--root", str(copy), "--json", "--source", "csv",
+                  "--data", str(short)])
+    cut = json.loads(buf.getvalue())["live"]
+    assert cut["settled"] == 0 and cut["not_in_data"] == len(days)
+    assert "bars the data does not hold" in cut["reason"]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = cli.main(["champion", "--root", str(copy), "--json", "--source", "csv",
+                         "--data", str(tmp_path / "missing.csv")])
+    broken = json.loads(buf.getvalue())
+    assert code == 0 and "error" in broken["live"] and broken["family"] == second["family"]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        cli.main(["champion", "--root", str(copy), "--json", "--no-live"])
+    assert json.loads(buf.getvalue())["live"] is None
+
+
+def test_the_shadow_logger_outlives_a_failing_bar(contest: tuple, tmp_path: Path) -> None:
+    """Any error on one bar is counted and logged; the thread goes on with the next."""
+    from quantshift_ml.serving import predlog
+    from quantshift_ml.serving.service.market import MarketCache
+    from quantshift_ml.serving.service.shadows import ShadowLogger
+
+    root, _, _ = contest
+    meta = json.loads(ModelStore(root).layout.active_meta.read_text())
+    market = MarketCache(BundledSource())
+    market.snapshot(["sma50_slope"])  # loads the bars
+    real = market.frames
+    calls = {"n": 0}
+
+    def flaky() -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TypeError("a bug on one bar")
+        return real()
+
+    market.frames = flaky  # type: ignore[method-assign]
+    errors: list[int] = []
+    logger = ShadowLogger(tmp_path, market, lambda: errors.append(1))
+    logger.put(meta, "SPY", "2018-12-27", "Bull")
+    logger.put(meta, "SPY", "2018-12-28", "Bull")
+    logger.put(meta, "SPY", "2018-12-28", "Bear")  # the same bar again: ignored
+    logger.flush()
+    logger.close()
+    assert errors == [1]
+    logged = predlog.shadow_answers(tmp_path)
+    assert {a.bar_date for a in logged} == {"2018-12-28"}
+    assert len(logged) == 1 + len(meta["shadows"])

@@ -61,9 +61,11 @@ def doctor_cmd(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     return doctor.repair(store) if a.repair else doctor.diagnose(store)
 
 
-def champion_cmd(root: Path, source: Any = None) -> dict[str, Any]:
+def champion_cmd(root: Path, source: Any = None, symbol: str | None = None
+                 ) -> dict[str, Any]:
     """The active release's family and the record it was chosen on (signature checked),
-    and with a data ``source`` the live record of every family (``monitoring.live_record``).
+    and with ``source`` (a callable making the data source) the live record of every
+    family on ``symbol``'s logged answers (``monitoring.live_record``).
 
     A release trained before families competed has no record: it is a forest,
     chosen by no policy, and says so.
@@ -77,7 +79,8 @@ def champion_cmd(root: Path, source: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {"version": art.version, "sha256": art.sha256,
                            "family": art.meta.get("family") or "forest",
                            "shadows": sorted(art.meta.get("shadows") or {}),
-                           "live": None if source is None else _live(root, art.meta, source)}
+                           "live": None if source is None else _live(root, art.meta, source,
+                                                                     symbol)}
     if decision is None:
         return {**out, "chosen_on": None, "record": None,
                 "reason": "trained before families competed: a forest, no record"}
@@ -89,14 +92,19 @@ def champion_cmd(root: Path, source: Any = None) -> dict[str, Any]:
                                           "rows": len(dates)}}
 
 
-def _live(root: Path, meta: dict[str, Any], source: Any) -> dict[str, Any]:
-    """The live record, or why there is none (data or log unreadable): never a made-up one."""
+def _live(root: Path, meta: dict[str, Any], source: Any, symbol: str | None
+          ) -> dict[str, Any]:
+    """The live record, or why there is none (data or log unreadable): never a made-up one.
+
+    ``source`` is a callable making the data source, so a bad ``--source`` costs the
+    live record, not the rest of the command.
+    """
     import sqlite3
 
     from quantshift_ml.errors import QuantshiftError
     from quantshift_ml.monitoring.live_record import live_record
 
     try:
-        return live_record(root, meta.get("labeler") or {}, source.load())
-    except (QuantshiftError, sqlite3.Error, OSError) as exc:
+        return live_record(root, meta.get("labeler") or {}, source().load(), symbol)
+    except (QuantshiftError, sqlite3.Error, OSError, ValueError, KeyError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}

@@ -236,7 +236,8 @@ def _run_operations(a: argparse.Namespace, root: Path, cmd: str) -> dict[str, An
     if cmd == "predict":
         return operations.predict_latest(root, _source(a, root))
     if cmd == "champion":
-        return commands.champion_cmd(root, None if a.no_live else _source(a, root))
+        return commands.champion_cmd(root, None if a.no_live else lambda: _source(a, root),
+                                     a.symbol)
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse guards
 
 

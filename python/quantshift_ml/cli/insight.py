@@ -145,7 +145,7 @@ def drift_cmd(a: argparse.Namespace, root: Path, source: Any) -> dict[str, Any]:
         meta = {**meta, "data": {"window_start": start, "holdout_end": end},
                 "features": meta.get("features") or list(FEATURES)}
     out: dict[str, Any] = {"input_drift": drift_checks.input_check(meta, source, t, a.as_of),
-                           "thresholds": t.__dict__}
+                           "thresholds": {n: getattr(t, n) for n in DRIFT_FIELDS}}
     if meta.get("version"):
         out["importance_drift"] = drift_checks.importance_check(store, meta, t)
     return out

@@ -97,19 +97,21 @@ def _champion(result: dict[str, Any]) -> str:
 
 
 def _live_rows(live: dict[str, Any] | None) -> list[str]:
-    """The live record: each family on its settled bars, and its margin over the served."""
+    """The live record: each family on its settled samples, its margin over the champions'."""
     if live is None:
         return []
-    if "error" in live or not live.get("families"):
+    if "error" in live or not live.get("settled"):
         return [f"live: {live.get('error') or live.get('reason')}"]
-    rows = [f"live: {live['settled_bars']} settled bars ({live['pending']} waiting), "
+    rows = [f"live: {live['settled']} settled samples (one per symbol, bar and release), "
+            f"{live['pending']} waiting, {live['not_in_data']} not in the data; "
             f"{live['first_bar']}..{live['last_bar']}, releases {', '.join(live['versions'])}",
-            f"{'family':18}{'bars':>6}{'balanced':>9}  margin over served, 95 % interval"]
+            f"{'family':18}{'samples':>8}{'balanced':>9}  margin over the champions', "
+            "95 % interval"]
     for name, f in live["families"].items():
-        vs = f["vs_served"]
+        vs = f["vs_champion"]
         margin = ("n/a (" + vs["reason"] + ")" if vs.get("margin") is None else
                   f"{vs['margin']:+.4f} ({vs['ci95'][0]:+.4f}..{vs['ci95'][1]:+.4f})")
-        rows.append(f"{name:18}{f['samples']:>6}{f['balanced_accuracy']:>9.4f}  {margin}")
+        rows.append(f"{name:18}{f['samples']:>8}{f['balanced_accuracy']:>9.4f}  {margin}")
     return rows
 
 

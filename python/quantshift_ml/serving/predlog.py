@@ -18,8 +18,8 @@ A/B columns (ab.py): ``arm`` is the arm served (``regime`` is its answer),
 They are added to older databases on first open (NULL in old rows, which read
 as the model's answer served to no particular client).
 
-The ``shadows`` table (``ShadowAnswer``): every family's answer for a bar beside
-the served one, the champion's own included, one row per (symbol, bar, family,
+The ``shadows`` table (``ShadowAnswer``): every family's answer for a bar, the
+release's champion's included, one row per (symbol, bar, family,
 model version), kept by a unique key, so the first answer stands whatever
 repeats (docs/model.md, "The live record").
 """
@@ -54,8 +54,8 @@ CREATE TABLE IF NOT EXISTS shadows (
     ts TEXT NOT NULL,            -- UTC time the answer was computed (ISO 8601)
     symbol TEXT NOT NULL,
     bar_date TEXT NOT NULL,
-    family TEXT NOT NULL,        -- the family that answered (the served one too)
-    served INTEGER NOT NULL,     -- 1: the release's champion, whose answer was served
+    family TEXT NOT NULL,        -- the family that answered (the champion too)
+    champion INTEGER NOT NULL,   -- 1: the release's champion (its answer, whichever arm served)
     regime TEXT NOT NULL,
     model_version TEXT NOT NULL, -- the release that carried the family
     UNIQUE (symbol, bar_date, family, model_version)
@@ -213,7 +213,7 @@ class ShadowAnswer:
     symbol: str
     bar_date: str
     family: str
-    served: bool
+    champion: bool
     regime: str
     model_version: str
 
@@ -224,9 +224,9 @@ def append_shadows(root: Path, answers: Sequence[ShadowAnswer]) -> int:
         return 0
     with _connect(root) as conn:
         before = conn.total_changes
-        conn.executemany("INSERT OR IGNORE INTO shadows (ts, symbol, bar_date, family, served, "
+        conn.executemany("INSERT OR IGNORE INTO shadows (ts, symbol, bar_date, family, champion, "
                          "regime, model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         [(a.ts, a.symbol, a.bar_date, a.family, int(a.served), a.regime,
+                         [(a.ts, a.symbol, a.bar_date, a.family, int(a.champion), a.regime,
                            a.model_version) for a in answers])
         return int(conn.total_changes - before)
 
@@ -236,7 +236,7 @@ def shadow_answers(root: Path) -> list[ShadowAnswer]:
     if not db_path(root).exists():
         return []
     with _connect(root) as conn:
-        rows = conn.execute("SELECT ts, symbol, bar_date, family, served, regime, model_version "
+        rows = conn.execute("SELECT ts, symbol, bar_date, family, champion, regime, model_version "
                             "FROM shadows ORDER BY bar_date, symbol, model_version, family"
                             ).fetchall()
     return [ShadowAnswer(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]

@@ -2,43 +2,45 @@
 
 A release carries the signed specs of the field's other filter families
 (``metadata.shadows``, ``champion.shadows``). The first request about a bar hands
-the served answer and the release to this logger; its thread evaluates each
+the champion's answer and the release to this logger; its thread evaluates each
 shadow spec on the cached bars up to that bar (the code that serves a filter
 champion: ``filterspec``, never scikit-learn) and logs every family's answer, the
-served one included, to the prediction log's ``shadows`` table. Once per (bar,
+champion's included, to the prediction log's ``shadows`` table. Once per (bar,
 release) in memory, and the table's unique key keeps the first answer after a
-restart; a request never waits for it, and a failure is logged and counted,
-never raised (it costs the record a row, not a client an answer).
+restart; a request never waits for it, and a failure of any kind is logged and
+counted (``quantshift_prediction_log_errors_total``), never raised, and the thread
+goes on with the next bar (it costs the record a row, not a client an answer).
+
+"Champion" here is the release's own answer, whichever A/B arm was served: the
+record compares families, and the rules arm is the A/B report's to judge.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quantshift_ml.errors import QuantshiftError
 from quantshift_ml.serving import predlog
 from quantshift_ml.serving.service.market import MarketCache, utcnow
 
 log = logging.getLogger(__name__)
 
 Job = tuple[str, str, str, str, str, dict[str, Any]]
-"""(symbol, bar_date, version, served family, served regime, shadow specs)."""
+"""(symbol, bar_date, version, champion family, champion's regime, shadow specs)."""
 
 
 def answers_for(bars: Any, features: Any, job: Job) -> list[predlog.ShadowAnswer]:
-    """Every family's answer for the job's bar: the served one, then each shadow spec's."""
+    """Every family's answer for the job's bar: the champion's, then each shadow spec's."""
     from quantshift_ml.model.filterspec import FilterSpec, compose_row, p_turbulent
     from quantshift_ml.model.regimes import RULE_FEATURES
 
-    symbol, bar_date, version, served_family, served_regime, shadows = job
+    symbol, bar_date, version, champion, champion_regime, shadows = job
     ts = utcnow()
-    out = [predlog.ShadowAnswer(ts, symbol, bar_date, served_family, True, served_regime,
+    out = [predlog.ShadowAnswer(ts, symbol, bar_date, champion, True, champion_regime,
                                 version)]
     upto = bars.loc[:bar_date]
     row = features.loc[bar_date]
@@ -63,7 +65,7 @@ class ShadowLogger:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def put(self, meta: dict[str, Any], symbol: str, bar_date: str, served_regime: str
+    def put(self, meta: dict[str, Any], symbol: str, bar_date: str, champion_regime: str
             ) -> None:
         """Queue the bar once per release; cheap for every later request about it."""
         version = str(meta.get("version"))
@@ -78,7 +80,7 @@ class ShadowLogger:
                 self._thread = threading.Thread(target=self._run, name="shadows", daemon=True)
                 self._thread.start()
         job: Job = (symbol, bar_date, version, str(meta.get("family") or "forest"),
-                    served_regime, dict(meta.get("shadows") or {}))
+                    champion_regime, dict(meta.get("shadows") or {}))
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -93,7 +95,7 @@ class ShadowLogger:
                     return
                 bars, features = self.market.frames()
                 predlog.append_shadows(self.root, answers_for(bars, features, job))
-            except (QuantshiftError, sqlite3.Error, OSError, KeyError, ValueError) as exc:
+            except Exception as exc:  # the thread must outlive any one bar's failure
                 self._on_error()
                 log.error("families' answers for %s not logged: %s: %s",
                           job[1] if job else "?", type(exc).__name__, exc)
