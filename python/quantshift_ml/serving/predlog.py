@@ -155,12 +155,30 @@ def append_many(root: Path, predictions: Sequence[Prediction]) -> None:
     """
     if not predictions:
         return
+    rows = _rows(predictions)
     with _connect(root) as conn:
         conn.executemany(f"INSERT INTO predictions ({_COLUMNS}) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         [(p.ts, p.symbol, p.bar_date, p.regime, json.dumps(p.probabilities),
-                           p.model_version, p.arm, p.ml_regime, p.rules_regime, p.client)
-                          for p in predictions])
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _rows(predictions: Sequence[Prediction]) -> list[tuple[str | None, ...]]:
+    """The rows to insert; each distinct probabilities object serialised once per batch.
+
+    The service's writer thread builds them while requests are answered on the
+    same interpreter: a batch's requests mostly share one bar and one answer, and
+    ``json.dumps`` per row was most of the Python time the writer held the GIL for
+    (benchmarks/bench_latency.py's service path: p99 with the log on against off).
+    """
+    memo: dict[tuple[tuple[str, float], ...], str] = {}
+    rows = []
+    for p in predictions:
+        key = tuple(p.probabilities.items())
+        text = memo.get(key)
+        if text is None:
+            text = memo[key] = json.dumps(p.probabilities)
+        rows.append((p.ts, p.symbol, p.bar_date, p.regime, text, p.model_version, p.arm,
+                     p.ml_regime, p.rules_regime, p.client))
+    return rows
 
 
 def _prediction(row: tuple[str, ...]) -> Prediction:
