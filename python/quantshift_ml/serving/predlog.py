@@ -170,7 +170,7 @@ def _rows(predictions: Sequence[Prediction]) -> list[tuple[str | None, ...]]:
     (benchmarks/bench_latency.py's service path: p99 with the log on against off).
     """
     memo: dict[tuple[tuple[str, float], ...], str] = {}
-    rows = []
+    rows: list[tuple[str | None, ...]] = []
     for p in predictions:
         key = tuple(p.probabilities.items())
         text = memo.get(key)
