@@ -26,6 +26,7 @@ from typing import Any
 
 from quantshift_ml.serving import predlog
 from quantshift_ml.serving.service.market import MarketCache, utcnow
+from quantshift_ml.serving.service.writer import QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def answers_for(bars: Any, features: Any, job: Job) -> list[predlog.ShadowAnswer
     return out
 
 
-class ShadowLogger:
+class ShadowLogger(QueueWorker):
     """One background thread that logs every family's answer once per bar and release."""
 
     def __init__(self, root: Path, market: MarketCache,
@@ -101,13 +102,3 @@ class ShadowLogger:
                           job[1] if job else "?", type(exc).__name__, exc)
             finally:
                 self._queue.task_done()
-
-    def flush(self) -> None:
-        """Block until every queued bar is logged (or has failed)."""
-        if self._thread is not None:
-            self._queue.join()
-
-    def close(self, timeout: float = 10.0) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout)

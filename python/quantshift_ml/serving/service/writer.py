@@ -10,13 +10,33 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from quantshift_ml.serving import predlog
 
 log = logging.getLogger(__name__)
 
 
-class PredictionWriter:
+class QueueWorker:
+    """What the service's background writers share: a queue and the one thread that
+    drains it, which a ``None`` stops (``PredictionWriter``, ``ShadowLogger``)."""
+
+    _queue: queue.Queue[Any]
+    _thread: threading.Thread | None
+
+    def flush(self) -> None:
+        """Block until everything queued so far is written (or has failed)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+
+class PredictionWriter(QueueWorker):
     """Appends every served prediction to the prediction log from one background thread.
 
     An append (open, insert, commit, close) costs milliseconds, ten to a hundred times
@@ -88,14 +108,3 @@ class PredictionWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return batch, False
-
-    def flush(self) -> None:
-        """Block until everything queued so far is written (or has failed)."""
-        if self._thread is not None:
-            self._queue.join()
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout)
