@@ -72,6 +72,12 @@ def _choice(rows: ch.Months, fam: dict[str, np.ndarray], y: np.ndarray, rets: np
             "sharpe": rp.strategy(row, rets)["sharpe"], **ch.summary(chosen, list(fam))}
 
 
+def shares(g: dict[str, Any]) -> str:
+    """A grid row's share of months per family, in the tables' column order."""
+    s = g["share_of_months"]
+    return f"{s['hmm_filter']:.2f} / {s['hmm_range_filter']:.2f} / {s['forest']:.2f}"
+
+
 def show(name: str, res: dict[str, Any]) -> None:
     print(f"\n{name}: {res['months']} months; fixed families (balanced, Sharpe): " + ", ".join(
         f"{f} {v['balanced_accuracy']:.4f} / {v['sharpe']:.3f}" for f, v in res["fixed"].items()))
@@ -79,11 +85,10 @@ def show(name: str, res: dict[str, Any]) -> None:
           f"{'Sharpe':>7} {'switches':>8}  share of months "
           "(hmm_filter / hmm_range_filter / forest)")
     for g in res["grid"]:
-        s = g["share_of_months"]
         print(f"{g['min_rows']:>8} {g['record_months']!s:>9} {g['margin']:>6} "
               f"{g['balanced_accuracy']:>8.4f} "
               f"{g['vs_best_fixed']:>+8.4f} {g['sharpe']:>7.3f} {g['switches']:>8}  "
-              f"{s['hmm_filter']:.2f} / {s['hmm_range_filter']:.2f} / {s['forest']:.2f}")
+              + shares(g))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from champion_grid import shares  # this folder's scripts run from here
 
 from quantshift_ml.champion import outcome_policy as op
 from quantshift_ml.champion import policy as ch
@@ -108,11 +109,9 @@ def show(name: str, res: dict[str, Any]) -> None:
     print(f"{'record':>9} {'conf':>5} {'guard':>5} {'Sharpe':>7} {'vs best':>7} {'balanced':>8} "
           f"{'vs best':>8} {'switches':>8}  led (hmm_filter / hmm_range_filter / forest)")
     for g in res["grid"]:
-        s = g["share_of_months"]
         print(f"{g['record_months']!s:>9} {g['confidence']:>5} {g['guard']:>5} "
               f"{g['sharpe']:>7.3f} {g['sharpe'] - best_s:>+7.3f} {g['balanced_accuracy']:>8.4f} "
-              f"{g['balanced_accuracy'] - best_b:>+8.4f} {g['switches']:>8}  "
-              f"{s['hmm_filter']:.2f} / {s['hmm_range_filter']:.2f} / {s['forest']:.2f}")
+              f"{g['balanced_accuracy'] - best_b:>+8.4f} {g['switches']:>8}  " + shares(g))
 
 
 def summary(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
