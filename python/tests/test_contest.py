@@ -282,6 +282,9 @@ def test_the_live_record_scores_every_family_on_settled_bars(contest: tuple,
     again = predlog.ShadowAnswer("t", "SPY", days[0], second["family"], True, "Crisis",
                                  meta["version"])
     assert predlog.append_shadows(copy, [again]) == 0  # the first answer stands
+    other = [predlog.ShadowAnswer("t", "QQQ", d, second["family"], True, "Bear",
+                                  meta["version"]) for d in days]
+    assert predlog.append_shadows(copy, other) == len(days)  # another symbol's: not counted
     buf = io.StringIO()
     with redirect_stdout(buf):
         code = cli.main(["champion", "--root", str(copy), "--json"])

@@ -167,3 +167,23 @@ def test_no_log_reads_nothing(tmp_path: Path, data) -> None:
     assert predlog.samples(tmp_path) == [] and live_scores(tmp_path, RULES, bars) == {}
     assert bars.loads == []  # no market data fetched when there is nothing to score
     assert not predlog.db_path(tmp_path).exists()  # and no empty log created
+
+
+def test_an_old_prediction_log_gains_the_shadows_table_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    """A database written before the live record: opening it adds the table, no row lost."""
+    import sqlite3
+
+    path = predlog.db_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:  # the oldest schema: no A/B columns, no shadows
+        conn.execute("CREATE TABLE predictions (ts TEXT NOT NULL, symbol TEXT NOT NULL, "
+                     "bar_date TEXT NOT NULL, regime TEXT NOT NULL, probabilities TEXT NOT "
+                     "NULL, model_version TEXT NOT NULL)")
+        conn.execute("INSERT INTO predictions VALUES ('2018-12-03T21:00:00+00:00', 'SPY', "
+                     "'2018-12-03', 'Bull', '{\"Bull\": 1.0}', 'v1')")
+    assert predlog.shadow_answers(tmp_path) == []
+    assert [p.regime for p in predlog.read(tmp_path)] == ["Bull"]
+    row = predlog.ShadowAnswer("t", "SPY", "2018-12-03", "hmm_filter", False, "Bear", "v1")
+    assert predlog.append_shadows(tmp_path, [row, row]) == 1
+    assert predlog.shadow_answers(tmp_path) == [row]
