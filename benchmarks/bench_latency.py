@@ -7,8 +7,9 @@ Measures, in one run and on the same model and the same feature rows:
   with scikit-learn and with onnxruntime, side by side; plus, for reference, the
   naive scikit-learn path (``predict`` then ``predict_proba`` on a one-row
   DataFrame, as ``quantshift-ml predict`` does) and the bare ``session.run``;
-* the service path (issue 28): one ``RegimeService.regime`` call in process,
-  without HTTP: the cached feature row of the newest bundled bar, the regime, the
+* the service path (issue 28): one ``RegimeService.regime`` call, without HTTP,
+  in a fresh process of its own as the service runs (not in this one, which has
+  trained a forest and run scikit-learn by then): the cached feature row of the newest bundled bar, the regime, the
   A/B arm, the metrics and the prediction log's queueing (its writer thread runs
   as in production), timed with the other core idle and again with it busy (a
   busy-loop subprocess), in the same run, in chunks of 5 000 calls with the log
@@ -194,6 +195,16 @@ def service_path(root: Path, n: int) -> dict[str, Any]:
     return out
 
 
+def service_path_process(root: Path, n: int) -> dict[str, Any]:
+    """``service_path`` in a fresh process, as the service runs: not in this one, which
+    trained a forest and ran scikit-learn a thousand times (their thread pools and heap
+    stay behind) before it gets here."""
+    out = subprocess.run([sys.executable, __file__, "--service-path-child", str(root), str(n)],
+                         check=True, capture_output=True, text=True,
+                         env={**os.environ}).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def http_round_trips(root: Path, n: int) -> dict[str, Any]:
     """GET /regime and /healthz on loopback against an in-process server."""
     logging.getLogger("quantshift_ml").setLevel(logging.WARNING)
@@ -247,7 +258,7 @@ def _measure(given_root: Path | None, n_sk: int, n_onnx: int, n_http: int
         feats = model_frame(BundledSource().load(), bundle.get("labeler"))
         rows = feats[usable(feats)][fast.features].to_numpy(dtype=float)[-250:]
         det = detection(fast, bundle, rows, n_sk, n_onnx)
-        svc = service_path(root, n_onnx)
+        svc = service_path_process(root, n_onnx)
         http = {"onnxruntime": http_round_trips(root, n_http)}
     return fast, det, svc, http, train_s
 
@@ -261,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--smoke", action="store_true",
                       help="a handful of iterations, no goal verdict (the benchmark still works)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--service-path-child", nargs=2, metavar=("ROOT", "N"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.service_path_child:
+        warnings.filterwarnings("ignore")
+        print(json.dumps(service_path(Path(a.service_path_child[0]),
+                                      int(a.service_path_child[1]))))
+        return 0
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     n_sk, n_onnx, n_http = ((20, 200, 10) if a.smoke else (100, 2000, 50) if a.quick

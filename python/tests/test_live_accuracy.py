@@ -187,3 +187,16 @@ def test_an_old_prediction_log_gains_the_shadows_table_and_keeps_its_rows(
     row = predlog.ShadowAnswer("t", "SPY", "2018-12-03", "hmm_filter", False, "Bear", "v1")
     assert predlog.append_shadows(tmp_path, [row, row]) == 1
     assert predlog.shadow_answers(tmp_path) == [row]
+
+
+def test_a_batch_larger_than_one_insert_keeps_every_row_in_order(tmp_path: Path) -> None:
+    """``append_many`` writes multi-row INSERTs of ``MAX_ROWS_PER_INSERT``: nothing lost."""
+    n = predlog.MAX_ROWS_PER_INSERT * 2 + 3
+    batch = [predlog.Prediction(ts=f"2018-12-03T21:00:{i // 100:02d}.{i:04d}+00:00",
+                                symbol="SPY", bar_date="2018-12-03",
+                                regime="Bull" if i % 2 else "Bear",
+                                probabilities={"Bull": round(i / n, 4)}, model_version="v1",
+                                client=f"bot-{i}")
+             for i in range(n)]
+    predlog.append_many(tmp_path, batch)
+    assert predlog.read(tmp_path) == batch

@@ -157,8 +157,19 @@ def append_many(root: Path, predictions: Sequence[Prediction]) -> None:
         return
     rows = _rows(predictions)
     with _connect(root) as conn:
-        conn.executemany(f"INSERT INTO predictions ({_COLUMNS}) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        per = max(1, min(MAX_ROWS_PER_INSERT, limit // len(rows[0])))
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            conn.execute(f"INSERT INTO predictions ({_COLUMNS}) VALUES {values}",
+                         [v for row in chunk for v in row])
+
+
+MAX_ROWS_PER_INSERT = 500
+"""Rows per multi-row INSERT. One statement is one step, and the sqlite3 module hands
+the GIL over at every step: ``executemany`` handed it over once per row, thousands
+of times a batch, each time the request thread had to wait to get it back."""
 
 
 def _rows(predictions: Sequence[Prediction]) -> list[tuple[str | None, ...]]:
