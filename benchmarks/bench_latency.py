@@ -9,11 +9,12 @@ Measures, in one run and on the same model and the same feature rows:
   DataFrame, as ``quantshift-ml predict`` does) and the bare ``session.run``;
 * the service path (issue 28): one ``RegimeService.regime`` call, without HTTP,
   in a fresh process of its own as the service runs (not in this one, which has
-  trained a forest and run scikit-learn by then): the cached feature row of the newest bundled bar, the regime, the
-  A/B arm, the metrics and the prediction log's queueing (its writer thread runs
-  as in production), timed with the other core idle and again with it busy (a
-  busy-loop subprocess), in the same run, in chunks of 5 000 calls with the log
-  flushed between them (untimed: ``time_paced`` says why);
+  trained a forest and run scikit-learn by then): the cached feature row of the
+  newest bundled bar, the regime, the A/B arm, the metrics and the prediction
+  log's queueing (its writer thread runs as in production), timed with the other
+  core idle and again with it busy (a busy-loop subprocess), in the same run, in
+  chunks of 5 000 calls with the log flushed between them (untimed: ``time_paced``
+  says why);
 * the HTTP round trip of ``GET /regime?symbol=SPY`` (and ``/healthz`` for the bare
   server overhead) on loopback, with the server started in-process on 127.0.0.1,
   a new connection per request like ``curl``, a bounded number of requests. Each
