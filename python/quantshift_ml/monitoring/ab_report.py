@@ -40,7 +40,6 @@ import pandas as pd
 from quantshift_ml import defaults
 from quantshift_ml.insight.ab import AbConfig
 from quantshift_ml.monitoring.context import RunContext
-from quantshift_ml.monitoring.textfile import HEADLINE as HEADLINE
 from quantshift_ml.monitoring.thresholds import ACCURACY_BY_LABELER
 from quantshift_ml.outcomes.stats import ALPHA, Paired
 from quantshift_ml.serving import predlog
@@ -121,7 +120,7 @@ def from_log(root: Any, known: dict[str, str | None], since: str | None = None,
               for p in logged if keep(p) and p.rules_regime]
     pending = sum(1 for p in logged if recent(p) and known.get(p.bar_date, "") is None)
     versions = sorted({p.model_version for p in logged if keep(p)})
-    config = AbConfig.load(root)
+    config = ctx.ab_config()
     return {**build(arm_rows, paired, alpha, market, config), "versions": versions,
             "since": since, "pending": pending}
 
@@ -138,11 +137,12 @@ def host_report(root: Any, src: Any, ctx: RunContext | None = None) -> dict[str,
     meta = ctx.active().meta
     version = str(meta.get("version"))
     labeler = meta.get("labeler") or {}
+    config = ctx.ab_config()
     out = from_log(root, ctx.realised(labeler), acted_since(root),
-                   market=ctx.forward_outcomes(AbConfig.load(root).outcome_config()), ctx=ctx)
+                   market=ctx.forward_outcomes(config.outcome_config()), ctx=ctx)
     older = [b for b in ctx.trusted_backups() if str(b.meta.get("version")) < version]
     return {**out, "model_version": version, "labeler": labeler.get("name"),
-            "config": AbConfig.load(root).as_dict(), "trusted_older_backups": len(older)}
+            "config": config.as_dict(), "trusted_older_backups": len(older)}
 
 
 def ab_check(root: Any, src: Any, ctx: RunContext | None = None) -> dict[str, Any]:
@@ -154,7 +154,8 @@ def ab_check(root: Any, src: Any, ctx: RunContext | None = None) -> dict[str, An
     from quantshift_ml.monitoring.checks import check
 
     try:
-        config = AbConfig.load(root)
+        ctx = ctx or RunContext(root, src)
+        config = ctx.ab_config()
         if not config.enabled and config.forced is None:
             return check("ab_test", "UNKNOWN", None, "unknown: A/B testing is off")
         rep = host_report(root, src, ctx)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import QuantshiftError
+from quantshift_ml.insight.ab import AbConfig
 from quantshift_ml.model.features import compute_features
 from quantshift_ml.model.labels import make_labeler
 from quantshift_ml.serving import predlog
@@ -54,10 +55,11 @@ class RunContext:
         self.reads: Counter[str] = Counter()
         self._cache: dict[str, Any] = {}
 
-    def _once(self, key: str, counter: str, read: Any) -> Any:
+    def _once(self, key: str, counter: str, read: Any, count: Any = lambda _: 1) -> Any:
+        """``read()`` on first use, kept for the run; ``count`` of it added to ``reads``."""
         if key not in self._cache:
             self._cache[key] = read()
-            self.reads[counter] += 1
+            self.reads[counter] += count(self._cache[key])
         return self._cache[key]
 
     def bars(self) -> pd.DataFrame:
@@ -90,14 +92,16 @@ class RunContext:
 
     def backups(self) -> list[BackupCheck]:
         """Every backup verified as a rollback would, once per run."""
-        if "backups" not in self._cache:
-            self._cache["backups"] = self.store.checked_backups()
-            self.reads["backups_verified"] += len(self._cache["backups"])
-        return list(self._cache["backups"])
+        return list(self._once("backups", "backups_verified", self.store.checked_backups, len))
 
     def trusted_backups(self) -> list[Artifact]:
         """The intact ones of ``backups``, oldest first (``ModelStore.trusted_backups``)."""
         return [c.artifact for c in self.backups() if c.artifact is not None]
+
+    def ab_config(self) -> AbConfig:
+        """The host's A/B settings (``etc/ab.json``), read once; raises UsageError."""
+        return self._once("ab", "ab_config",  # type: ignore[no-any-return]
+                          lambda: AbConfig.load(self.root))
 
     def forward_outcomes(self, config: Any) -> pd.DataFrame:
         """``outcomes.forward_outcomes`` of the bars' closes for ``config``, once per config."""

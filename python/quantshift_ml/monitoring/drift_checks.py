@@ -28,8 +28,8 @@ def importance_check(store: ModelStore, meta: dict[str, Any], t: drift.Threshold
     ``ctx``: the monitor run's, whose backups are verified once for every check.
     """
     version = str(meta.get("version"))
-    trusted = ctx.trusted_backups() if ctx is not None else store.trusted_backups()
-    history_metas = [b.meta for b in trusted
+    ctx = ctx or RunContext(store.layout.root, store=store)
+    history_metas = [b.meta for b in ctx.trusted_backups()
                      if str(b.meta.get("version")) < version]
     history = drift.importance_history([*history_metas, meta])
     now = drift.importances(meta)

@@ -37,7 +37,6 @@ from quantshift_ml.monitoring import drift_checks
 from quantshift_ml.monitoring.checks import CRITICAL, OK, RANK, UNKNOWN, WARNING
 from quantshift_ml.monitoring.checks import check as _check
 from quantshift_ml.monitoring.context import RunContext
-from quantshift_ml.monitoring.context import realised_labels as realised_labels
 from quantshift_ml.monitoring.textfile import textfile
 from quantshift_ml.monitoring.thresholds import ACCURACY_BY_LABELER as ACCURACY_BY_LABELER
 from quantshift_ml.monitoring.thresholds import DriftThresholds as DriftThresholds
@@ -111,11 +110,6 @@ def score_live(logged: Iterable[predlog.Sample], known: dict[str, str | None],
             score.samples += 1
             score.hits += int(p.model_regime == known[p.bar_date])
     return scores
-
-
-def realised(labeler: dict[str, Any], source: DataSource) -> dict[str, str | None]:
-    """Every bar date of the source's data -> its label by the model's labeler, or None."""
-    return realised_labels(labeler, source.load())
 
 
 def live_scores(root: Path, labeler: dict[str, Any], source: DataSource,
@@ -195,7 +189,7 @@ def backups_check(store: ModelStore, t: Thresholds, ctx: RunContext | None = Non
     backup at all stays WARNING: that is a fresh install (its first promotion
     keeps nothing), told apart from a broken safety net by there being no files.
     """
-    found = ctx.backups() if ctx is not None else store.checked_backups()
+    found = (ctx or RunContext(store.layout.root, store=store)).backups()
     intact = sum(c.intact for c in found)
     broken = [c for c in found if not c.intact]
     extra = {"backups": [c.as_dict() for c in found]}
@@ -234,12 +228,11 @@ def _model_checks(meta: dict[str, Any], t: Thresholds, now: dt.datetime, ctx: Ru
                              f"{age:.1f} days (warn > {t.age_warn_days:g}, "
                              f"critical > {t.age_crit_days:g})"))
     if ctx.source is not None:
-        from quantshift_ml.insight.ab import AbConfig
         from quantshift_ml.monitoring.outcome_checks import live_outcomes_check
 
         checks.append(_live_check(meta, t, ctx))
         try:
-            outcomes = AbConfig.load(ctx.root).outcome_config()
+            outcomes = ctx.ab_config().outcome_config()
         except QuantshiftError:
             outcomes = None  # ab.json's own problem is the ab_test check's to report
         checks.append(live_outcomes_check(ctx.root, meta, ctx.source, t, ctx.symbol, outcomes,

@@ -20,7 +20,6 @@ from quantshift_ml.data.sources import DataSource
 from quantshift_ml.errors import GateRefused, IntegrityError, UsageError
 from quantshift_ml.model.features import model_frame, usable
 from quantshift_ml.ops import packaging, traininglog
-from quantshift_ml.ops.packaging import library_versions as library_versions
 from quantshift_ml.serving.served import check_servable
 from quantshift_ml.store import ModelStore, backups
 from quantshift_ml.store.backups import BackupCheck

@@ -70,7 +70,7 @@ class RegimeService:
             probabilities=proba_served, model_version=version, arm=arm, ml_regime=regime,
             rules_regime=rules, client=client))
         if cur.meta.get("shadows"):  # the other families' answers, logged off this path
-            self.shadows.put(cur.meta, self.symbol, snap.bar_date, regime)
+            self.shadows.put(cur.meta, self.symbol, snap.bar_date, regime, version)
         body = {"symbol": self.symbol, "regime": served, "probabilities": proba_served,
                 "arm": arm,
                 "as_of": snap.bar_date, "bar_age_days": bar_age_days(snap.bar_date),

@@ -64,12 +64,15 @@ class ShadowLogger(QueueWorker):
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize)
         self._seen: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.thread_name = "shadows"
 
-    def put(self, meta: dict[str, Any], symbol: str, bar_date: str, champion_regime: str
-            ) -> None:
-        """Queue the bar once per release; cheap for every later request about it."""
-        version = str(meta.get("version"))
+    def put(self, meta: dict[str, Any], symbol: str, bar_date: str, champion_regime: str,
+            version: str | None = None) -> None:
+        """Queue the bar once per release; a set lookup for every later request about it.
+
+        ``version``: the release's, computed once per load by the caller on the request
+        path (default: read from ``meta``)."""
+        version = version or str(meta.get("version"))
         key = (symbol, bar_date, version)
         if key in self._seen:
             return
@@ -77,16 +80,9 @@ class ShadowLogger(QueueWorker):
             if key in self._seen:
                 return
             self._seen.add(key)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="shadows", daemon=True)
-                self._thread.start()
-        job: Job = (symbol, bar_date, version, str(meta.get("family") or "forest"),
-                    champion_regime, dict(meta.get("shadows") or {}))
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            self._on_error()
-            log.error("shadow queue full: the families' answers for %s not logged", bar_date)
+        self._enqueue((symbol, bar_date, version, str(meta.get("family") or "forest"),
+                       champion_regime, dict(meta.get("shadows") or {})),
+                      f"shadow queue full: the families' answers for {bar_date} not logged")
 
     def _run(self) -> None:
         while True:

@@ -22,7 +22,30 @@ class QueueWorker:
     drains it, which a ``None`` stops (``PredictionWriter``, ``ShadowLogger``)."""
 
     _queue: queue.Queue[Any]
-    _thread: threading.Thread | None
+    _on_error: Callable[[], None]
+    """Counts a lost item in the service's metrics."""
+    _thread: threading.Thread | None = None
+    _start_lock = threading.Lock()
+    """Shared by the workers: taken once per worker, when its thread starts."""
+    thread_name = "worker"
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _enqueue(self, item: Any, on_full: str) -> None:
+        """Queue ``item`` (the thread started on first use); a full queue is counted and
+        logged (``on_full``), never raised: a request does not wait for a writer."""
+        if self._thread is None:  # checked again under the lock: started once
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self.thread_name,
+                                                    daemon=True)
+                    self._thread.start()
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._on_error()
+            log.error("%s", on_full)
 
     def flush(self) -> None:
         """Block until everything queued so far is written (or has failed)."""
@@ -58,21 +81,10 @@ class PredictionWriter(QueueWorker):
         self.max_batch = max_batch
         self._on_error = on_error
         self._queue: queue.Queue[predlog.Prediction | None] = queue.Queue(maxsize)
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self.thread_name = "predlog"
 
     def put(self, p: predlog.Prediction) -> None:
-        if self._thread is None:  # checked again under the lock: started once
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="predlog",
-                                                    daemon=True)
-                    self._thread.start()
-        try:
-            self._queue.put_nowait(p)
-        except queue.Full:
-            self._on_error()
-            log.error("prediction log queue full: prediction for %s not logged", p.bar_date)
+        self._enqueue(p, f"prediction log queue full: prediction for {p.bar_date} not logged")
 
     def _run(self) -> None:
         while True:
