@@ -157,6 +157,7 @@ def test_versions_chart_has_the_new_point(driver: Any, console: str, shots: Path
                                                                 "balanced accuracy"}
     shot(driver, shots, "versions")
     press(driver, "compare")
+    assert shown(driver, "cmp-a")  # the comparison is a new page: wait for it to load
     assert driver.find_element(by("ID"), "cmp-a").text == seen["before"]
     assert driver.find_element(by("ID"), "cmp-b").text == seen["new"]
     assert "Confusion matrix" in driver.page_source
